@@ -1,0 +1,218 @@
+//! The analytics projection's contract: the stored event row, the dashboard queries, and the
+//! two traits (writer, reader) every analytics backend implements.
+
+use crate::{StoreResult, StoredOffset};
+use async_trait::async_trait;
+use serde::Serialize;
+
+/// One event as stored for dashboards (an enriched event plus its visitor and session keys).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoredEvent {
+    pub event_id: u128,
+    pub website_id: String,
+    pub ts_ms: i64,
+    pub received_at_ms: i64,
+    pub event_type: String,
+    pub page: String,
+    pub hostname: Option<String>,
+    pub referrer_domain: Option<String>,
+    pub event_name: Option<String>,
+    pub event_data: Option<String>,
+    pub screen: Option<String>,
+    pub language: Option<String>,
+    pub utm_source: Option<String>,
+    pub utm_medium: Option<String>,
+    pub utm_campaign: Option<String>,
+    pub utm_term: Option<String>,
+    pub utm_content: Option<String>,
+    pub country: Option<String>,
+    pub region: Option<String>,
+    pub city: Option<String>,
+    pub browser: Option<String>,
+    pub browser_version: Option<String>,
+    pub os: Option<String>,
+    pub os_version: Option<String>,
+    pub device: Option<String>,
+    pub visitor: u64,
+    pub session: u64,
+    pub is_bot: bool,
+}
+
+/// The last known span of one session, used to warm the sessionizer after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionTail {
+    pub website_id: String,
+    pub visitor: u64,
+    pub session: u64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// A dimension dashboards can group or filter by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    Page,
+    Referrer,
+    Country,
+    Region,
+    City,
+    Browser,
+    Os,
+    Device,
+    Screen,
+    EventName,
+    Language,
+    UtmSource,
+    UtmMedium,
+    UtmCampaign,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 14] = [
+        Dimension::Page,
+        Dimension::Referrer,
+        Dimension::Country,
+        Dimension::Region,
+        Dimension::City,
+        Dimension::Browser,
+        Dimension::Os,
+        Dimension::Device,
+        Dimension::Screen,
+        Dimension::EventName,
+        Dimension::Language,
+        Dimension::UtmSource,
+        Dimension::UtmMedium,
+        Dimension::UtmCampaign,
+    ];
+
+    /// The API name (`metrics?type=…`, `filter_…`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Dimension::Page => "page",
+            Dimension::Referrer => "referrer",
+            Dimension::Country => "country",
+            Dimension::Region => "region",
+            Dimension::City => "city",
+            Dimension::Browser => "browser",
+            Dimension::Os => "os",
+            Dimension::Device => "device",
+            Dimension::Screen => "screen",
+            Dimension::EventName => "event_name",
+            Dimension::Language => "language",
+            Dimension::UtmSource => "utm_source",
+            Dimension::UtmMedium => "utm_medium",
+            Dimension::UtmCampaign => "utm_campaign",
+        }
+    }
+
+    /// The stored column. A closed set: never built from user input.
+    pub fn column(self) -> &'static str {
+        match self {
+            Dimension::Referrer => "referrer_domain",
+            other => other.name(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Dimension> {
+        Dimension::ALL.into_iter().find(|d| d.name() == s)
+    }
+}
+
+/// Which events a dashboard query covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scope {
+    pub website_id: String,
+    /// Inclusive start, UTC epoch ms.
+    pub from_ms: i64,
+    /// Exclusive end, UTC epoch ms.
+    pub to_ms: i64,
+    pub include_bots: bool,
+    /// Exact-match filters, all of which must hold.
+    pub filters: Vec<(Dimension, String)>,
+}
+
+/// Headline numbers for a period.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Totals {
+    pub pageviews: u64,
+    pub visitors: u64,
+    pub sessions: u64,
+    pub bounces: u64,
+    pub avg_duration_seconds: f64,
+}
+
+/// Time-series bucket granularity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    Hour,
+    Day,
+    Month,
+}
+
+/// From `from_ms` on (UTC), local time is UTC plus `offset_ms` (until the next segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetSegment {
+    pub from_ms: i64,
+    pub offset_ms: i64,
+}
+
+/// One time-series bucket, keyed by its start in local wall-clock time expressed as epoch ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesPoint {
+    pub local_start_ms: i64,
+    pub pageviews: u64,
+    pub visitors: u64,
+}
+
+/// One row of a breakdown by a dimension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MetricRow {
+    pub value: String,
+    pub visitors: u64,
+    pub pageviews: u64,
+    pub events: u64,
+}
+
+/// A recent event for the realtime view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecentEvent {
+    pub timestamp_ms: i64,
+    pub event_type: String,
+    pub page: String,
+    pub event_name: Option<String>,
+    pub referrer_domain: Option<String>,
+    pub country: Option<String>,
+    pub browser: Option<String>,
+    pub device: Option<String>,
+}
+
+/// Writes of the analytics projection. Idempotent: re-applying events changes no count.
+#[async_trait]
+pub trait AnalyticsWriter: Send + Sync {
+    /// Stores `events` (skipping event ids already stored) and `offsets`, atomically.
+    /// Returns how many new events were stored.
+    async fn write(&self, consumer: &str, events: Vec<StoredEvent>, offsets: Vec<StoredOffset>) -> StoreResult<usize>;
+    /// The offsets stored with the rows, for `consumer`.
+    async fn offsets(&self, consumer: &str) -> StoreResult<Vec<StoredOffset>>;
+    /// Forgets `consumer`'s offsets (rows stay: the next run re-applies and deduplicates).
+    async fn reset_offsets(&self, consumer: &str) -> StoreResult<()>;
+    /// Drops every stored event and offset (for a rebuild from the log).
+    async fn truncate(&self) -> StoreResult<()>;
+    /// Sessions with events received since `since_ms`, to warm the sessionizer.
+    async fn recent_sessions(&self, since_ms: i64) -> StoreResult<Vec<SessionTail>>;
+    /// Retention: deletes events whose time is before `cutoff_ms`.
+    async fn delete_before(&self, cutoff_ms: i64) -> StoreResult<u64>;
+}
+
+/// Dashboard reads of the analytics projection.
+#[async_trait]
+pub trait AnalyticsReader: Send + Sync {
+    async fn totals(&self, scope: &Scope) -> StoreResult<Totals>;
+    async fn series(&self, scope: &Scope, granularity: Granularity, tz: &[OffsetSegment]) -> StoreResult<Vec<SeriesPoint>>;
+    /// Rows for one page of the breakdown, and the number of distinct values in all.
+    async fn breakdown(&self, scope: &Scope, by: Dimension, limit: u32, offset: u32) -> StoreResult<(Vec<MetricRow>, u64)>;
+    async fn active_visitors(&self, website_id: &str, since_ms: i64) -> StoreResult<u64>;
+    async fn recent_events(&self, website_id: &str, since_ms: i64, limit: u32) -> StoreResult<Vec<RecentEvent>>;
+    /// Stored events of a website (bots included), for reconciliation.
+    async fn event_count(&self, website_id: &str) -> StoreResult<u64>;
+}

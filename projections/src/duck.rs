@@ -1,0 +1,464 @@
+//! The embedded analytics store on DuckDB (columnar, in-process). Writes go through one
+//! connection with the appender inside a transaction that also stores the consumer offsets;
+//! reads use a small pool of cloned connections. DuckDB calls block, so they run on tokio's
+//! blocking pool.
+
+use crate::analytics::*;
+use crate::{StoreError, StoreResult, StoredOffset};
+use async_trait::async_trait;
+use duckdb::types::Value;
+use duckdb::{params, params_from_iter, Connection};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    event_id HUGEINT NOT NULL,
+    website_id VARCHAR NOT NULL,
+    ts BIGINT NOT NULL,
+    received_at BIGINT NOT NULL,
+    event_type VARCHAR NOT NULL,
+    page VARCHAR NOT NULL,
+    hostname VARCHAR,
+    referrer_domain VARCHAR,
+    event_name VARCHAR,
+    event_data VARCHAR,
+    screen VARCHAR,
+    language VARCHAR,
+    utm_source VARCHAR,
+    utm_medium VARCHAR,
+    utm_campaign VARCHAR,
+    utm_term VARCHAR,
+    utm_content VARCHAR,
+    country VARCHAR,
+    region VARCHAR,
+    city VARCHAR,
+    browser VARCHAR,
+    browser_version VARCHAR,
+    os VARCHAR,
+    os_version VARCHAR,
+    device VARCHAR,
+    visitor UBIGINT NOT NULL,
+    session UBIGINT NOT NULL,
+    is_bot BOOLEAN NOT NULL
+);
+CREATE TABLE IF NOT EXISTS projection_offsets (
+    consumer VARCHAR NOT NULL,
+    topic VARCHAR NOT NULL,
+    part INTEGER NOT NULL,
+    next_offset UBIGINT NOT NULL,
+    PRIMARY KEY (consumer, topic, part)
+);
+";
+
+fn db_err(e: duckdb::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// DuckDB-backed analytics store.
+#[derive(Clone)]
+pub struct DuckAnalytics {
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl DuckAnalytics {
+    /// Opens (or creates) the database file at `path`. `memory_limit` is a DuckDB size ("1GB").
+    pub fn open(path: &Path, memory_limit: &str) -> StoreResult<Self> {
+        let conn = Connection::open(path).map_err(db_err)?;
+        Self::init(conn, memory_limit)
+    }
+
+    /// An in-memory store (tests and benchmarks).
+    pub fn in_memory() -> StoreResult<Self> {
+        Self::init(Connection::open_in_memory().map_err(db_err)?, "1GB")
+    }
+
+    fn init(conn: Connection, memory_limit: &str) -> StoreResult<Self> {
+        let limit: String = memory_limit.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        conn.execute_batch(&format!("SET memory_limit = '{limit}';")).map_err(db_err)?;
+        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        Ok(Self { writer: Arc::new(Mutex::new(conn)), readers: Arc::new(Mutex::new(Vec::new())) })
+    }
+
+    async fn with_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer.lock().map_err(|_| StoreError::Backend("writer poisoned".into()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    async fn with_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (writer, readers) = (self.writer.clone(), self.readers.clone());
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().map_err(|_| StoreError::Backend("pool poisoned".into()))?.pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => writer
+                    .lock()
+                    .map_err(|_| StoreError::Backend("writer poisoned".into()))?
+                    .try_clone()
+                    .map_err(db_err)?,
+            };
+            let out = f(&conn);
+            if let Ok(mut pool) = readers.lock() {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+}
+
+/// The WHERE clause and its parameters for a scope. Column names come from `Dimension`, a
+/// closed set; every user-supplied value is a bound parameter.
+fn scope_sql(scope: &Scope) -> (String, Vec<Value>) {
+    let mut sql = String::from("website_id = ? AND ts >= ? AND ts < ?");
+    let mut params = vec![
+        Value::Text(scope.website_id.clone()),
+        Value::BigInt(scope.from_ms),
+        Value::BigInt(scope.to_ms),
+    ];
+    if !scope.include_bots {
+        sql.push_str(" AND NOT is_bot");
+    }
+    for (dim, value) in &scope.filters {
+        sql.push_str(&format!(" AND {} = ?", dim.column()));
+        params.push(Value::Text(value.clone()));
+    }
+    (sql, params)
+}
+
+/// Local-time offset as SQL: a constant, or a CASE over the DST segments of the range.
+/// Every number here is computed by Tally, not taken from the request.
+fn offset_sql(tz: &[OffsetSegment]) -> String {
+    match tz {
+        [] => "0".to_string(),
+        [only] => only.offset_ms.to_string(),
+        [first, rest @ ..] => {
+            let mut sql = String::from("CASE");
+            let mut current = first.offset_ms;
+            for seg in rest {
+                sql.push_str(&format!(" WHEN ts < {} THEN {}", seg.from_ms, current));
+                current = seg.offset_ms;
+            }
+            sql.push_str(&format!(" ELSE {current} END"));
+            sql
+        }
+    }
+}
+
+fn bucket_sql(g: Granularity) -> &'static str {
+    match g {
+        Granularity::Hour => "(local_ms // 3600000) * 3600000",
+        Granularity::Day => "(local_ms // 86400000) * 86400000",
+        Granularity::Month => "epoch_ms(date_trunc('month', epoch_ms(local_ms)))",
+    }
+}
+
+fn insert_events(conn: &Connection, events: Vec<StoredEvent>) -> StoreResult<usize> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    // A redelivered event carries the receive time it had the first time, so duplicates can
+    // only sit in this batch's receive-time window: check just that slice of the table.
+    let lo = events.iter().map(|e| e.received_at_ms).min().unwrap_or(0);
+    let hi = events.iter().map(|e| e.received_at_ms).max().unwrap_or(0);
+    let mut seen: HashSet<u128> = HashSet::new();
+    {
+        let mut stmt = conn
+            .prepare_cached("SELECT event_id FROM events WHERE received_at BETWEEN ? AND ?")
+            .map_err(db_err)?;
+        let rows = stmt.query_map(params![lo, hi], |r| r.get::<_, i128>(0)).map_err(db_err)?;
+        for id in rows {
+            seen.insert(id.map_err(db_err)? as u128);
+        }
+    }
+    let mut app = conn.appender("events").map_err(db_err)?;
+    let mut inserted = 0;
+    for e in events {
+        if !seen.insert(e.event_id) {
+            continue;
+        }
+        app.append_row(params![
+            e.event_id as i128,
+            e.website_id,
+            e.ts_ms,
+            e.received_at_ms,
+            e.event_type,
+            e.page,
+            e.hostname,
+            e.referrer_domain,
+            e.event_name,
+            e.event_data,
+            e.screen,
+            e.language,
+            e.utm_source,
+            e.utm_medium,
+            e.utm_campaign,
+            e.utm_term,
+            e.utm_content,
+            e.country,
+            e.region,
+            e.city,
+            e.browser,
+            e.browser_version,
+            e.os,
+            e.os_version,
+            e.device,
+            e.visitor,
+            e.session,
+            e.is_bot
+        ])
+        .map_err(db_err)?;
+        inserted += 1;
+    }
+    app.flush().map_err(db_err)?;
+    Ok(inserted)
+}
+
+fn count(conn: &Connection, sql: &str, params: &[Value]) -> StoreResult<u64> {
+    conn.prepare(sql)
+        .map_err(db_err)?
+        .query_row(params_from_iter(params.iter()), |r| r.get::<_, i64>(0))
+        .map(|n| n.max(0) as u64)
+        .map_err(db_err)
+}
+
+#[async_trait]
+impl AnalyticsWriter for DuckAnalytics {
+    async fn write(&self, consumer: &str, events: Vec<StoredEvent>, offsets: Vec<StoredOffset>) -> StoreResult<usize> {
+        let consumer = consumer.to_string();
+        self.with_writer(move |conn| {
+            let tx = conn.transaction().map_err(db_err)?;
+            let inserted = insert_events(&tx, events)?;
+            for o in offsets {
+                tx.execute(
+                    "INSERT OR REPLACE INTO projection_offsets VALUES (?, ?, ?, ?)",
+                    params![consumer, o.topic, o.partition, o.next_offset],
+                )
+                .map_err(db_err)?;
+            }
+            tx.commit().map_err(db_err)?;
+            Ok(inserted)
+        })
+        .await
+    }
+
+    async fn offsets(&self, consumer: &str) -> StoreResult<Vec<StoredOffset>> {
+        let consumer = consumer.to_string();
+        self.with_reader(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT topic, part, next_offset FROM projection_offsets WHERE consumer = ?")
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![consumer], |r| {
+                    Ok(StoredOffset { topic: r.get(0)?, partition: r.get(1)?, next_offset: r.get(2)? })
+                })
+                .map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err)).collect()
+        })
+        .await
+    }
+
+    async fn reset_offsets(&self, consumer: &str) -> StoreResult<()> {
+        let consumer = consumer.to_string();
+        self.with_writer(move |conn| {
+            conn.execute("DELETE FROM projection_offsets WHERE consumer = ?", params![consumer]).map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn truncate(&self) -> StoreResult<()> {
+        self.with_writer(|conn| conn.execute_batch("DELETE FROM events; DELETE FROM projection_offsets;").map_err(db_err))
+            .await
+    }
+
+    async fn recent_sessions(&self, since_ms: i64) -> StoreResult<Vec<SessionTail>> {
+        self.with_reader(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT website_id, visitor, session, min(ts), max(ts) FROM events \
+                     WHERE received_at >= ? GROUP BY website_id, visitor, session",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![since_ms], |r| {
+                    Ok(SessionTail {
+                        website_id: r.get(0)?,
+                        visitor: r.get(1)?,
+                        session: r.get(2)?,
+                        first_ms: r.get(3)?,
+                        last_ms: r.get(4)?,
+                    })
+                })
+                .map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err)).collect()
+        })
+        .await
+    }
+
+    async fn delete_before(&self, cutoff_ms: i64) -> StoreResult<u64> {
+        self.with_writer(move |conn| {
+            conn.execute("DELETE FROM events WHERE ts < ?", params![cutoff_ms]).map(|n| n as u64).map_err(db_err)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AnalyticsReader for DuckAnalytics {
+    async fn totals(&self, scope: &Scope) -> StoreResult<Totals> {
+        let (filter, params) = scope_sql(scope);
+        self.with_reader(move |conn| {
+            let sql = format!(
+                "WITH f AS (SELECT visitor, session, event_type, ts FROM events WHERE {filter}), \
+                 s AS (SELECT count(*) AS n, count(*) FILTER (WHERE event_type = 'pageview') AS pv, \
+                       max(ts) - min(ts) AS dur FROM f GROUP BY session) \
+                 SELECT (SELECT count(*) FROM f WHERE event_type = 'pageview'), \
+                        (SELECT count(DISTINCT visitor) FROM f), \
+                        (SELECT count(*) FROM s), \
+                        (SELECT count(*) FROM s WHERE n = 1 AND pv = 1), \
+                        (SELECT coalesce(avg(dur), 0)::DOUBLE FROM s)"
+            );
+            conn.prepare(&sql)
+                .map_err(db_err)?
+                .query_row(params_from_iter(params.iter()), |r| {
+                    Ok(Totals {
+                        pageviews: r.get::<_, i64>(0)?.max(0) as u64,
+                        visitors: r.get::<_, i64>(1)?.max(0) as u64,
+                        sessions: r.get::<_, i64>(2)?.max(0) as u64,
+                        bounces: r.get::<_, i64>(3)?.max(0) as u64,
+                        avg_duration_seconds: r.get::<_, f64>(4)? / 1000.0,
+                    })
+                })
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn series(&self, scope: &Scope, granularity: Granularity, tz: &[OffsetSegment]) -> StoreResult<Vec<SeriesPoint>> {
+        let (filter, params) = scope_sql(scope);
+        let sql = format!(
+            "SELECT {bucket} AS b, count(*) FILTER (WHERE event_type = 'pageview'), count(DISTINCT visitor) \
+             FROM (SELECT visitor, event_type, ts + ({offset}) AS local_ms FROM events WHERE {filter}) \
+             GROUP BY b ORDER BY b",
+            bucket = bucket_sql(granularity),
+            offset = offset_sql(tz),
+        );
+        self.with_reader(move |conn| {
+            let mut stmt = conn.prepare(&sql).map_err(db_err)?;
+            let rows = stmt
+                .query_map(params_from_iter(params.iter()), |r| {
+                    Ok(SeriesPoint {
+                        local_start_ms: r.get(0)?,
+                        pageviews: r.get::<_, i64>(1)?.max(0) as u64,
+                        visitors: r.get::<_, i64>(2)?.max(0) as u64,
+                    })
+                })
+                .map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err)).collect()
+        })
+        .await
+    }
+
+    async fn breakdown(&self, scope: &Scope, by: Dimension, limit: u32, offset: u32) -> StoreResult<(Vec<MetricRow>, u64)> {
+        let (filter, params) = scope_sql(scope);
+        let col = by.column();
+        self.with_reader(move |conn| {
+            let sql = format!(
+                "SELECT {col}, count(DISTINCT visitor) AS v, count(*) FILTER (WHERE event_type = 'pageview') AS pv, \
+                 count(*) AS n FROM events WHERE {filter} AND {col} IS NOT NULL \
+                 GROUP BY {col} ORDER BY v DESC, pv DESC, {col} LIMIT {limit} OFFSET {offset}"
+            );
+            let mut stmt = conn.prepare(&sql).map_err(db_err)?;
+            let rows = stmt
+                .query_map(params_from_iter(params.iter()), |r| {
+                    Ok(MetricRow {
+                        value: r.get(0)?,
+                        visitors: r.get::<_, i64>(1)?.max(0) as u64,
+                        pageviews: r.get::<_, i64>(2)?.max(0) as u64,
+                        events: r.get::<_, i64>(3)?.max(0) as u64,
+                    })
+                })
+                .map_err(db_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err)?;
+            let total = count(
+                conn,
+                &format!("SELECT count(DISTINCT {col}) FROM events WHERE {filter} AND {col} IS NOT NULL"),
+                &params,
+            )?;
+            Ok((rows, total))
+        })
+        .await
+    }
+
+    async fn active_visitors(&self, website_id: &str, since_ms: i64) -> StoreResult<u64> {
+        let params = vec![Value::Text(website_id.to_string()), Value::BigInt(since_ms)];
+        self.with_reader(move |conn| {
+            count(conn, "SELECT count(DISTINCT visitor) FROM events WHERE website_id = ? AND ts >= ? AND NOT is_bot", &params)
+        })
+        .await
+    }
+
+    async fn recent_events(&self, website_id: &str, since_ms: i64, limit: u32) -> StoreResult<Vec<RecentEvent>> {
+        let website_id = website_id.to_string();
+        self.with_reader(move |conn| {
+            let sql = format!(
+                "SELECT ts, event_type, page, event_name, referrer_domain, country, browser, device FROM events \
+                 WHERE website_id = ? AND ts >= ? AND NOT is_bot ORDER BY ts DESC LIMIT {limit}"
+            );
+            let mut stmt = conn.prepare(&sql).map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![website_id, since_ms], |r| {
+                    Ok(RecentEvent {
+                        timestamp_ms: r.get(0)?,
+                        event_type: r.get(1)?,
+                        page: r.get(2)?,
+                        event_name: r.get(3)?,
+                        referrer_domain: r.get(4)?,
+                        country: r.get(5)?,
+                        browser: r.get(6)?,
+                        device: r.get(7)?,
+                    })
+                })
+                .map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err)).collect()
+        })
+        .await
+    }
+
+    async fn event_count(&self, website_id: &str) -> StoreResult<u64> {
+        let params = vec![Value::Text(website_id.to_string())];
+        self.with_reader(move |conn| count(conn, "SELECT count(*) FROM events WHERE website_id = ?", &params)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_sql_builds_case_for_dst_segments() {
+        assert_eq!(offset_sql(&[]), "0");
+        assert_eq!(offset_sql(&[OffsetSegment { from_ms: 0, offset_ms: 3_600_000 }]), "3600000");
+        let two = [
+            OffsetSegment { from_ms: 0, offset_ms: 3_600_000 },
+            OffsetSegment { from_ms: 1000, offset_ms: 7_200_000 },
+        ];
+        assert_eq!(offset_sql(&two), "CASE WHEN ts < 1000 THEN 3600000 ELSE 7200000 END");
+    }
+}

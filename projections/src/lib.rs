@@ -1,0 +1,34 @@
+//! Projection stores: narrow traits (analytics writes apart from reads; metadata writes apart
+//! from reads), the embedded backends (DuckDB for analytics, SQLite for metadata) and the
+//! conformance suites every backend must pass.
+
+pub mod analytics;
+pub mod conformance;
+mod duck;
+pub mod metadata;
+mod sqlite;
+
+pub use analytics::*;
+pub use duck::DuckAnalytics;
+pub use metadata::*;
+pub use sqlite::SqliteMetadata;
+
+/// A projection's own record of how far it has applied a topic partition. Stored in the same
+/// transaction as the rows it covers, so a restart resumes exactly where the store stands.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StoredOffset {
+    pub topic: String,
+    pub partition: u32,
+    pub next_offset: u64,
+}
+
+/// Errors from any store backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store backend error: {0}")]
+    Backend(String),
+    #[error("invalid query: {0}")]
+    Invalid(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;

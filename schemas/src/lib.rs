@@ -1,0 +1,14 @@
+//! Tally's event contract: Avro schemas, the Rust types they map to, topic names and the
+//! Confluent-wire-format codec. No I/O lives here.
+
+mod codec;
+mod events;
+mod registry;
+pub mod topics;
+
+pub use codec::{decode, decode_entity, encode, encode_entity, CodecError, WireRecord};
+pub use events::{
+    ApiKeyCreated, ApiKeyRevoked, CollectedEvent, DeadLetter, EnrichedEvent, EntityEvent,
+    UserCreated, WebsiteCreated, WebsiteDeleted, WebsiteUpdated,
+};
+pub use registry::{schema_by_id, SchemaEntry, REGISTRY};

@@ -1,0 +1,80 @@
+//! The schema registry: the one table that maps a schema id (as written in the Confluent wire
+//! header) to its subject, version and `.avsc` text. Ids are never reused or renumbered.
+
+use apache_avro::Schema;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// One registered schema version.
+#[derive(Debug, Clone, Copy)]
+pub struct SchemaEntry {
+    pub id: u32,
+    pub subject: &'static str,
+    pub version: u32,
+    pub avsc: &'static str,
+}
+
+macro_rules! entry {
+    ($id:expr, $subject:expr, $version:expr, $file:expr) => {
+        SchemaEntry {
+            id: $id,
+            subject: $subject,
+            version: $version,
+            avsc: include_str!(concat!("../avro/", $file)),
+        }
+    };
+}
+
+/// Every schema Tally has ever written. The newest version of a subject is its reader schema.
+pub const REGISTRY: &[SchemaEntry] = &[
+    entry!(1, "tally.collect.CollectedEvent", 1, "collected_event.v1.avsc"),
+    entry!(2, "tally.collect.CollectedEvent", 2, "collected_event.v2.avsc"),
+    entry!(3, "tally.collect.EnrichedEvent", 1, "enriched_event.v1.avsc"),
+    entry!(4, "tally.entities.WebsiteCreated", 1, "website_created.v1.avsc"),
+    entry!(5, "tally.entities.WebsiteUpdated", 1, "website_updated.v1.avsc"),
+    entry!(6, "tally.entities.WebsiteDeleted", 1, "website_deleted.v1.avsc"),
+    entry!(7, "tally.entities.UserCreated", 1, "user_created.v1.avsc"),
+    entry!(8, "tally.entities.ApiKeyCreated", 1, "api_key_created.v1.avsc"),
+    entry!(9, "tally.entities.ApiKeyRevoked", 1, "api_key_revoked.v1.avsc"),
+    entry!(10, "tally.ops.DeadLetter", 1, "dead_letter.v1.avsc"),
+];
+
+struct Parsed {
+    by_id: HashMap<u32, (SchemaEntry, Schema)>,
+    newest: HashMap<&'static str, u32>,
+}
+
+fn parsed() -> &'static Parsed {
+    static PARSED: OnceLock<Parsed> = OnceLock::new();
+    PARSED.get_or_init(|| {
+        // Keep decoders from allocating huge buffers when a length prefix is garbage.
+        let _ = apache_avro::util::max_allocation_bytes(4 * 1024 * 1024);
+        let mut by_id = HashMap::new();
+        let mut newest: HashMap<&'static str, u32> = HashMap::new();
+        for e in REGISTRY {
+            // The registry is compiled in and covered by tests: a bad file is a build defect.
+            #[allow(clippy::expect_used)]
+            let schema = Schema::parse_str(e.avsc).expect("registered schema parses");
+            by_id.insert(e.id, (*e, schema));
+            let cur = newest.entry(e.subject).or_insert(e.id);
+            if by_id[cur].0.version < e.version {
+                *cur = e.id;
+            }
+        }
+        Parsed { by_id, newest }
+    })
+}
+
+/// The schema registered under `id`, if any.
+pub fn schema_by_id(id: u32) -> Option<&'static Schema> {
+    parsed().by_id.get(&id).map(|(_, s)| s)
+}
+
+pub(crate) fn entry_by_id(id: u32) -> Option<&'static SchemaEntry> {
+    parsed().by_id.get(&id).map(|(e, _)| e)
+}
+
+/// The id of the newest version of `subject`.
+pub(crate) fn newest_id(subject: &str) -> Option<u32> {
+    parsed().newest.get(subject).copied()
+}

@@ -1,0 +1,16 @@
+//! Topic names. Every deployment prefixes them with its namespace (default `tally`) so several
+//! deployments can share one broker.
+
+/// Raw collected events, keyed by website id + visitor id.
+pub const COLLECT_RAW: &str = "collect.raw";
+/// Enriched events, keyed by website id + visitor id.
+pub const COLLECT_ENRICHED: &str = "collect.enriched";
+/// Entity (command) events, keyed by aggregate id.
+pub const ENTITIES: &str = "entities";
+/// Records a consumer could not decode or apply.
+pub const DLQ: &str = "dlq";
+
+/// The full topic name for `namespace`, e.g. `tally.collect.raw`.
+pub fn qualified(namespace: &str, topic: &str) -> String {
+    format!("{namespace}.{topic}")
+}
