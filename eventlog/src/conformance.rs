@@ -28,7 +28,10 @@ pub async fn run_all(h: &dyn Harness) {
 }
 
 fn rec(key: &str, value: String) -> OutRecord {
-    OutRecord { key: key.as_bytes().to_vec(), value: value.into_bytes() }
+    OutRecord {
+        key: key.as_bytes().to_vec(),
+        value: value.into_bytes(),
+    }
 }
 
 /// Polls until `want` records arrived (or panics after a generous deadline).
@@ -36,8 +39,16 @@ pub async fn drain(c: &mut dyn Consumer, want: usize) -> Vec<Record> {
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while out.len() < want {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: got {} of {want} records", out.len());
-        out.extend(c.poll(want - out.len(), Duration::from_millis(200)).await.expect("poll"));
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out: got {} of {want} records",
+            out.len()
+        );
+        out.extend(
+            c.poll(want - out.len(), Duration::from_millis(200))
+                .await
+                .expect("poll"),
+        );
     }
     out
 }
@@ -45,7 +56,11 @@ pub async fn drain(c: &mut dyn Consumer, want: usize) -> Vec<Record> {
 /// Asserts nothing more arrives within a short wait.
 async fn assert_quiet(c: &mut dyn Consumer) {
     let extra = c.poll(100, Duration::from_millis(500)).await.expect("poll");
-    assert!(extra.is_empty(), "unexpected extra records: {}", extra.len());
+    assert!(
+        extra.is_empty(),
+        "unexpected extra records: {}",
+        extra.len()
+    );
 }
 
 fn positions_after(records: &[Record]) -> Vec<Position> {
@@ -55,14 +70,20 @@ fn positions_after(records: &[Record]) -> Vec<Position> {
         *e = (*e).max(r.offset + 1);
     }
     next.into_iter()
-        .map(|((topic, partition), next_offset)| Position { topic, partition, next_offset })
+        .map(|((topic, partition), next_offset)| Position {
+            topic,
+            partition,
+            next_offset,
+        })
         .collect()
 }
 
 async fn setup(h: &dyn Harness, name: &str, partitions: u32) -> (Arc<dyn EventLog>, String) {
     let log = h.open().await;
     let topic = h.topic(name);
-    log.create_topic(&topic, partitions).await.expect("create topic");
+    log.create_topic(&topic, partitions)
+        .await
+        .expect("create topic");
     (log, topic)
 }
 
@@ -74,7 +95,9 @@ async fn per_key_order(h: &dyn Harness) {
         let (log, topic) = (log.clone(), topic.clone());
         tasks.push(tokio::spawn(async move {
             for chunk in 0..5 {
-                let batch = (0..10).map(|i| rec(&k, format!("{}", chunk * 10 + i))).collect();
+                let batch = (0..10)
+                    .map(|i| rec(&k, format!("{}", chunk * 10 + i)))
+                    .collect();
                 log.append(&topic, batch).await.expect("append");
             }
         }));
@@ -82,7 +105,10 @@ async fn per_key_order(h: &dyn Harness) {
     for t in tasks {
         t.await.expect("task");
     }
-    let mut c = log.consumer("order-group", std::slice::from_ref(&topic)).await.expect("consumer");
+    let mut c = log
+        .consumer("order-group", std::slice::from_ref(&topic))
+        .await
+        .expect("consumer");
     let got = drain(c.as_mut(), 500).await;
     let mut per_key: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
     let mut partition_of: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
@@ -102,13 +128,21 @@ async fn per_key_order(h: &dyn Harness) {
 async fn durable_across_reopen(h: &dyn Harness) {
     let (log, topic) = setup(h, "durable", 2).await;
     let appended = log
-        .append(&topic, (0..100).map(|i| rec(&format!("k{i}"), format!("v{i}"))).collect())
+        .append(
+            &topic,
+            (0..100)
+                .map(|i| rec(&format!("k{i}"), format!("v{i}")))
+                .collect(),
+        )
         .await
         .expect("append");
     assert_eq!(appended.len(), 100);
     drop(log);
     let log = h.open().await;
-    let mut c = log.consumer("durable-group", std::slice::from_ref(&topic)).await.expect("consumer");
+    let mut c = log
+        .consumer("durable-group", std::slice::from_ref(&topic))
+        .await
+        .expect("consumer");
     let got = drain(c.as_mut(), 100).await;
     let values: HashSet<Vec<u8>> = got.into_iter().map(|r| r.value).collect();
     assert_eq!(values.len(), 100);
@@ -116,13 +150,21 @@ async fn durable_across_reopen(h: &dyn Harness) {
 
 async fn resume_from_committed(h: &dyn Harness) {
     let (log, topic) = setup(h, "resume", 1).await;
-    log.append(&topic, (0..100).map(|i| rec("k", format!("{i}"))).collect()).await.expect("append");
-    let mut c = log.consumer("resume-group", std::slice::from_ref(&topic)).await.expect("consumer");
+    log.append(&topic, (0..100).map(|i| rec("k", format!("{i}"))).collect())
+        .await
+        .expect("append");
+    let mut c = log
+        .consumer("resume-group", std::slice::from_ref(&topic))
+        .await
+        .expect("consumer");
     let first = drain(c.as_mut(), 50).await;
     let first: Vec<Record> = first.into_iter().take(50).collect();
     c.commit(&positions_after(&first)).await.expect("commit");
     drop(c);
-    let mut c = log.consumer("resume-group", std::slice::from_ref(&topic)).await.expect("consumer");
+    let mut c = log
+        .consumer("resume-group", std::slice::from_ref(&topic))
+        .await
+        .expect("consumer");
     let rest = drain(c.as_mut(), 50).await;
     assert_eq!(rest.first().map(|r| r.value.clone()), Some(b"50".to_vec()));
     assert_eq!(rest.last().map(|r| r.value.clone()), Some(b"99".to_vec()));
@@ -131,12 +173,20 @@ async fn resume_from_committed(h: &dyn Harness) {
 
 async fn no_loss_or_duplicate_across_restart(h: &dyn Harness) {
     let (log, topic) = setup(h, "restart", 3).await;
-    log.append(&topic, (0..300).map(|i| rec(&format!("k{}", i % 7), format!("{i}"))).collect())
-        .await
-        .expect("append");
+    log.append(
+        &topic,
+        (0..300)
+            .map(|i| rec(&format!("k{}", i % 7), format!("{i}")))
+            .collect(),
+    )
+    .await
+    .expect("append");
     let mut seen = Vec::new();
     {
-        let mut c = log.consumer("restart-group", std::slice::from_ref(&topic)).await.expect("consumer");
+        let mut c = log
+            .consumer("restart-group", std::slice::from_ref(&topic))
+            .await
+            .expect("consumer");
         while seen.len() < 120 {
             let batch = c.poll(40, Duration::from_millis(200)).await.expect("poll");
             c.commit(&positions_after(&batch)).await.expect("commit");
@@ -145,7 +195,10 @@ async fn no_loss_or_duplicate_across_restart(h: &dyn Harness) {
     }
     drop(log);
     let log = h.open().await;
-    let mut c = log.consumer("restart-group", std::slice::from_ref(&topic)).await.expect("consumer");
+    let mut c = log
+        .consumer("restart-group", std::slice::from_ref(&topic))
+        .await
+        .expect("consumer");
     let rest = drain(c.as_mut(), 300 - seen.len()).await;
     seen.extend(rest);
     let values: HashSet<Vec<u8>> = seen.iter().map(|r| r.value.clone()).collect();
@@ -156,38 +209,72 @@ async fn no_loss_or_duplicate_across_restart(h: &dyn Harness) {
 
 async fn group_members_share_partitions(h: &dyn Harness) {
     let (log, topic) = setup(h, "group", 4).await;
-    log.append(&topic, (0..400).map(|i| rec(&format!("k{i}"), format!("{i}"))).collect())
+    log.append(
+        &topic,
+        (0..400)
+            .map(|i| rec(&format!("k{i}"), format!("{i}")))
+            .collect(),
+    )
+    .await
+    .expect("append");
+    let mut a = log
+        .consumer("shared-group", std::slice::from_ref(&topic))
         .await
-        .expect("append");
-    let mut a = log.consumer("shared-group", std::slice::from_ref(&topic)).await.expect("consumer a");
-    let mut b = log.consumer("shared-group", std::slice::from_ref(&topic)).await.expect("consumer b");
+        .expect("consumer a");
+    let mut b = log
+        .consumer("shared-group", std::slice::from_ref(&topic))
+        .await
+        .expect("consumer b");
     let mut got_a = Vec::new();
     let mut got_b = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while got_a.len() + got_b.len() < 400 && tokio::time::Instant::now() < deadline {
-        let ra = a.poll(100, Duration::from_millis(100)).await.expect("poll a");
+        let ra = a
+            .poll(100, Duration::from_millis(100))
+            .await
+            .expect("poll a");
         a.commit(&positions_after(&ra)).await.expect("commit a");
         got_a.extend(ra);
-        let rb = b.poll(100, Duration::from_millis(100)).await.expect("poll b");
+        let rb = b
+            .poll(100, Duration::from_millis(100))
+            .await
+            .expect("poll b");
         b.commit(&positions_after(&rb)).await.expect("commit b");
         got_b.extend(rb);
     }
     let parts_a: HashSet<u32> = got_a.iter().map(|r| r.partition).collect();
     let parts_b: HashSet<u32> = got_b.iter().map(|r| r.partition).collect();
-    assert!(parts_a.is_disjoint(&parts_b), "a partition is owned by one member");
-    let all: HashSet<Vec<u8>> = got_a.iter().chain(got_b.iter()).map(|r| r.value.clone()).collect();
+    assert!(
+        parts_a.is_disjoint(&parts_b),
+        "a partition is owned by one member"
+    );
+    let all: HashSet<Vec<u8>> = got_a
+        .iter()
+        .chain(got_b.iter())
+        .map(|r| r.value.clone())
+        .collect();
     assert_eq!(got_a.len() + got_b.len(), 400);
     assert_eq!(all.len(), 400);
 }
 
 async fn end_offsets_track_appends(h: &dyn Harness) {
     let (log, topic) = setup(h, "ends", 2).await;
-    let appended = log.append(&topic, (0..10).map(|i| rec(&format!("k{i}"), "v".into())).collect()).await.expect("append");
+    let appended = log
+        .append(
+            &topic,
+            (0..10).map(|i| rec(&format!("k{i}"), "v".into())).collect(),
+        )
+        .await
+        .expect("append");
     let ends = log.end_offsets(&topic).await.expect("ends");
     let total: u64 = ends.iter().map(|p| p.next_offset).sum();
     assert_eq!(total, 10);
     for a in appended {
-        let end = ends.iter().find(|p| p.partition == a.partition).map(|p| p.next_offset).unwrap_or(0);
+        let end = ends
+            .iter()
+            .find(|p| p.partition == a.partition)
+            .map(|p| p.next_offset)
+            .unwrap_or(0);
         assert!(a.offset < end);
     }
 }

@@ -5,7 +5,9 @@
 //! previous transaction was syncing share the next transaction, so many concurrent appends
 //! share one fsync (group commit). A caller is answered only after that commit is durable.
 
-use crate::{partition_for, Appended, Consumer, EventLog, LogError, OutRecord, Position, Producer, Record};
+use crate::{
+    partition_for, Appended, Consumer, EventLog, LogError, OutRecord, Position, Producer, Record,
+};
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition};
 use std::collections::HashMap;
@@ -25,10 +27,26 @@ type Reply<T> = oneshot::Sender<Result<T, LogError>>;
 type TopicPartition = (String, u32);
 
 enum WriteOp {
-    Append { topic: String, records: Vec<OutRecord>, reply: Reply<Vec<Appended>> },
-    Commit { group: String, positions: Vec<Position>, reply: Reply<()> },
-    CreateTopic { topic: String, partitions: u32, reply: Reply<()> },
-    DeleteBefore { topic: String, cutoff_ms: i64, reply: Reply<u64> },
+    Append {
+        topic: String,
+        records: Vec<OutRecord>,
+        reply: Reply<Vec<Appended>>,
+    },
+    Commit {
+        group: String,
+        positions: Vec<Position>,
+        reply: Reply<()>,
+    },
+    CreateTopic {
+        topic: String,
+        partitions: u32,
+        reply: Reply<()>,
+    },
+    DeleteBefore {
+        topic: String,
+        cutoff_ms: i64,
+        reply: Reply<u64>,
+    },
 }
 
 impl WriteOp {
@@ -40,9 +58,10 @@ impl WriteOp {
     }
 }
 
+/// An in-process consumer group: its members with their subscriptions.
 #[derive(Default)]
 struct Group {
-    members: Vec<u64>,
+    members: Vec<(u64, Vec<String>)>,
     generation: u64,
 }
 
@@ -153,7 +172,10 @@ impl EmbeddedLog {
 fn open_db(path: &Path) -> Result<Database, LogError> {
     let mut attempts = 0;
     loop {
-        match Database::builder().set_cache_size(256 * 1024 * 1024).create(path) {
+        match Database::builder()
+            .set_cache_size(256 * 1024 * 1024)
+            .create(path)
+        {
             Ok(db) => return Ok(db),
             Err(redb::DatabaseError::DatabaseAlreadyOpen) if attempts < 100 => {
                 attempts += 1;
@@ -174,14 +196,22 @@ fn load_state(db: &Database) -> Result<LoadedState, LogError> {
     let rtx = db.begin_read().map_err(storage)?;
     let mut topics = HashMap::new();
     let mut ends = HashMap::new();
-    for item in rtx.open_table(TOPICS).map_err(storage)?.iter().map_err(storage)? {
+    for item in rtx
+        .open_table(TOPICS)
+        .map_err(storage)?
+        .iter()
+        .map_err(storage)?
+    {
         let (name, parts) = item.map_err(storage)?;
         let (name, parts) = (name.value().to_string(), parts.value());
         let name_t = records_table(&name);
         let def: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new(&name_t);
         let table = rtx.open_table(def).map_err(storage)?;
         for p in 0..parts {
-            let last = table.range((p, 0)..=(p, u64::MAX)).map_err(storage)?.next_back();
+            let last = table
+                .range((p, 0)..=(p, u64::MAX))
+                .map_err(storage)?
+                .next_back();
             let next = match last {
                 Some(item) => item.map_err(storage)?.0.value().1 + 1,
                 None => 0,
@@ -228,23 +258,39 @@ fn apply_ops(db: &Database, inner: &Inner, ops: Vec<WriteOp>, rr: &mut u32) {
         let wtx = db.begin_write().map_err(storage)?;
         for op in ops {
             match op {
-                WriteOp::Append { topic, records, reply } => {
+                WriteOp::Append {
+                    topic,
+                    records,
+                    reply,
+                } => {
                     let r = append_in(&wtx, inner, &topic, records, &mut ends, rr);
                     any_append |= r.is_ok();
                     done.push(Done::Append(reply, r));
                 }
-                WriteOp::Commit { group, positions, reply } => {
+                WriteOp::Commit {
+                    group,
+                    positions,
+                    reply,
+                } => {
                     let r = commit_in(&wtx, &group, &positions);
                     done.push(Done::Unit(reply, r));
                 }
-                WriteOp::CreateTopic { topic, partitions, reply } => {
+                WriteOp::CreateTopic {
+                    topic,
+                    partitions,
+                    reply,
+                } => {
                     let r = create_in(&wtx, inner, &topic, partitions, &new_topics);
                     if let Ok(Some(p)) = &r {
                         new_topics.push((topic.clone(), *p));
                     }
                     done.push(Done::Unit(reply, r.map(|_| ())));
                 }
-                WriteOp::DeleteBefore { topic, cutoff_ms, reply } => {
+                WriteOp::DeleteBefore {
+                    topic,
+                    cutoff_ms,
+                    reply,
+                } => {
                     let r = delete_in(&wtx, inner, &topic, cutoff_ms);
                     done.push(Done::Count(reply, r));
                 }
@@ -328,18 +374,34 @@ fn append_in(
         let tp = (topic.to_string(), partition);
         let next = match ends.get(&tp) {
             Some(n) => *n,
-            None => inner.ends.read().map_err(|_| LogError::Closed)?.get(&tp).copied().unwrap_or(0),
+            None => inner
+                .ends
+                .read()
+                .map_err(|_| LogError::Closed)?
+                .get(&tp)
+                .copied()
+                .unwrap_or(0),
         };
         table
-            .insert((partition, next), encode_value(ts, &rec.key, &rec.value).as_slice())
+            .insert(
+                (partition, next),
+                encode_value(ts, &rec.key, &rec.value).as_slice(),
+            )
             .map_err(storage)?;
         ends.insert(tp, next + 1);
-        out.push(Appended { partition, offset: next });
+        out.push(Appended {
+            partition,
+            offset: next,
+        });
     }
     Ok(out)
 }
 
-fn commit_in(wtx: &redb::WriteTransaction, group: &str, positions: &[Position]) -> Result<(), LogError> {
+fn commit_in(
+    wtx: &redb::WriteTransaction,
+    group: &str,
+    positions: &[Position],
+) -> Result<(), LogError> {
     let mut table = wtx.open_table(OFFSETS).map_err(storage)?;
     for p in positions {
         table
@@ -356,19 +418,32 @@ fn create_in(
     partitions: u32,
     pending: &[(String, u32)],
 ) -> Result<Option<u32>, LogError> {
-    let exists = inner.topics.read().map_err(|_| LogError::Closed)?.contains_key(topic)
+    let exists = inner
+        .topics
+        .read()
+        .map_err(|_| LogError::Closed)?
+        .contains_key(topic)
         || pending.iter().any(|(t, _)| t == topic);
     if exists {
         return Ok(None);
     }
     let partitions = partitions.max(1);
-    wtx.open_table(TOPICS).map_err(storage)?.insert(topic, partitions).map_err(storage)?;
+    wtx.open_table(TOPICS)
+        .map_err(storage)?
+        .insert(topic, partitions)
+        .map_err(storage)?;
     let name = records_table(topic);
-    wtx.open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name)).map_err(storage)?;
+    wtx.open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name))
+        .map_err(storage)?;
     Ok(Some(partitions))
 }
 
-fn delete_in(wtx: &redb::WriteTransaction, inner: &Inner, topic: &str, cutoff_ms: i64) -> Result<u64, LogError> {
+fn delete_in(
+    wtx: &redb::WriteTransaction,
+    inner: &Inner,
+    topic: &str,
+    cutoff_ms: i64,
+) -> Result<u64, LogError> {
     let parts = inner
         .topics
         .read()
@@ -387,7 +462,9 @@ fn delete_in(wtx: &redb::WriteTransaction, inner: &Inner, topic: &str, cutoff_ms
         let mut expired = Vec::new();
         for item in table.range((p, 0)..(p, u64::MAX)).map_err(storage)? {
             let (k, v) = item.map_err(storage)?;
-            let ts = decode_value(v.value()).map(|(ts, _, _)| ts).unwrap_or(i64::MAX);
+            let ts = decode_value(v.value())
+                .map(|(ts, _, _)| ts)
+                .unwrap_or(i64::MAX);
             if ts >= cutoff_ms {
                 break;
             }
@@ -410,13 +487,22 @@ fn delete_in(wtx: &redb::WriteTransaction, inner: &Inner, topic: &str, cutoff_ms
 
 #[async_trait]
 impl Producer for EmbeddedLog {
-    async fn append(&self, topic: &str, records: Vec<OutRecord>) -> Result<Vec<Appended>, LogError> {
+    async fn append(
+        &self,
+        topic: &str,
+        records: Vec<OutRecord>,
+    ) -> Result<Vec<Appended>, LogError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
         self.partitions(topic)?;
         let topic = topic.to_string();
-        self.submit(|reply| WriteOp::Append { topic, records, reply }).await
+        self.submit(|reply| WriteOp::Append {
+            topic,
+            records,
+            reply,
+        })
+        .await
     }
 }
 
@@ -424,10 +510,19 @@ impl Producer for EmbeddedLog {
 impl EventLog for EmbeddedLog {
     async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
         let topic = topic.to_string();
-        self.submit(|reply| WriteOp::CreateTopic { topic, partitions, reply }).await
+        self.submit(|reply| WriteOp::CreateTopic {
+            topic,
+            partitions,
+            reply,
+        })
+        .await
     }
 
-    async fn consumer(&self, group: &str, topics: &[String]) -> Result<Box<dyn Consumer>, LogError> {
+    async fn consumer(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Consumer>, LogError> {
         for t in topics {
             self.partitions(t)?;
         }
@@ -435,7 +530,7 @@ impl EventLog for EmbeddedLog {
         {
             let mut groups = self.inner.groups.lock().map_err(|_| LogError::Closed)?;
             let g = groups.entry(group.to_string()).or_default();
-            g.members.push(member);
+            g.members.push((member, topics.to_vec()));
             g.generation += 1;
         }
         Ok(Box::new(EmbeddedConsumer {
@@ -465,7 +560,11 @@ impl EventLog for EmbeddedLog {
                         .map_err(storage)?
                         .map(|v| v.value())
                         .unwrap_or(0);
-                    Ok(Position { topic: topic.clone(), partition: p, next_offset: next })
+                    Ok(Position {
+                        topic: topic.clone(),
+                        partition: p,
+                        next_offset: next,
+                    })
                 })
                 .collect()
         })
@@ -486,14 +585,21 @@ impl EventLog for EmbeddedLog {
 
     async fn delete_before(&self, topic: &str, cutoff_ms: i64) -> Result<u64, LogError> {
         let topic = topic.to_string();
-        self.submit(|reply| WriteOp::DeleteBefore { topic, cutoff_ms, reply }).await
+        self.submit(|reply| WriteOp::DeleteBefore {
+            topic,
+            cutoff_ms,
+            reply,
+        })
+        .await
     }
 }
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, LogError> + Send + 'static,
 ) -> Result<T, LogError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| LogError::Storage(e.to_string()))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LogError::Storage(e.to_string()))?
 }
 
 struct EmbeddedConsumer {
@@ -512,23 +618,32 @@ impl EmbeddedConsumer {
     /// Recomputes this member's partitions when the group changed (a rebalance): partitions are
     /// dealt round-robin over the members; newly assigned ones start at the committed offset.
     async fn refresh_assignment(&mut self) -> Result<(), LogError> {
-        let (index, members, generation) = {
+        let (members, generation) = {
             let groups = self.log.inner.groups.lock().map_err(|_| LogError::Closed)?;
             let g = groups.get(&self.group).ok_or(LogError::Closed)?;
-            let index = g.members.iter().position(|m| *m == self.member).ok_or(LogError::Closed)?;
-            (index, g.members.len(), g.generation)
+            (g.members.clone(), g.generation)
         };
         if generation == self.generation {
             return Ok(());
         }
-        let mut all = Vec::new();
+        // Like Kafka's round-robin assignor: each topic's partitions are dealt over the
+        // members subscribed to that topic, in join order.
+        let mut mine: Vec<TopicPartition> = Vec::new();
         for t in &self.topics {
+            let subscribed: Vec<u64> = members
+                .iter()
+                .filter(|(_, ts)| ts.contains(t))
+                .map(|(m, _)| *m)
+                .collect();
+            let Some(index) = subscribed.iter().position(|m| *m == self.member) else {
+                continue;
+            };
             for p in 0..self.log.partitions(t)? {
-                all.push((t.clone(), p));
+                if p as usize % subscribed.len() == index {
+                    mine.push((t.clone(), p));
+                }
             }
         }
-        let mine: Vec<TopicPartition> =
-            all.into_iter().enumerate().filter(|(i, _)| i % members == index).map(|(_, tp)| tp).collect();
         self.positions.retain(|tp, _| mine.contains(tp));
         for t in &self.topics {
             for c in self.log.committed(&self.group, t).await? {
@@ -556,21 +671,35 @@ impl EmbeddedConsumer {
                 (tp, pos)
             })
             .collect();
-        let ends = self.log.inner.ends.read().map_err(|_| LogError::Closed)?.clone();
-        let order: Vec<_> = order.into_iter().filter(|(tp, pos)| ends.get(tp).copied().unwrap_or(0) > *pos).collect();
+        let ends = self
+            .log
+            .inner
+            .ends
+            .read()
+            .map_err(|_| LogError::Closed)?
+            .clone();
+        let order: Vec<_> = order
+            .into_iter()
+            .filter(|(tp, pos)| ends.get(tp).copied().unwrap_or(0) > *pos)
+            .collect();
         if order.is_empty() {
             return Ok(Vec::new());
         }
         let db = self.log.inner.db.clone();
         let records = blocking(move || read_partitions(&db, &order, max)).await?;
         for r in &records {
-            self.positions.insert((r.topic.clone(), r.partition), r.offset + 1);
+            self.positions
+                .insert((r.topic.clone(), r.partition), r.offset + 1);
         }
         Ok(records)
     }
 }
 
-fn read_partitions(db: &Database, order: &[(TopicPartition, u64)], max: usize) -> Result<Vec<Record>, LogError> {
+fn read_partitions(
+    db: &Database,
+    order: &[(TopicPartition, u64)],
+    max: usize,
+) -> Result<Vec<Record>, LogError> {
     let rtx = db.begin_read().map_err(storage)?;
     let mut out = Vec::new();
     for ((topic, p), pos) in order {
@@ -578,10 +707,16 @@ fn read_partitions(db: &Database, order: &[(TopicPartition, u64)], max: usize) -
             break;
         }
         let name = records_table(topic);
-        let table = rtx.open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name)).map_err(storage)?;
+        let table = rtx
+            .open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name))
+            .map_err(storage)?;
         // The starting partition rotates between polls, so no partition starves.
         let take = max - out.len();
-        for item in table.range((*p, *pos)..=(*p, u64::MAX)).map_err(storage)?.take(take) {
+        for item in table
+            .range((*p, *pos)..=(*p, u64::MAX))
+            .map_err(storage)?
+            .take(take)
+        {
             let (k, v) = item.map_err(storage)?;
             let Some((ts, key, value)) = decode_value(v.value()) else {
                 return Err(LogError::Storage(format!("corrupt record at {topic}/{p}")));
@@ -624,7 +759,13 @@ impl Consumer for EmbeddedConsumer {
         }
         let group = self.group.clone();
         let positions = positions.to_vec();
-        self.log.submit(|reply| WriteOp::Commit { group, positions, reply }).await
+        self.log
+            .submit(|reply| WriteOp::Commit {
+                group,
+                positions,
+                reply,
+            })
+            .await
     }
 
     async fn seek(&mut self, position: &Position) -> Result<(), LogError> {
@@ -647,7 +788,7 @@ impl Drop for EmbeddedConsumer {
     fn drop(&mut self) {
         if let Ok(mut groups) = self.log.inner.groups.lock() {
             if let Some(g) = groups.get_mut(&self.group) {
-                g.members.retain(|m| *m != self.member);
+                g.members.retain(|(m, _)| *m != self.member);
                 g.generation += 1;
             }
         }

@@ -62,7 +62,8 @@ pub enum LogError {
 #[async_trait]
 pub trait Producer: Send + Sync + 'static {
     /// Appends `records` to `topic`; resolves only when every record is durable.
-    async fn append(&self, topic: &str, records: Vec<OutRecord>) -> Result<Vec<Appended>, LogError>;
+    async fn append(&self, topic: &str, records: Vec<OutRecord>)
+        -> Result<Vec<Appended>, LogError>;
 }
 
 /// One member of a consumer group. Partitions are shared among the members of a group.
@@ -84,7 +85,8 @@ pub trait EventLog: Producer {
     /// Creates `topic` with `partitions` partitions if it does not exist.
     async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError>;
     /// Joins consumer `group` for `topics`.
-    async fn consumer(&self, group: &str, topics: &[String]) -> Result<Box<dyn Consumer>, LogError>;
+    async fn consumer(&self, group: &str, topics: &[String])
+        -> Result<Box<dyn Consumer>, LogError>;
     /// The group's committed positions for every partition of `topic`.
     async fn committed(&self, group: &str, topic: &str) -> Result<Vec<Position>, LogError>;
     /// The next offset to be written in every partition of `topic` (the high watermark).

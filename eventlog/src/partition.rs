@@ -52,14 +52,23 @@ mod tests {
         assert_eq!(murmur2(b"21") as i32, -973_932_308);
         assert_eq!(murmur2(b"foobar") as i32, -790_332_482);
         assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985_981_536);
-        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1_486_304_829);
-        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58_897_971);
+        assert_eq!(
+            murmur2(b"a-little-bit-longer-string") as i32,
+            -1_486_304_829
+        );
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58_897_971
+        );
     }
 
     #[test]
     fn same_key_same_partition() {
         for n in 1..16 {
-            assert_eq!(partition_for(b"site:visitor", n), partition_for(b"site:visitor", n));
+            assert_eq!(
+                partition_for(b"site:visitor", n),
+                partition_for(b"site:visitor", n)
+            );
             assert!(partition_for(b"x", n) < n);
         }
     }

@@ -21,7 +21,9 @@ impl Harness for Embedded {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_log_passes_conformance() {
-    let h = Embedded { dir: tempfile::tempdir().expect("tempdir") };
+    let h = Embedded {
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
     run_all(&h).await;
 }
 
@@ -30,17 +32,32 @@ async fn retention_deletes_old_records_but_keeps_offsets() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = EmbeddedLog::open(dir.path()).expect("open");
     log.create_topic("t", 1).await.expect("topic");
-    let rec = |i: u32| OutRecord { key: b"k".to_vec(), value: i.to_string().into_bytes() };
-    log.append("t", (0..10).map(rec).collect()).await.expect("append");
+    let rec = |i: u32| OutRecord {
+        key: b"k".to_vec(),
+        value: i.to_string().into_bytes(),
+    };
+    log.append("t", (0..10).map(rec).collect())
+        .await
+        .expect("append");
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    assert_eq!(log.delete_before("t", now_ms()).await.expect("retention"), 9, "newest kept");
+    assert_eq!(
+        log.delete_before("t", now_ms()).await.expect("retention"),
+        9,
+        "newest kept"
+    );
     log.append("t", vec![rec(10)]).await.expect("append");
     log.close();
     drop(log);
     let log = EmbeddedLog::open(dir.path()).expect("reopen");
-    let mut c = log.consumer("g", &["t".to_string()]).await.expect("consumer");
+    let mut c = log
+        .consumer("g", &["t".to_string()])
+        .await
+        .expect("consumer");
     let got = drain(c.as_mut(), 2).await;
-    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![9, 10]);
+    assert_eq!(
+        got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![9, 10]
+    );
 }
 
 fn now_ms() -> i64 {

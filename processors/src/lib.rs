@@ -1,1 +1,11 @@
-//! processors
+//! Stream processors: enrichment and sessionization as pure functions over plain types, and one
+//! generic runner (consume → prepare → write → commit) that the stages plug into.
+
+pub mod enrich;
+pub mod ids;
+pub mod runner;
+pub mod session;
+pub mod stages;
+
+pub use runner::{run_stage, Stage, StageError};
+pub use stages::{AnalyticsStage, EnrichStage, MetadataStage};

@@ -191,7 +191,12 @@ pub struct RecentEvent {
 pub trait AnalyticsWriter: Send + Sync {
     /// Stores `events` (skipping event ids already stored) and `offsets`, atomically.
     /// Returns how many new events were stored.
-    async fn write(&self, consumer: &str, events: Vec<StoredEvent>, offsets: Vec<StoredOffset>) -> StoreResult<usize>;
+    async fn write(
+        &self,
+        consumer: &str,
+        events: Vec<StoredEvent>,
+        offsets: Vec<StoredOffset>,
+    ) -> StoreResult<usize>;
     /// The offsets stored with the rows, for `consumer`.
     async fn offsets(&self, consumer: &str) -> StoreResult<Vec<StoredOffset>>;
     /// Forgets `consumer`'s offsets (rows stay: the next run re-applies and deduplicates).
@@ -208,11 +213,27 @@ pub trait AnalyticsWriter: Send + Sync {
 #[async_trait]
 pub trait AnalyticsReader: Send + Sync {
     async fn totals(&self, scope: &Scope) -> StoreResult<Totals>;
-    async fn series(&self, scope: &Scope, granularity: Granularity, tz: &[OffsetSegment]) -> StoreResult<Vec<SeriesPoint>>;
+    async fn series(
+        &self,
+        scope: &Scope,
+        granularity: Granularity,
+        tz: &[OffsetSegment],
+    ) -> StoreResult<Vec<SeriesPoint>>;
     /// Rows for one page of the breakdown, and the number of distinct values in all.
-    async fn breakdown(&self, scope: &Scope, by: Dimension, limit: u32, offset: u32) -> StoreResult<(Vec<MetricRow>, u64)>;
+    async fn breakdown(
+        &self,
+        scope: &Scope,
+        by: Dimension,
+        limit: u32,
+        offset: u32,
+    ) -> StoreResult<(Vec<MetricRow>, u64)>;
     async fn active_visitors(&self, website_id: &str, since_ms: i64) -> StoreResult<u64>;
-    async fn recent_events(&self, website_id: &str, since_ms: i64, limit: u32) -> StoreResult<Vec<RecentEvent>>;
+    async fn recent_events(
+        &self,
+        website_id: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<RecentEvent>>;
     /// Stored events of a website (bots included), for reconciliation.
     async fn event_count(&self, website_id: &str) -> StoreResult<u64>;
 }

@@ -76,10 +76,17 @@ impl DuckAnalytics {
     }
 
     fn init(conn: Connection, memory_limit: &str) -> StoreResult<Self> {
-        let limit: String = memory_limit.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-        conn.execute_batch(&format!("SET memory_limit = '{limit}';")).map_err(db_err)?;
+        let limit: String = memory_limit
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect();
+        conn.execute_batch(&format!("SET memory_limit = '{limit}';"))
+            .map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
-        Ok(Self { writer: Arc::new(Mutex::new(conn)), readers: Arc::new(Mutex::new(Vec::new())) })
+        Ok(Self {
+            writer: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
     }
 
     async fn with_writer<T: Send + 'static>(
@@ -88,7 +95,9 @@ impl DuckAnalytics {
     ) -> StoreResult<T> {
         let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = writer.lock().map_err(|_| StoreError::Backend("writer poisoned".into()))?;
+            let mut conn = writer
+                .lock()
+                .map_err(|_| StoreError::Backend("writer poisoned".into()))?;
             f(&mut conn)
         })
         .await
@@ -101,7 +110,10 @@ impl DuckAnalytics {
     ) -> StoreResult<T> {
         let (writer, readers) = (self.writer.clone(), self.readers.clone());
         tokio::task::spawn_blocking(move || {
-            let pooled = readers.lock().map_err(|_| StoreError::Backend("pool poisoned".into()))?.pop();
+            let pooled = readers
+                .lock()
+                .map_err(|_| StoreError::Backend("pool poisoned".into()))?
+                .pop();
             let conn = match pooled {
                 Some(c) => c,
                 None => writer
@@ -180,7 +192,9 @@ fn insert_events(conn: &Connection, events: Vec<StoredEvent>) -> StoreResult<usi
         let mut stmt = conn
             .prepare_cached("SELECT event_id FROM events WHERE received_at BETWEEN ? AND ?")
             .map_err(db_err)?;
-        let rows = stmt.query_map(params![lo, hi], |r| r.get::<_, i128>(0)).map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![lo, hi], |r| r.get::<_, i128>(0))
+            .map_err(db_err)?;
         for id in rows {
             seen.insert(id.map_err(db_err)? as u128);
         }
@@ -238,7 +252,12 @@ fn count(conn: &Connection, sql: &str, params: &[Value]) -> StoreResult<u64> {
 
 #[async_trait]
 impl AnalyticsWriter for DuckAnalytics {
-    async fn write(&self, consumer: &str, events: Vec<StoredEvent>, offsets: Vec<StoredOffset>) -> StoreResult<usize> {
+    async fn write(
+        &self,
+        consumer: &str,
+        events: Vec<StoredEvent>,
+        offsets: Vec<StoredOffset>,
+    ) -> StoreResult<usize> {
         let consumer = consumer.to_string();
         self.with_writer(move |conn| {
             let tx = conn.transaction().map_err(db_err)?;
@@ -260,11 +279,17 @@ impl AnalyticsWriter for DuckAnalytics {
         let consumer = consumer.to_string();
         self.with_reader(move |conn| {
             let mut stmt = conn
-                .prepare("SELECT topic, part, next_offset FROM projection_offsets WHERE consumer = ?")
+                .prepare(
+                    "SELECT topic, part, next_offset FROM projection_offsets WHERE consumer = ?",
+                )
                 .map_err(db_err)?;
             let rows = stmt
                 .query_map(params![consumer], |r| {
-                    Ok(StoredOffset { topic: r.get(0)?, partition: r.get(1)?, next_offset: r.get(2)? })
+                    Ok(StoredOffset {
+                        topic: r.get(0)?,
+                        partition: r.get(1)?,
+                        next_offset: r.get(2)?,
+                    })
                 })
                 .map_err(db_err)?;
             rows.map(|r| r.map_err(db_err)).collect()
@@ -275,15 +300,22 @@ impl AnalyticsWriter for DuckAnalytics {
     async fn reset_offsets(&self, consumer: &str) -> StoreResult<()> {
         let consumer = consumer.to_string();
         self.with_writer(move |conn| {
-            conn.execute("DELETE FROM projection_offsets WHERE consumer = ?", params![consumer]).map_err(db_err)?;
+            conn.execute(
+                "DELETE FROM projection_offsets WHERE consumer = ?",
+                params![consumer],
+            )
+            .map_err(db_err)?;
             Ok(())
         })
         .await
     }
 
     async fn truncate(&self) -> StoreResult<()> {
-        self.with_writer(|conn| conn.execute_batch("DELETE FROM events; DELETE FROM projection_offsets;").map_err(db_err))
-            .await
+        self.with_writer(|conn| {
+            conn.execute_batch("DELETE FROM events; DELETE FROM projection_offsets;")
+                .map_err(db_err)
+        })
+        .await
     }
 
     async fn recent_sessions(&self, since_ms: i64) -> StoreResult<Vec<SessionTail>> {
@@ -312,7 +344,9 @@ impl AnalyticsWriter for DuckAnalytics {
 
     async fn delete_before(&self, cutoff_ms: i64) -> StoreResult<u64> {
         self.with_writer(move |conn| {
-            conn.execute("DELETE FROM events WHERE ts < ?", params![cutoff_ms]).map(|n| n as u64).map_err(db_err)
+            conn.execute("DELETE FROM events WHERE ts < ?", params![cutoff_ms])
+                .map(|n| n as u64)
+                .map_err(db_err)
         })
         .await
     }
@@ -349,7 +383,12 @@ impl AnalyticsReader for DuckAnalytics {
         .await
     }
 
-    async fn series(&self, scope: &Scope, granularity: Granularity, tz: &[OffsetSegment]) -> StoreResult<Vec<SeriesPoint>> {
+    async fn series(
+        &self,
+        scope: &Scope,
+        granularity: Granularity,
+        tz: &[OffsetSegment],
+    ) -> StoreResult<Vec<SeriesPoint>> {
         let (filter, params) = scope_sql(scope);
         let sql = format!(
             "SELECT {bucket} AS b, count(*) FILTER (WHERE event_type = 'pageview'), count(DISTINCT visitor) \
@@ -374,7 +413,13 @@ impl AnalyticsReader for DuckAnalytics {
         .await
     }
 
-    async fn breakdown(&self, scope: &Scope, by: Dimension, limit: u32, offset: u32) -> StoreResult<(Vec<MetricRow>, u64)> {
+    async fn breakdown(
+        &self,
+        scope: &Scope,
+        by: Dimension,
+        limit: u32,
+        offset: u32,
+    ) -> StoreResult<(Vec<MetricRow>, u64)> {
         let (filter, params) = scope_sql(scope);
         let col = by.column();
         self.with_reader(move |conn| {
@@ -414,7 +459,12 @@ impl AnalyticsReader for DuckAnalytics {
         .await
     }
 
-    async fn recent_events(&self, website_id: &str, since_ms: i64, limit: u32) -> StoreResult<Vec<RecentEvent>> {
+    async fn recent_events(
+        &self,
+        website_id: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<RecentEvent>> {
         let website_id = website_id.to_string();
         self.with_reader(move |conn| {
             let sql = format!(
@@ -443,7 +493,14 @@ impl AnalyticsReader for DuckAnalytics {
 
     async fn event_count(&self, website_id: &str) -> StoreResult<u64> {
         let params = vec![Value::Text(website_id.to_string())];
-        self.with_reader(move |conn| count(conn, "SELECT count(*) FROM events WHERE website_id = ?", &params)).await
+        self.with_reader(move |conn| {
+            count(
+                conn,
+                "SELECT count(*) FROM events WHERE website_id = ?",
+                &params,
+            )
+        })
+        .await
     }
 }
 
@@ -454,11 +511,26 @@ mod tests {
     #[test]
     fn offset_sql_builds_case_for_dst_segments() {
         assert_eq!(offset_sql(&[]), "0");
-        assert_eq!(offset_sql(&[OffsetSegment { from_ms: 0, offset_ms: 3_600_000 }]), "3600000");
+        assert_eq!(
+            offset_sql(&[OffsetSegment {
+                from_ms: 0,
+                offset_ms: 3_600_000
+            }]),
+            "3600000"
+        );
         let two = [
-            OffsetSegment { from_ms: 0, offset_ms: 3_600_000 },
-            OffsetSegment { from_ms: 1000, offset_ms: 7_200_000 },
+            OffsetSegment {
+                from_ms: 0,
+                offset_ms: 3_600_000,
+            },
+            OffsetSegment {
+                from_ms: 1000,
+                offset_ms: 7_200_000,
+            },
         ];
-        assert_eq!(offset_sql(&two), "CASE WHEN ts < 1000 THEN 3600000 ELSE 7200000 END");
+        assert_eq!(
+            offset_sql(&two),
+            "CASE WHEN ts < 1000 THEN 3600000 ELSE 7200000 END"
+        );
     }
 }

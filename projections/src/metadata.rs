@@ -36,7 +36,12 @@ pub struct KeyOwner {
 #[async_trait]
 pub trait MetadataWriter: Send + Sync {
     /// Applies `events` and stores `offsets` in one transaction.
-    async fn apply(&self, consumer: &str, events: &[EntityEvent], offsets: &[StoredOffset]) -> StoreResult<()>;
+    async fn apply(
+        &self,
+        consumer: &str,
+        events: &[EntityEvent],
+        offsets: &[StoredOffset],
+    ) -> StoreResult<()>;
     async fn offsets(&self, consumer: &str) -> StoreResult<Vec<StoredOffset>>;
 }
 
@@ -51,7 +56,8 @@ pub trait MetadataReader: Send + Sync {
     async fn key_by_hash(&self, key_hash: &str) -> StoreResult<Option<KeyOwner>>;
     async fn keys(&self) -> StoreResult<Vec<ApiKeyInfo>>;
     /// Next offset `consumer` has applied for `topic`/`partition` (0 if none).
-    async fn applied_offset(&self, consumer: &str, topic: &str, partition: u32) -> StoreResult<u64>;
+    async fn applied_offset(&self, consumer: &str, topic: &str, partition: u32)
+        -> StoreResult<u64>;
     /// Returns the stored value of setting `name`, storing `candidate` first if it had none
     /// (so every process of a deployment agrees on, e.g., the visitor-id secret).
     async fn setting_or_init(&self, name: &str, candidate: &str) -> StoreResult<String>;

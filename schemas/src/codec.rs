@@ -176,7 +176,10 @@ mod tests {
         let e = sample();
         let bytes = encode(&e).unwrap();
         assert_eq!(bytes[0], 0);
-        assert_eq!(u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]), 2);
+        assert_eq!(
+            u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]),
+            2
+        );
         assert_eq!(decode::<CollectedEvent>(&bytes).unwrap(), e);
     }
 
@@ -197,7 +200,10 @@ mod tests {
                 timezone: None,
                 updated_at_ms: 2,
             }),
-            EntityEvent::WebsiteDeleted(WebsiteDeleted { id: "w".into(), deleted_at_ms: 3 }),
+            EntityEvent::WebsiteDeleted(WebsiteDeleted {
+                id: "w".into(),
+                deleted_at_ms: 3,
+            }),
             EntityEvent::UserCreated(UserCreated {
                 id: "u".into(),
                 username: "admin".into(),
@@ -213,7 +219,10 @@ mod tests {
                 key_last4: "1234".into(),
                 created_at_ms: 5,
             }),
-            EntityEvent::ApiKeyRevoked(ApiKeyRevoked { id: "k".into(), revoked_at_ms: 6 }),
+            EntityEvent::ApiKeyRevoked(ApiKeyRevoked {
+                id: "k".into(),
+                revoked_at_ms: 6,
+            }),
         ];
         for e in events {
             let bytes = encode_entity(&e).unwrap();
@@ -294,7 +303,10 @@ mod tests {
     fn every_newer_version_can_read_every_older_one() {
         use apache_avro::schema_compatibility::SchemaCompatibility;
         for newer in REGISTRY {
-            for older in REGISTRY.iter().filter(|o| o.subject == newer.subject && o.version < newer.version) {
+            for older in REGISTRY
+                .iter()
+                .filter(|o| o.subject == newer.subject && o.version < newer.version)
+            {
                 let w = schema_by_id(older.id).unwrap();
                 let r = schema_by_id(newer.id).unwrap();
                 assert!(
@@ -321,7 +333,10 @@ mod tests {
         assert!(decode::<CollectedEvent>(&[]).is_err());
         assert!(decode::<CollectedEvent>(&[1, 0, 0, 0, 2]).is_err());
         assert!(decode::<CollectedEvent>(&[0, 0, 0, 0, 99]).is_err());
-        assert!(decode::<EnrichedEvent>(&good).is_err(), "wrong subject must be refused");
+        assert!(
+            decode::<EnrichedEvent>(&good).is_err(),
+            "wrong subject must be refused"
+        );
         for round in 0..20_000 {
             let len = (next() % 300) as usize;
             let mut buf: Vec<u8> = (0..len).map(|_| next() as u8).collect();

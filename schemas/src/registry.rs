@@ -27,15 +27,55 @@ macro_rules! entry {
 
 /// Every schema Tally has ever written. The newest version of a subject is its reader schema.
 pub const REGISTRY: &[SchemaEntry] = &[
-    entry!(1, "tally.collect.CollectedEvent", 1, "collected_event.v1.avsc"),
-    entry!(2, "tally.collect.CollectedEvent", 2, "collected_event.v2.avsc"),
-    entry!(3, "tally.collect.EnrichedEvent", 1, "enriched_event.v1.avsc"),
-    entry!(4, "tally.entities.WebsiteCreated", 1, "website_created.v1.avsc"),
-    entry!(5, "tally.entities.WebsiteUpdated", 1, "website_updated.v1.avsc"),
-    entry!(6, "tally.entities.WebsiteDeleted", 1, "website_deleted.v1.avsc"),
+    entry!(
+        1,
+        "tally.collect.CollectedEvent",
+        1,
+        "collected_event.v1.avsc"
+    ),
+    entry!(
+        2,
+        "tally.collect.CollectedEvent",
+        2,
+        "collected_event.v2.avsc"
+    ),
+    entry!(
+        3,
+        "tally.collect.EnrichedEvent",
+        1,
+        "enriched_event.v1.avsc"
+    ),
+    entry!(
+        4,
+        "tally.entities.WebsiteCreated",
+        1,
+        "website_created.v1.avsc"
+    ),
+    entry!(
+        5,
+        "tally.entities.WebsiteUpdated",
+        1,
+        "website_updated.v1.avsc"
+    ),
+    entry!(
+        6,
+        "tally.entities.WebsiteDeleted",
+        1,
+        "website_deleted.v1.avsc"
+    ),
     entry!(7, "tally.entities.UserCreated", 1, "user_created.v1.avsc"),
-    entry!(8, "tally.entities.ApiKeyCreated", 1, "api_key_created.v1.avsc"),
-    entry!(9, "tally.entities.ApiKeyRevoked", 1, "api_key_revoked.v1.avsc"),
+    entry!(
+        8,
+        "tally.entities.ApiKeyCreated",
+        1,
+        "api_key_created.v1.avsc"
+    ),
+    entry!(
+        9,
+        "tally.entities.ApiKeyRevoked",
+        1,
+        "api_key_revoked.v1.avsc"
+    ),
     entry!(10, "tally.ops.DeadLetter", 1, "dead_letter.v1.avsc"),
 ];
 

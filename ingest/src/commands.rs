@@ -1,0 +1,398 @@
+//! Entity commands: first-run setup, websites and API keys. Each validates, appends its event
+//! to the entities topic keyed by aggregate id, then waits (bounded) until the metadata
+//! projection has applied it, so the caller can read its own write.
+
+use crate::IngestState;
+use argon2::password_hash::{PasswordHasher, SaltString};
+use argon2::Argon2;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use chrono::{TimeZone, Utc};
+use eventlog::{Appended, OutRecord};
+use projections::Website;
+use rand::RngCore;
+use schemas::*;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use web::{data, hash_key, mask_key, parse_json, ApiError, ApiResult, Caller};
+
+/// The consumer name under which the metadata projection stores its offsets.
+const METADATA_CONSUMER: &str = "metadata";
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn rfc3339(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
+}
+
+fn website_json(w: &Website) -> serde_json::Value {
+    json!({
+        "id": w.id,
+        "name": w.name,
+        "domain": w.domain,
+        "timezone": w.timezone,
+        "created_at": rfc3339(w.created_at_ms),
+    })
+}
+
+impl IngestState {
+    /// Appends entity events and waits until the metadata projection has applied them.
+    async fn command(&self, events: Vec<EntityEvent>) -> ApiResult<()> {
+        let mut records = Vec::with_capacity(events.len());
+        for e in &events {
+            let value = encode_entity(e).map_err(ApiError::internal)?;
+            records.push(OutRecord {
+                key: e.aggregate_id().as_bytes().to_vec(),
+                value,
+            });
+        }
+        let appended = self
+            .log
+            .append(&self.cfg.entities_topic, records)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "command append failed");
+                ApiError::unavailable("the event log cannot accept writes right now; retry")
+            })?;
+        self.wait_projected(&appended).await
+    }
+
+    async fn wait_projected(&self, appended: &[Appended]) -> ApiResult<()> {
+        let deadline = Instant::now() + self.cfg.projection_wait;
+        for a in appended {
+            loop {
+                let applied = self
+                    .metadata
+                    .applied_offset(METADATA_CONSUMER, &self.cfg.entities_topic, a.partition)
+                    .await?;
+                if applied > a.offset {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(ApiError::projection_timeout());
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn new_api_key() -> String {
+    let mut bytes = [0u8; 20];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("sk_{}", hex::encode(bytes))
+}
+
+fn last4(key: &str) -> String {
+    key.chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
+}
+
+fn key_event(user_id: &str, name: &str, key: &str) -> ApiKeyCreated {
+    ApiKeyCreated {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user_id.to_string(),
+        name: name.to_string(),
+        key_hash: hash_key(key),
+        key_last4: last4(key),
+        created_at_ms: now_ms(),
+    }
+}
+
+#[derive(Deserialize)]
+struct SetupBody {
+    username: String,
+    password: String,
+}
+
+/// `POST /api/auth/setup`: creates the first admin and returns its API key, once.
+pub async fn setup(
+    State(s): State<Arc<IngestState>>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let b: SetupBody = parse_json(&body)?;
+    let username = b.username.trim().to_string();
+    let valid_name = |c: char| c.is_ascii_alphanumeric() || "_.@-".contains(c);
+    if username.is_empty() || username.len() > 64 || !username.chars().all(valid_name) {
+        return Err(ApiError::bad_request(
+            "username must be 1 to 64 letters, digits or _.@-",
+        ));
+    }
+    if b.password.chars().count() < 8 || b.password.len() > 256 {
+        return Err(ApiError::bad_request(
+            "password must be 8 to 256 characters",
+        ));
+    }
+    let _one_at_a_time = s.setup_lock.lock().await;
+    if s.metadata.user_count().await? > 0 {
+        return Err(ApiError::gone("setup is already complete"));
+    }
+    let mut salt = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(ApiError::internal)?;
+    let password_hash = Argon2::default()
+        .hash_password(b.password.as_bytes(), &salt)
+        .map_err(ApiError::internal)?
+        .to_string();
+    let user_id = uuid::Uuid::new_v4().to_string();
+    let key = new_api_key();
+    s.command(vec![
+        EntityEvent::UserCreated(UserCreated {
+            id: user_id.clone(),
+            username: username.clone(),
+            password_hash,
+            role: "admin".into(),
+            created_at_ms: now_ms(),
+        }),
+        EntityEvent::ApiKeyCreated(key_event(&user_id, "setup", &key)),
+    ])
+    .await?;
+    let body = data(json!({ "api_key": key, "user": { "id": user_id, "username": username } }));
+    Ok((StatusCode::CREATED, body).into_response())
+}
+
+#[derive(Deserialize)]
+struct WebsiteBody {
+    name: Option<String>,
+    domain: Option<String>,
+    timezone: Option<String>,
+}
+
+fn valid_name(name: &str) -> ApiResult<String> {
+    let n = name.trim();
+    if n.is_empty() || n.chars().count() > 100 {
+        return Err(ApiError::bad_request("name must be 1 to 100 characters"));
+    }
+    Ok(n.to_string())
+}
+
+/// A bare host: scheme, path and `www.` are removed; only host characters are allowed.
+fn valid_domain(domain: &str) -> ApiResult<String> {
+    let d = domain.trim().to_ascii_lowercase();
+    let d = d.split("://").last().unwrap_or("");
+    let d = d.split('/').next().unwrap_or("");
+    let d = d.strip_prefix("www.").unwrap_or(d);
+    let ok = !d.is_empty()
+        && d.len() <= 253
+        && d.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c));
+    if !ok {
+        return Err(ApiError::bad_request(
+            "domain must be a host name such as example.com",
+        ));
+    }
+    Ok(d.to_string())
+}
+
+fn valid_timezone(tz: &str) -> ApiResult<String> {
+    tz.parse::<chrono_tz::Tz>()
+        .map(|_| tz.to_string())
+        .map_err(|_| ApiError::bad_request(format!("unknown IANA timezone {tz:?}")))
+}
+
+/// `POST /api/websites`
+pub async fn create_website(
+    State(s): State<Arc<IngestState>>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let b: WebsiteBody = parse_json(&body)?;
+    let name = valid_name(
+        b.name
+            .as_deref()
+            .ok_or_else(|| ApiError::bad_request("name is required"))?,
+    )?;
+    let domain = valid_domain(
+        b.domain
+            .as_deref()
+            .ok_or_else(|| ApiError::bad_request("domain is required"))?,
+    )?;
+    let timezone = valid_timezone(b.timezone.as_deref().unwrap_or("UTC"))?;
+    let created = WebsiteCreated {
+        id: uuid::Uuid::new_v4().to_string(),
+        name,
+        domain,
+        timezone,
+        created_at_ms: now_ms(),
+    };
+    s.command(vec![EntityEvent::WebsiteCreated(created.clone())])
+        .await?;
+    let w = Website {
+        id: created.id,
+        name: created.name,
+        domain: created.domain,
+        timezone: created.timezone,
+        created_at_ms: created.created_at_ms,
+    };
+    Ok((StatusCode::CREATED, data(website_json(&w))).into_response())
+}
+
+/// `GET /api/websites`
+pub async fn list_websites(State(s): State<Arc<IngestState>>) -> ApiResult<Response> {
+    let sites = s.metadata.websites().await?;
+    let rows: Vec<_> = sites.iter().map(website_json).collect();
+    let n = rows.len();
+    Ok(web::page(rows, n as u64, n as u64, 0, n).into_response())
+}
+
+async fn existing(s: &IngestState, id: &str) -> ApiResult<Website> {
+    s.metadata
+        .website(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no website with id {id:?}")))
+}
+
+/// `GET /api/websites/{id}`
+pub async fn get_website(
+    State(s): State<Arc<IngestState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(data(website_json(&existing(&s, &id).await?)).into_response())
+}
+
+/// `PUT /api/websites/{id}`: any of name, domain, timezone.
+pub async fn update_website(
+    State(s): State<Arc<IngestState>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let b: WebsiteBody = parse_json(&body)?;
+    existing(&s, &id).await?;
+    let update = WebsiteUpdated {
+        id: id.clone(),
+        name: b.name.as_deref().map(valid_name).transpose()?,
+        domain: b.domain.as_deref().map(valid_domain).transpose()?,
+        timezone: b.timezone.as_deref().map(valid_timezone).transpose()?,
+        updated_at_ms: now_ms(),
+    };
+    if update.name.is_none() && update.domain.is_none() && update.timezone.is_none() {
+        return Err(ApiError::bad_request(
+            "nothing to update: send name, domain or timezone",
+        ));
+    }
+    s.command(vec![EntityEvent::WebsiteUpdated(update)]).await?;
+    Ok(data(website_json(&existing(&s, &id).await?)).into_response())
+}
+
+/// `DELETE /api/websites/{id}`
+pub async fn delete_website(
+    State(s): State<Arc<IngestState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    existing(&s, &id).await?;
+    s.command(vec![EntityEvent::WebsiteDeleted(WebsiteDeleted {
+        id: id.clone(),
+        deleted_at_ms: now_ms(),
+    })])
+    .await?;
+    s.forget_site(&id);
+    Ok(data(json!({ "id": id, "deleted": true })).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct KeyBody {
+    name: Option<String>,
+}
+
+/// `POST /api/auth/keys`: a new key for the caller's user, shown once.
+pub async fn create_key(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let b: KeyBody = if body.iter().all(u8::is_ascii_whitespace) {
+        KeyBody::default()
+    } else {
+        parse_json(&body)?
+    };
+    let name = valid_name(b.name.as_deref().unwrap_or("api key"))?;
+    let key = new_api_key();
+    let event = key_event(&caller.user_id, &name, &key);
+    s.command(vec![EntityEvent::ApiKeyCreated(event.clone())])
+        .await?;
+    let body = data(json!({
+        "id": event.id,
+        "name": name,
+        "key": key,
+        "masked": mask_key(&event.key_last4),
+        "created_at": rfc3339(event.created_at_ms),
+    }));
+    Ok((StatusCode::CREATED, body).into_response())
+}
+
+/// `GET /api/auth/keys`: active keys, masked.
+pub async fn list_keys(State(s): State<Arc<IngestState>>) -> ApiResult<Response> {
+    let keys = s.metadata.keys().await?;
+    let rows: Vec<_> = keys
+        .iter()
+        .map(|k| json!({ "id": k.id, "name": k.name, "key": mask_key(&k.key_last4), "created_at": rfc3339(k.created_at_ms) }))
+        .collect();
+    let n = rows.len();
+    Ok(web::page(rows, n as u64, n as u64, 0, n).into_response())
+}
+
+/// `DELETE /api/auth/keys/{id}`: revokes a key at once.
+pub async fn delete_key(
+    State(s): State<Arc<IngestState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    if !s.metadata.keys().await?.iter().any(|k| k.id == id) {
+        return Err(ApiError::not_found(format!(
+            "no active API key with id {id:?}"
+        )));
+    }
+    s.command(vec![EntityEvent::ApiKeyRevoked(ApiKeyRevoked {
+        id: id.clone(),
+        revoked_at_ms: now_ms(),
+    })])
+    .await?;
+    s.auth.evict_key_id(&id);
+    Ok(data(json!({ "id": id, "revoked": true })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_are_normalized_and_checked() {
+        assert_eq!(
+            valid_domain("https://www.Example.com/path").ok().as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            valid_domain("shop.example:8080").ok().as_deref(),
+            Some("shop.example:8080")
+        );
+        assert!(valid_domain("").is_err());
+        assert!(valid_domain("bad domain").is_err());
+    }
+
+    #[test]
+    fn keys_are_random_prefixed_and_masked() {
+        let a = new_api_key();
+        assert!(a.starts_with("sk_") && a.len() == 43);
+        assert_ne!(a, new_api_key());
+        assert_eq!(mask_key(&last4("sk_abcd1234")), "sk_****1234");
+    }
+
+    #[test]
+    fn timezones_must_be_iana() {
+        assert!(valid_timezone("Europe/Berlin").is_ok());
+        assert!(valid_timezone("Mars/Olympus").is_err());
+    }
+}

@@ -1,0 +1,20 @@
+//! The embedded projection stores against the shared conformance suites.
+
+use projections::conformance::{analytics_suite, metadata_suite};
+use projections::{DuckAnalytics, SqliteMetadata};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duckdb_analytics_passes_conformance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = DuckAnalytics::open(&dir.path().join("a.duckdb"), "512MB").expect("open");
+    analytics_suite(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_metadata_passes_conformance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteMetadata::open(&dir.path().join("m.db"))
+        .await
+        .expect("open");
+    metadata_suite(&store).await;
+}

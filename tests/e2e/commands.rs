@@ -1,0 +1,84 @@
+//! Websites and API keys through the log: read-your-writes, masking, revocation, both auth
+//! header styles.
+
+use crate::common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websites_and_keys_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = tally::start(test_settings(dir.path()))
+        .await
+        .expect("start");
+    let mut c = Client::new(format!("http://{}", app.addr));
+    c.setup().await;
+
+    // Read-your-writes: collect accepts the website the moment its POST returned.
+    let site = c.website("Blog", "Europe/Berlin").await;
+    let (s, body) = c
+        .post("/api/collect", &json!({"website_id": site, "url": "/"}))
+        .await;
+    assert_eq!(s, 202, "{body}");
+    assert_eq!(body, json!({"ok": true}));
+
+    let (s, one) = c.get(&format!("/api/websites/{site}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(one["data"]["timezone"], "Europe/Berlin");
+    let r = c
+        .req(reqwest::Method::PUT, &format!("/api/websites/{site}"))
+        .json(&json!({"name": "Blog 2"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, list) = c.get("/api/websites").await;
+    assert_eq!(list["data"][0]["name"], "Blog 2");
+    assert_eq!(list["pagination"]["total"], 1);
+
+    // A second key, used with Bearer; listing shows keys masked; revoked keys stop working.
+    let (s, created) = c.post("/api/auth/keys", &json!({"name": "ci"})).await;
+    assert_eq!(s, 201, "{created}");
+    let key = created["data"]["key"].as_str().expect("key").to_string();
+    let key_id = created["data"]["id"].as_str().expect("id").to_string();
+    let bearer = c
+        .http
+        .get(format!("{}/api/websites", c.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(bearer.status().as_u16(), 200);
+    let (_, keys) = c.get("/api/auth/keys").await;
+    let listed = keys["data"].to_string();
+    assert!(!listed.contains(&key), "full key never listed");
+    assert!(listed.contains(&format!("sk_****{}", &key[key.len() - 4..])));
+    let r = c
+        .req(reqwest::Method::DELETE, &format!("/api/auth/keys/{key_id}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 200);
+    let after = c
+        .http
+        .get(format!("{}/api/websites", c.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(after.status().as_u16(), 401);
+
+    // Deleting a website: it disappears and collect refuses it.
+    let r = c
+        .req(reqwest::Method::DELETE, &format!("/api/websites/{site}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 200);
+    let (s, _) = c.get(&format!("/api/websites/{site}")).await;
+    assert_eq!(s, 404);
+    let (s, _) = c
+        .post("/api/collect", &json!({"website_id": site, "url": "/"}))
+        .await;
+    assert_eq!(s, 404);
+    app.shutdown().await.expect("shutdown");
+}

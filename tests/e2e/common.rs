@@ -1,0 +1,225 @@
+//! Shared helpers for the end-to-end tests and the load benchmark: a small GeoIP database
+//! written here (so expected countries are known), starting Tally in-process or as the real
+//! binary, and waiting until the pipeline has stored everything accepted.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Networks in the test GeoIP database: (network, country, region, city).
+pub const GEO: &[(&str, &str, &str, &str)] = &[
+    ("81.2.69.0/24", "GB", "England", "London"),
+    ("85.214.0.0/16", "DE", "Berlin", "Berlin"),
+    ("216.160.83.0/24", "US", "Washington", "Milton"),
+    ("89.160.20.0/24", "SE", "Östergötland", "Linköping"),
+    ("175.16.199.0/24", "CN", "Jilin", "Changchun"),
+];
+
+#[derive(serde::Serialize)]
+struct Named {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iso_code: Option<String>,
+    names: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(serde::Serialize)]
+struct CityRecord {
+    country: Named,
+    subdivisions: Vec<Named>,
+    city: Named,
+}
+
+fn named(iso: Option<&str>, en: &str) -> Named {
+    Named {
+        iso_code: iso.map(str::to_string),
+        names: [("en".to_string(), en.to_string())].into(),
+    }
+}
+
+/// Writes the test GeoIP database (GeoIP2-City layout) into `dir`.
+pub fn write_geo_db(dir: &Path) -> PathBuf {
+    let mut w = mmdb_writer::Writer::new("GeoIP2-City");
+    for (net, country, region, city) in GEO {
+        let rec = CityRecord {
+            country: named(Some(country), country),
+            subdivisions: vec![named(None, region)],
+            city: named(None, city),
+        };
+        let net: ipnet::IpNet = net.parse().expect("network");
+        w.insert(net, &rec).expect("insert");
+    }
+    let path = dir.join("test-city.mmdb");
+    std::fs::write(&path, w.to_bytes().expect("mmdb bytes")).expect("write mmdb");
+    path
+}
+
+/// Settings for a test server in `dir`: loopback, no rate limit, loopback trusted as a proxy
+/// (so tests choose client IPs with X-Forwarded-For), the test GeoIP database, and limits wide
+/// enough for events on fixed past dates.
+pub fn test_settings(dir: &Path) -> tally::Settings {
+    tally::Settings {
+        data_dir: dir.join("data"),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        collect_rate_limit: 0,
+        trusted_proxies: "127.0.0.1/32".into(),
+        cors_origins: String::new(),
+        geoip_path: Some(write_geo_db(dir)),
+        retention_days: 36_500,
+        max_event_age_hours: 24 * 36_500,
+        partitions: 4,
+        namespace: "tally".into(),
+        duckdb_memory: "512MB".into(),
+    }
+}
+
+/// An HTTP client for one server.
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub key: Option<String>,
+}
+
+impl Client {
+    pub fn new(base: String) -> Self {
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            key: None,
+        }
+    }
+
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.key {
+            Some(k) => r.header("x-api-key", k),
+            None => r,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .req(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .req(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Runs first-run setup and keeps the returned key.
+    pub async fn setup(&mut self) {
+        let (status, body) = self
+            .post(
+                "/api/auth/setup",
+                &json!({"username": "admin", "password": "correct horse"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        self.key = Some(body["data"]["api_key"].as_str().expect("key").to_string());
+    }
+
+    /// Creates a website and returns its id.
+    pub async fn website(&self, name: &str, timezone: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/api/websites",
+                &json!({"name": name, "domain": "example.com", "timezone": timezone}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["data"]["id"].as_str().expect("id").to_string()
+    }
+
+    /// Waits until everything accepted so far is stored (the health backlog is zero).
+    pub async fn wait_idle(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, body) = self.get("/api/health").await;
+            if status == 200 && body["backlog"]["enrich"] == 0 && body["backlog"]["analytics"] == 0
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "pipeline did not drain: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A child process that is killed when dropped, so a failing test never leaves it running.
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    /// SIGKILL, now.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM, then wait for a graceful exit.
+    pub fn stop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The real binary, started with `serve` in `dir` on `port`.
+pub fn spawn_binary(dir: &Path, port: u16) -> ChildGuard {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .arg("serve")
+        .env("TALLY_DATA_DIR", dir.join("data"))
+        .env("TALLY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TALLY_COLLECT_RATE_LIMIT", "0")
+        .env("TALLY_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn tally");
+    ChildGuard(child)
+}
+
+/// Waits until a server answers its health check.
+pub async fn wait_up(c: &Client) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(r) = c.http.get(format!("{}/api/health", c.base)).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server at {} did not come up", c.base);
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests of the `tally` binary's behaviour over HTTP, on the embedded backends.
+
+mod bad_input;
+mod commands;
+mod common;
+mod crash;
+mod dashboards;

@@ -1,0 +1,119 @@
+//! The single place where failures become HTTP responses: `{"error": {"code", "message",
+//! "details"?, "request_id"}}` with the right status. Client mistakes are 4xx; only Tally's own
+//! faults are 5xx, and their details are logged, not sent.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+    pub retry_after_secs: Option<u64>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+            retry_after_secs: None,
+        }
+    }
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", msg)
+    }
+    pub fn batch_too_large(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "batch_too_large", msg)
+    }
+    pub fn unauthorized(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", msg)
+    }
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", msg)
+    }
+    pub fn gone(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::GONE, "gone", msg)
+    }
+    pub fn payload_too_large(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", msg)
+    }
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "rate limit exceeded for this IP address",
+        );
+        e.retry_after_secs = Some(retry_after_secs.max(1));
+        e
+    }
+    /// The write could not be made durable; the client should retry.
+    pub fn unavailable(msg: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", msg);
+        e.retry_after_secs = Some(1);
+        e
+    }
+    /// The write is durable but its projection did not catch up in time.
+    pub fn projection_timeout() -> Self {
+        let mut e = Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "projection_timeout",
+            "the change was recorded but is not visible yet; retry the read shortly",
+        );
+        e.retry_after_secs = Some(1);
+        e
+    }
+    /// Tally's own fault. The cause is logged; the client sees a generic message.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_server_error",
+            "internal server error",
+        )
+    }
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+}
+
+impl From<projections::StoreError> for ApiError {
+    fn from(e: projections::StoreError) -> Self {
+        match e {
+            projections::StoreError::Invalid(msg) => ApiError::bad_request(msg),
+            other => {
+                tracing::error!(error = %other, "store error");
+                ApiError::unavailable("storage is temporarily unavailable")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        metrics::counter!("tally_http_errors_total", "code" => self.code).increment(1);
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(d) = self.details {
+            error["details"] = d;
+        }
+        if let Some(id) = crate::current_request_id() {
+            error["request_id"] = Value::String(id);
+        }
+        let mut resp = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
