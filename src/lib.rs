@@ -275,9 +275,10 @@ pub async fn start(s: Settings) -> anyhow::Result<App> {
         enriched: s.topic(topics::COLLECT_ENRICHED),
     };
 
-    let runner = |batch: usize| RunnerConfig {
+    let runner = |batch: usize, linger_ms: u64| RunnerConfig {
         max_batch: batch,
         poll_timeout: Duration::from_millis(100),
+        linger: Duration::from_millis(linger_ms),
         dlq_topic: s.topic(topics::DLQ),
     };
     let mut stages: Vec<JoinHandle<Result<(), processors::StageError>>> = Vec::new();
@@ -285,7 +286,7 @@ pub async fn start(s: Settings) -> anyhow::Result<App> {
     stages.push(tokio::spawn(run_stage(
         b.log.clone(),
         meta_stage,
-        runner(1000),
+        runner(1000, 0),
         stop_rx.clone(),
     )));
     let enrich = EnrichStage::new(
@@ -296,7 +297,7 @@ pub async fn start(s: Settings) -> anyhow::Result<App> {
     stages.push(tokio::spawn(run_stage(
         b.log.clone(),
         enrich,
-        runner(5000),
+        runner(2_000, 10),
         stop_rx.clone(),
     )));
     let analytics =
@@ -304,7 +305,7 @@ pub async fn start(s: Settings) -> anyhow::Result<App> {
     stages.push(tokio::spawn(run_stage(
         b.log.clone(),
         analytics,
-        runner(20_000),
+        runner(50_000, 200),
         stop_rx.clone(),
     )));
     let retention = spawn_retention(&b, &s, stop_rx.clone());

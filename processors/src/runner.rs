@@ -42,7 +42,35 @@ pub trait Stage: Send {
 pub struct RunnerConfig {
     pub max_batch: usize,
     pub poll_timeout: Duration,
+    /// After the first record arrives, how long to keep filling the batch: per-batch costs
+    /// (a store transaction, a log commit) are then paid per many records, at the price of
+    /// at most this much added latency.
+    pub linger: Duration,
     pub dlq_topic: String,
+}
+
+/// Polls one batch: waits for the first record, then lingers to fill it up to `max_batch`.
+async fn poll_batch(
+    consumer: &mut dyn Consumer,
+    cfg: &RunnerConfig,
+) -> Result<Vec<Record>, eventlog::LogError> {
+    let mut records = consumer.poll(cfg.max_batch, cfg.poll_timeout).await?;
+    if records.is_empty() {
+        return Ok(records);
+    }
+    let deadline = tokio::time::Instant::now() + cfg.linger;
+    while records.len() < cfg.max_batch {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let more = consumer.poll(cfg.max_batch - records.len(), left).await?;
+        if more.is_empty() {
+            break;
+        }
+        records.extend(more);
+    }
+    Ok(records)
 }
 
 /// The position after the last record of each partition in `records`.
@@ -145,7 +173,7 @@ pub async fn run_stage<S: Stage>(
     tracing::info!(stage = %name, "stage started");
     while !*shutdown.borrow() {
         let records = tokio::select! {
-            r = consumer.poll(cfg.max_batch, cfg.poll_timeout) => r,
+            r = poll_batch(consumer.as_mut(), &cfg) => r,
             _ = shutdown.changed() => continue,
         };
         let records = match records {

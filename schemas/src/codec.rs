@@ -38,6 +38,16 @@ impl From<apache_avro::Error> for CodecError {
 /// A type that travels on a topic, registered under one subject.
 pub trait WireRecord: Serialize + DeserializeOwned {
     const SUBJECT: &'static str;
+
+    /// Writes the datum for the newest schema directly, if the type has a direct encoder.
+    fn write_fast(&self, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+
+    /// Reads a datum written with the newest schema directly, if the type has a direct decoder.
+    fn read_fast(_datum: &[u8]) -> Option<Result<Self, CodecError>> {
+        None
+    }
 }
 
 macro_rules! wire {
@@ -46,9 +56,24 @@ macro_rules! wire {
             const SUBJECT: &'static str = $subject;
         }
     };
+    ($t:ty, $subject:expr, fast) => {
+        impl WireRecord for $t {
+            const SUBJECT: &'static str = $subject;
+
+            fn write_fast(&self, out: &mut Vec<u8>) -> bool {
+                self.write_avro(out);
+                true
+            }
+
+            fn read_fast(datum: &[u8]) -> Option<Result<Self, CodecError>> {
+                let mut r = crate::fast::Reader::new(datum);
+                Some(Self::read_avro(&mut r).and_then(|v| r.finish().map(|_| v)))
+            }
+        }
+    };
 }
-wire!(CollectedEvent, "tally.collect.CollectedEvent");
-wire!(EnrichedEvent, "tally.collect.EnrichedEvent");
+wire!(CollectedEvent, "tally.collect.CollectedEvent", fast);
+wire!(EnrichedEvent, "tally.collect.EnrichedEvent", fast);
 wire!(WebsiteCreated, "tally.entities.WebsiteCreated");
 wire!(WebsiteUpdated, "tally.entities.WebsiteUpdated");
 wire!(WebsiteDeleted, "tally.entities.WebsiteDeleted");
@@ -60,6 +85,12 @@ wire!(DeadLetter, "tally.ops.DeadLetter");
 /// Encodes `value` with the newest schema of its subject.
 pub fn encode<T: WireRecord>(value: &T) -> Result<Vec<u8>, CodecError> {
     let id = newest_id(T::SUBJECT).ok_or(CodecError::UnknownSchema(0))?;
+    let mut out = Vec::with_capacity(256);
+    out.push(MAGIC);
+    out.extend_from_slice(&id.to_be_bytes());
+    if value.write_fast(&mut out) {
+        return Ok(out);
+    }
     encode_with(id, value)
 }
 
@@ -103,6 +134,11 @@ pub fn decode<T: WireRecord>(bytes: &[u8]) -> Result<T, CodecError> {
 fn decode_datum<T: WireRecord>(writer_id: u32, mut datum: &[u8]) -> Result<T, CodecError> {
     let writer = schema_by_id(writer_id).ok_or(CodecError::UnknownSchema(writer_id))?;
     let reader_id = newest_id(T::SUBJECT).ok_or(CodecError::UnknownSchema(writer_id))?;
+    if writer_id == reader_id {
+        if let Some(decoded) = T::read_fast(datum) {
+            return decoded;
+        }
+    }
     let reader = schema_by_id(reader_id).ok_or(CodecError::UnknownSchema(reader_id))?;
     let reader = (reader_id != writer_id).then_some(reader);
     let value = from_avro_datum(writer, &mut datum, reader)?;

@@ -3,6 +3,7 @@
 
 mod codec;
 mod events;
+mod fast;
 mod registry;
 pub mod topics;
 
