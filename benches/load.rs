@@ -3,6 +3,9 @@
 //! 202 with no work (the machine's HTTP ceiling with this load generator), measured in the same
 //! run. Bounded in time; targets 127.0.0.1 only.
 //!
+//! Traffic model: 100,000 visitors with up to 3 visits each over the last 30 days (events
+//! within a visit minutes apart), 300 pages, six user agents (one a crawler), five countries.
+//!
 //! `cargo bench --bench load`. Knobs: `TALLY_BENCH_PHASE_SECS` (default 10) for the short
 //! phases, `TALLY_BENCH_STORED_SECS` (default 60) for the sustained stored-rate phase.
 
@@ -53,16 +56,26 @@ struct Req {
     ua: &'static str,
 }
 
-fn event(rng: &mut Rng, site: &str, now_ms: i64) -> Value {
+/// Sessions per visitor over the 30 days: a visitor's events cluster into a few visits.
+const SESSIONS_PER_VISITOR: u64 = 3;
+
+/// When visitor `v`'s visit `k` started, spread over the last 30 days.
+fn session_start(v: u64, k: u64, now_ms: i64) -> i64 {
+    let mut h = Rng(v.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (k + 1));
+    h.next();
+    now_ms - 3_600_000 - (h.next() % (29 * 86_400_000)) as i64
+}
+
+/// One pageview by visitor `v` at `ts_ms`, on one of 300 pages, from one of a few referrers.
+fn event(rng: &mut Rng, site: &str, v: u64, ts_ms: i64) -> Value {
     let page = rng.next() % PAGES;
-    let age_ms = (rng.next() % (30 * 86_400_000)) as i64;
-    let ts = chrono::DateTime::from_timestamp_millis(now_ms - age_ms)
+    let ts = chrono::DateTime::from_timestamp_millis(ts_ms)
         .unwrap_or_default()
         .to_rfc3339();
     let mut e = json!({
         "website_id": site,
         "url": format!("https://example.com/page/{page}?utm_source=src{}", rng.next() % 5),
-        "visitor_id": format!("visitor-{}", rng.next() % VISITORS),
+        "visitor_id": format!("visitor-{v}"),
         "timestamp": ts,
         "screen": "1920x1080",
         "language": "en-US",
@@ -80,10 +93,19 @@ fn bodies(site: &str, batch: usize, n: usize, seed: u64) -> Arc<Vec<Req>> {
     let now = chrono::Utc::now().timestamp_millis();
     let out = (0..n)
         .map(|_| {
+            // A request comes from one visitor, during one of their visits; a batch holds that
+            // visitor's events, 30 seconds apart.
+            let v = rng.next() % VISITORS;
+            let start = session_start(v, rng.next() % SESSIONS_PER_VISITOR, now)
+                + (rng.next() % 600_000) as i64;
             let body = if batch == 1 {
-                event(&mut rng, site, now)
+                event(&mut rng, site, v, start)
             } else {
-                Value::Array((0..batch).map(|_| event(&mut rng, site, now)).collect())
+                Value::Array(
+                    (0..batch)
+                        .map(|j| event(&mut rng, site, v, start + j as i64 * 30_000))
+                        .collect(),
+                )
             };
             let net = GEO[(rng.next() % GEO.len() as u64) as usize].0;
             let ip = net

@@ -113,3 +113,60 @@ pub fn load_config_file(args: &[String]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_fills_unset_variables_only() {
+        let dir = std::env::temp_dir().join(format!("tally-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        let file = dir.join("tally.env");
+        std::fs::write(
+            &file,
+            "# comment\nTALLY_ZZ_FROM_FILE=\"file\"\nTALLY_ZZ_ALREADY_SET=file\n",
+        )
+        .unwrap_or_default();
+        std::env::set_var("TALLY_ZZ_ALREADY_SET", "env");
+        let args = vec![
+            "tally".to_string(),
+            "--config".to_string(),
+            file.display().to_string(),
+        ];
+        assert!(load_config_file(&args).is_ok());
+        assert_eq!(
+            std::env::var("TALLY_ZZ_FROM_FILE").ok().as_deref(),
+            Some("file")
+        );
+        assert_eq!(
+            std::env::var("TALLY_ZZ_ALREADY_SET").ok().as_deref(),
+            Some("env"),
+            "env wins over the file"
+        );
+        std::fs::write(&file, "NOT_TALLY=1\n").unwrap_or_default();
+        assert!(load_config_file(&args).is_err(), "foreign keys are refused");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn trusted_proxies_accept_cidrs_and_addresses_and_refuse_garbage() {
+        let mut s = crate::Settings {
+            data_dir: "d".into(),
+            listen: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+            collect_rate_limit: 60,
+            trusted_proxies: "10.0.0.0/8, 192.168.1.1".into(),
+            cors_origins: String::new(),
+            geoip_path: None,
+            retention_days: 365,
+            max_event_age_hours: 168,
+            partitions: 4,
+            namespace: "tally".into(),
+            duckdb_memory: "1GB".into(),
+        };
+        assert_eq!(s.trusted_proxy_nets().map(|v| v.len()).ok(), Some(2));
+        s.trusted_proxies = "not-a-network".into();
+        assert!(s.trusted_proxy_nets().is_err());
+        assert_eq!(s.topic("collect.raw"), "tally.collect.raw");
+    }
+}

@@ -170,6 +170,44 @@ async fn count_requests(
     resp
 }
 
+/// Route prefixes of parts that are planned but not built: they answer `501 not_implemented`
+/// rather than pretending with a 404 or fake data.
+const NOT_BUILT: &[&str] = &[
+    "/api/auth/login",
+    "/api/companies",
+    "/api/users",
+    "/api/connections",
+    "/api/assets",
+    "/api/credits",
+    "/api/favorites",
+    "/api/alerts",
+    "/api/seller",
+    "/api/reports",
+    "/api/datasets",
+    "/api/predictions",
+    "/api/workspace",
+];
+
+async fn not_built(req: axum::extract::Request) -> web::ApiError {
+    web::ApiError::new(
+        axum::http::StatusCode::NOT_IMPLEMENTED,
+        "not_implemented",
+        format!(
+            "{} is not built yet in this version of Tally",
+            req.uri().path()
+        ),
+    )
+}
+
+fn not_built_routes() -> Router {
+    NOT_BUILT.iter().fold(Router::new(), |r, prefix| {
+        r.route(prefix, axum::routing::any(not_built)).route(
+            &format!("{prefix}/{{*rest}}"),
+            axum::routing::any(not_built),
+        )
+    })
+}
+
 fn cors(origins: &[String]) -> CorsLayer {
     use axum::http::{header, HeaderName, HeaderValue, Method};
     let layer = CorsLayer::new()
@@ -330,6 +368,7 @@ pub async fn start(s: Settings) -> anyhow::Result<App> {
         )
         .merge(ingest::router(ingest_state))
         .merge(api::router(api_state))
+        .merge(not_built_routes())
         .fallback(web::not_found_fallback)
         .method_not_allowed_fallback(web::method_not_allowed)
         .layer(axum::middleware::from_fn(web::request_id_layer))

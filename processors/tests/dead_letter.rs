@@ -47,6 +47,7 @@ async fn undecodable_records_go_to_the_dead_letter_topic() {
     let cfg = RunnerConfig {
         max_batch: 100,
         poll_timeout: Duration::from_millis(50),
+        linger: Duration::ZERO,
         dlq_topic: "dlq".into(),
     };
     let task = tokio::spawn(run_stage(log.clone(), stage, cfg, stop_rx));

@@ -357,15 +357,14 @@ impl AnalyticsReader for DuckAnalytics {
     async fn totals(&self, scope: &Scope) -> StoreResult<Totals> {
         let (filter, params) = scope_sql(scope);
         self.with_reader(move |conn| {
+            // One scan: group events by session (a session belongs to one visitor), then
+            // aggregate the sessions.
             let sql = format!(
-                "WITH f AS (SELECT visitor, session, event_type, ts FROM events WHERE {filter}), \
-                 s AS (SELECT count(*) AS n, count(*) FILTER (WHERE event_type = 'pageview') AS pv, \
-                       max(ts) - min(ts) AS dur FROM f GROUP BY session) \
-                 SELECT (SELECT count(*) FROM f WHERE event_type = 'pageview'), \
-                        (SELECT count(DISTINCT visitor) FROM f), \
-                        (SELECT count(*) FROM s), \
-                        (SELECT count(*) FROM s WHERE n = 1 AND pv = 1), \
-                        (SELECT coalesce(avg(dur), 0)::DOUBLE FROM s)"
+                "WITH s AS (SELECT any_value(visitor) AS v, count(*) AS n, \
+                       count(*) FILTER (WHERE event_type = 'pageview') AS pv, max(ts) - min(ts) AS dur \
+                       FROM events WHERE {filter} GROUP BY session) \
+                 SELECT coalesce(sum(pv), 0)::BIGINT, count(DISTINCT v), count(*), \
+                        count(*) FILTER (WHERE n = 1 AND pv = 1), coalesce(avg(dur), 0)::DOUBLE FROM s"
             );
             conn.prepare(&sql)
                 .map_err(db_err)?
@@ -423,29 +422,41 @@ impl AnalyticsReader for DuckAnalytics {
         let (filter, params) = scope_sql(scope);
         let col = by.column();
         self.with_reader(move |conn| {
+            // The window counts the groups before LIMIT applies, so the total needs no second scan.
             let sql = format!(
                 "SELECT {col}, count(DISTINCT visitor) AS v, count(*) FILTER (WHERE event_type = 'pageview') AS pv, \
-                 count(*) AS n FROM events WHERE {filter} AND {col} IS NOT NULL \
+                 count(*) AS n, count(*) OVER () AS total FROM events WHERE {filter} AND {col} IS NOT NULL \
                  GROUP BY {col} ORDER BY v DESC, pv DESC, {col} LIMIT {limit} OFFSET {offset}"
             );
             let mut stmt = conn.prepare(&sql).map_err(db_err)?;
+            let mut total = 0u64;
             let rows = stmt
                 .query_map(params_from_iter(params.iter()), |r| {
-                    Ok(MetricRow {
-                        value: r.get(0)?,
-                        visitors: r.get::<_, i64>(1)?.max(0) as u64,
-                        pageviews: r.get::<_, i64>(2)?.max(0) as u64,
-                        events: r.get::<_, i64>(3)?.max(0) as u64,
-                    })
+                    Ok((
+                        MetricRow {
+                            value: r.get(0)?,
+                            visitors: r.get::<_, i64>(1)?.max(0) as u64,
+                            pageviews: r.get::<_, i64>(2)?.max(0) as u64,
+                            events: r.get::<_, i64>(3)?.max(0) as u64,
+                        },
+                        r.get::<_, i64>(4)?.max(0) as u64,
+                    ))
                 })
                 .map_err(db_err)?
+                .map(|r| r.map(|(row, t)| {
+                    total = t;
+                    row
+                }))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(db_err)?;
-            let total = count(
-                conn,
-                &format!("SELECT count(DISTINCT {col}) FROM events WHERE {filter} AND {col} IS NOT NULL"),
-                &params,
-            )?;
+            if rows.is_empty() {
+                // Past the last page the window has no row to report on: count directly.
+                total = count(
+                    conn,
+                    &format!("SELECT count(DISTINCT {col}) FROM events WHERE {filter} AND {col} IS NOT NULL"),
+                    &params,
+                )?;
+            }
             Ok((rows, total))
         })
         .await

@@ -97,6 +97,14 @@ async fn each_error_code_has_its_status_and_body() {
     assert_error(s, &b, 404, "not_found");
     let (s, b) = c.get("/api/no/such/route").await;
     assert_error(s, &b, 404, "not_found");
+    let (s, b) = c.get("/api/assets/123").await;
+    assert_error(s, &b, 501, "not_implemented");
+    let r = c
+        .req(reqwest::Method::PATCH, "/api/collect")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 405);
     let (s, b) = c
         .get(&format!("/api/websites/{site}/stats?start_date=yesterday"))
         .await;
