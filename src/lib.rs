@@ -273,7 +273,9 @@ pub async fn start(s: Settings) -> anyhow::Result<App> {
     let proxies = s.trusted_proxy_nets()?;
     let b = Backends::open(&s).await?;
     let _ = prometheus();
+    // HTTP stops first; the stages get their own signal once it has drained.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (stages_stop_tx, stages_stop_rx) = watch::channel(false);
 
     let metadata_reader: Arc<dyn MetadataReader> = b.metadata.clone();
     let secret = b
@@ -325,7 +327,7 @@ pub async fn start(s: Settings) -> anyhow::Result<App> {
         b.log.clone(),
         meta_stage,
         runner(1000, 0),
-        stop_rx.clone(),
+        stages_stop_rx.clone(),
     )));
     let enrich = EnrichStage::new(
         b.log.clone(),
@@ -336,7 +338,7 @@ pub async fn start(s: Settings) -> anyhow::Result<App> {
         b.log.clone(),
         enrich,
         runner(2_000, 10),
-        stop_rx.clone(),
+        stages_stop_rx.clone(),
     )));
     let analytics =
         AnalyticsStage::new(b.analytics.clone(), s.topic(topics::COLLECT_ENRICHED)).await?;
@@ -344,7 +346,7 @@ pub async fn start(s: Settings) -> anyhow::Result<App> {
         b.log.clone(),
         analytics,
         runner(50_000, 200),
-        stop_rx.clone(),
+        stages_stop_rx.clone(),
     )));
     let retention = spawn_retention(&b, &s, stop_rx.clone());
     if let Some(limiter) = ingest_state.limiter.clone() {
@@ -391,6 +393,7 @@ pub async fn start(s: Settings) -> anyhow::Result<App> {
         })
         .await;
         // HTTP has drained; now let each stage finish and commit its batch in hand.
+        let _ = stages_stop_tx.send(true);
         for stage in stages {
             match stage.await {
                 Ok(Ok(())) => {}
