@@ -25,6 +25,19 @@ async fn website(s: &ApiState, id: &str) -> ApiResult<Website> {
         .ok_or_else(|| ApiError::not_found(format!("no website with id {id:?}")))
 }
 
+/// What every period query starts from: the parameters, the website, its period and scope.
+async fn resolve(
+    s: &ApiState,
+    id: &str,
+    q: Result<Query<Params>, QueryRejection>,
+) -> ApiResult<(Params, Period, projections::Scope)> {
+    let p = query(q)?;
+    let site = website(s, id).await?;
+    let period = params::period(&p, &site)?;
+    let scope = params::scope(&p, &site, &period)?;
+    Ok((p, period, scope))
+}
+
 fn bounce_rate(t: &Totals) -> f64 {
     if t.sessions == 0 {
         return 0.0;
@@ -42,10 +55,7 @@ pub async fn stats(
     Path(id): Path<String>,
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let p = query(q)?;
-    let site = website(&s, &id).await?;
-    let period = params::period(&p, &site)?;
-    let scope = params::scope(&p, &site, &period)?;
+    let (_, period, scope) = resolve(&s, &id, q).await?;
     let mut prev_scope = scope.clone();
     (prev_scope.from_ms, prev_scope.to_ms) = period.previous().utc_bounds();
     let (cur, prev) =
@@ -87,10 +97,7 @@ pub async fn pageviews(
     Path(id): Path<String>,
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let p = query(q)?;
-    let site = website(&s, &id).await?;
-    let period = params::period(&p, &site)?;
-    let scope = params::scope(&p, &site, &period)?;
+    let (p, period, scope) = resolve(&s, &id, q).await?;
     let g = params::granularity(&p, &period)?;
     let segments = offset_segments(period.tz, scope.from_ms, scope.to_ms);
     let points = s.analytics.series(&scope, g, &segments).await?;
@@ -124,12 +131,9 @@ pub async fn metrics(
     Path(id): Path<String>,
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let p = query(q)?;
-    let site = website(&s, &id).await?;
+    let (p, _, scope) = resolve(&s, &id, q).await?;
     let by = params::dimension(&p)?;
     let (limit, offset) = params::limit_offset(&p)?;
-    let period = params::period(&p, &site)?;
-    let scope = params::scope(&p, &site, &period)?;
     let (rows, total) = s.analytics.breakdown(&scope, by, limit, offset).await?;
     let n = rows.len();
     Ok(web::page(rows, total, limit as u64, offset as u64, n).into_response())

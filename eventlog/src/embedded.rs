@@ -77,6 +77,17 @@ struct Inner {
     next_member: AtomicU64,
 }
 
+impl Inner {
+    fn partitions(&self, topic: &str) -> Result<u32, LogError> {
+        self.topics
+            .read()
+            .map_err(|_| LogError::Closed)?
+            .get(topic)
+            .copied()
+            .ok_or_else(|| LogError::UnknownTopic(topic.to_string()))
+    }
+}
+
 /// The embedded log. Cheap to clone; all clones share one database and one writer thread.
 #[derive(Clone)]
 pub struct EmbeddedLog {
@@ -157,13 +168,7 @@ impl EmbeddedLog {
     }
 
     fn partitions(&self, topic: &str) -> Result<u32, LogError> {
-        self.inner
-            .topics
-            .read()
-            .map_err(|_| LogError::Closed)?
-            .get(topic)
-            .copied()
-            .ok_or_else(|| LogError::UnknownTopic(topic.to_string()))
+        self.inner.partitions(topic)
     }
 }
 
@@ -351,13 +356,7 @@ fn append_in(
     ends: &mut HashMap<TopicPartition, u64>,
     rr: &mut u32,
 ) -> Result<Vec<Appended>, LogError> {
-    let parts = inner
-        .topics
-        .read()
-        .map_err(|_| LogError::Closed)?
-        .get(topic)
-        .copied()
-        .ok_or_else(|| LogError::UnknownTopic(topic.to_string()))?;
+    let parts = inner.partitions(topic)?;
     let name = records_table(topic);
     let mut table = wtx
         .open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name))
@@ -444,13 +443,7 @@ fn delete_in(
     topic: &str,
     cutoff_ms: i64,
 ) -> Result<u64, LogError> {
-    let parts = inner
-        .topics
-        .read()
-        .map_err(|_| LogError::Closed)?
-        .get(topic)
-        .copied()
-        .ok_or_else(|| LogError::UnknownTopic(topic.to_string()))?;
+    let parts = inner.partitions(topic)?;
     let name = records_table(topic);
     let mut table = wtx
         .open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name))
