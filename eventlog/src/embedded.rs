@@ -102,20 +102,72 @@ fn records_table(topic: &str) -> String {
     format!("topic.{topic}")
 }
 
-fn encode_value(ts: i64, key: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + key.len() + value.len());
-    out.extend_from_slice(&ts.to_le_bytes());
-    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(value);
-    out
+/// A batch value larger than this is closed and a new one started.
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// The records one transaction appends to one partition, stored as one value keyed by the
+/// offset of its first record (Kafka's record batch): one B-tree insert per partition per
+/// commit instead of one per record. Layout: `ts i64 | count u32 | (klen u32 key vlen u32 value)*`.
+struct BatchBuilder {
+    base: u64,
+    count: u32,
+    bytes: Vec<u8>,
 }
 
-fn decode_value(bytes: &[u8]) -> Option<(i64, &[u8], &[u8])> {
+impl BatchBuilder {
+    fn new(base: u64, ts: i64) -> Self {
+        let mut bytes = Vec::with_capacity(4096);
+        bytes.extend_from_slice(&ts.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        Self {
+            base,
+            count: 0,
+            bytes,
+        }
+    }
+
+    fn push(&mut self, key: &[u8], value: &[u8]) {
+        for part in [key, value] {
+            self.bytes
+                .extend_from_slice(&(part.len() as u32).to_le_bytes());
+            self.bytes.extend_from_slice(part);
+        }
+        self.count += 1;
+    }
+
+    fn finish(mut self) -> (u64, Vec<u8>) {
+        self.bytes[8..12].copy_from_slice(&self.count.to_le_bytes());
+        (self.base, self.bytes)
+    }
+}
+
+/// A record's key and value, borrowed from its batch.
+type KeyValue<'a> = (&'a [u8], &'a [u8]);
+
+/// A stored batch: its append time and its records.
+fn decode_batch(bytes: &[u8]) -> Option<(i64, Vec<KeyValue<'_>>)> {
     let ts = i64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
-    let klen = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
-    let key = bytes.get(12..12 + klen)?;
-    Some((ts, key, bytes.get(12 + klen..)?))
+    let count = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
+    let mut at = 12;
+    let mut take = || -> Option<&[u8]> {
+        let len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+        let part = bytes.get(at + 4..at + 4 + len)?;
+        at += 4 + len;
+        Some(part)
+    };
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        let key = take()?;
+        let value = take()?;
+        records.push((key, value));
+    }
+    Some((ts, records))
+}
+
+fn batch_meta(bytes: &[u8]) -> Option<(i64, u64)> {
+    let ts = i64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
+    let count = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as u64;
+    Some((ts, count))
 }
 
 fn now_ms() -> i64 {
@@ -218,7 +270,11 @@ fn load_state(db: &Database) -> Result<LoadedState, LogError> {
                 .map_err(storage)?
                 .next_back();
             let next = match last {
-                Some(item) => item.map_err(storage)?.0.value().1 + 1,
+                Some(item) => {
+                    let (k, v) = item.map_err(storage)?;
+                    let count = batch_meta(v.value()).map(|(_, c)| c).unwrap_or(0);
+                    k.value().1 + count
+                }
                 None => 0,
             };
             ends.insert((name.clone(), p), next);
@@ -259,8 +315,10 @@ fn apply_ops(db: &Database, inner: &Inner, ops: Vec<WriteOp>, rr: &mut u32) {
     let mut new_topics: Vec<(String, u32)> = Vec::new();
     let mut done = Vec::with_capacity(ops.len());
     let mut any_append = false;
+    let mut pending: HashMap<TopicPartition, BatchBuilder> = HashMap::new();
     let result = (|| -> Result<(), LogError> {
         let wtx = db.begin_write().map_err(storage)?;
+        let ts = now_ms();
         for op in ops {
             match op {
                 WriteOp::Append {
@@ -268,7 +326,15 @@ fn apply_ops(db: &Database, inner: &Inner, ops: Vec<WriteOp>, rr: &mut u32) {
                     records,
                     reply,
                 } => {
-                    let r = append_in(&wtx, inner, &topic, records, &mut ends, rr);
+                    let mut w = AppendWork {
+                        wtx: &wtx,
+                        inner,
+                        ends: &mut ends,
+                        pending: &mut pending,
+                        ts,
+                        rr,
+                    };
+                    let r = w.append(&topic, records);
                     any_append |= r.is_ok();
                     done.push(Done::Append(reply, r));
                 }
@@ -300,6 +366,9 @@ fn apply_ops(db: &Database, inner: &Inner, ops: Vec<WriteOp>, rr: &mut u32) {
                     done.push(Done::Count(reply, r));
                 }
             }
+        }
+        for ((topic, partition), batch) in pending.drain() {
+            write_batch(&wtx, &topic, partition, batch)?;
         }
         wtx.commit().map_err(storage)
     })();
@@ -348,52 +417,79 @@ fn publish(inner: &Inner, ends: HashMap<TopicPartition, u64>, new_topics: Vec<(S
     }
 }
 
-fn append_in(
+/// Everything an append needs inside the writer's transaction.
+struct AppendWork<'a> {
+    wtx: &'a redb::WriteTransaction,
+    inner: &'a Inner,
+    ends: &'a mut HashMap<TopicPartition, u64>,
+    pending: &'a mut HashMap<TopicPartition, BatchBuilder>,
+    ts: i64,
+    rr: &'a mut u32,
+}
+
+impl AppendWork<'_> {
+    /// Assigns offsets and adds the records to their partitions' open batches.
+    fn append(&mut self, topic: &str, records: Vec<OutRecord>) -> Result<Vec<Appended>, LogError> {
+        let parts = self.inner.partitions(topic)?;
+        let mut out = Vec::with_capacity(records.len());
+        for rec in records {
+            let partition = if rec.key.is_empty() {
+                *self.rr = self.rr.wrapping_add(1);
+                *self.rr % parts
+            } else {
+                partition_for(&rec.key, parts)
+            };
+            let tp = (topic.to_string(), partition);
+            let next = match self.ends.get(&tp) {
+                Some(n) => *n,
+                None => self
+                    .inner
+                    .ends
+                    .read()
+                    .map_err(|_| LogError::Closed)?
+                    .get(&tp)
+                    .copied()
+                    .unwrap_or(0),
+            };
+            let full = self
+                .pending
+                .get(&tp)
+                .is_some_and(|b| b.bytes.len() >= MAX_BATCH_BYTES);
+            if full {
+                if let Some(batch) = self.pending.remove(&tp) {
+                    write_batch(self.wtx, topic, partition, batch)?;
+                }
+            }
+            let ts = self.ts;
+            self.pending
+                .entry(tp.clone())
+                .or_insert_with(|| BatchBuilder::new(next, ts))
+                .push(&rec.key, &rec.value);
+            self.ends.insert(tp, next + 1);
+            out.push(Appended {
+                partition,
+                offset: next,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn write_batch(
     wtx: &redb::WriteTransaction,
-    inner: &Inner,
     topic: &str,
-    records: Vec<OutRecord>,
-    ends: &mut HashMap<TopicPartition, u64>,
-    rr: &mut u32,
-) -> Result<Vec<Appended>, LogError> {
-    let parts = inner.partitions(topic)?;
+    partition: u32,
+    batch: BatchBuilder,
+) -> Result<(), LogError> {
     let name = records_table(topic);
     let mut table = wtx
         .open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name))
         .map_err(storage)?;
-    let ts = now_ms();
-    let mut out = Vec::with_capacity(records.len());
-    for rec in records {
-        let partition = if rec.key.is_empty() {
-            *rr = rr.wrapping_add(1);
-            *rr % parts
-        } else {
-            partition_for(&rec.key, parts)
-        };
-        let tp = (topic.to_string(), partition);
-        let next = match ends.get(&tp) {
-            Some(n) => *n,
-            None => inner
-                .ends
-                .read()
-                .map_err(|_| LogError::Closed)?
-                .get(&tp)
-                .copied()
-                .unwrap_or(0),
-        };
-        table
-            .insert(
-                (partition, next),
-                encode_value(ts, &rec.key, &rec.value).as_slice(),
-            )
-            .map_err(storage)?;
-        ends.insert(tp, next + 1);
-        out.push(Appended {
-            partition,
-            offset: next,
-        });
-    }
-    Ok(out)
+    let (base, bytes) = batch.finish();
+    table
+        .insert((partition, base), bytes.as_slice())
+        .map_err(storage)?;
+    Ok(())
 }
 
 fn commit_in(
@@ -450,29 +546,27 @@ fn delete_in(
         .map_err(storage)?;
     let mut deleted = 0u64;
     for p in 0..parts {
-        // Records are in append order, so the expired ones form a prefix of each partition.
-        // The newest record is always kept so the partition's next offset survives a reopen.
-        let mut expired = Vec::new();
-        for item in table.range((p, 0)..(p, u64::MAX)).map_err(storage)? {
-            let (k, v) = item.map_err(storage)?;
-            let ts = decode_value(v.value())
-                .map(|(ts, _, _)| ts)
-                .unwrap_or(i64::MAX);
-            if ts >= cutoff_ms {
-                break;
-            }
-            expired.push(k.value().1);
-        }
+        // Batches are in append order, so the expired ones form a prefix of each partition.
+        // The newest batch is always kept so the partition's next offset survives a reopen.
         let last = table
-            .range((p, 0)..(p, u64::MAX))
+            .range((p, 0)..=(p, u64::MAX))
             .map_err(storage)?
             .next_back()
             .transpose()
             .map_err(storage)?
             .map(|(k, _)| k.value().1);
-        for off in expired.into_iter().filter(|o| Some(*o) != last) {
-            table.remove((p, off)).map_err(storage)?;
-            deleted += 1;
+        let mut expired = Vec::new();
+        for item in table.range((p, 0)..=(p, u64::MAX)).map_err(storage)? {
+            let (k, v) = item.map_err(storage)?;
+            let (ts, count) = batch_meta(v.value()).unwrap_or((i64::MAX, 0));
+            if ts >= cutoff_ms || Some(k.value().1) == last {
+                break;
+            }
+            expired.push((k.value().1, count));
+        }
+        for (base, count) in expired {
+            table.remove((p, base)).map_err(storage)?;
+            deleted += count;
         }
     }
     Ok(deleted)
@@ -705,23 +799,44 @@ fn read_partitions(
             .map_err(storage)?;
         // The starting partition rotates between polls, so no partition starves.
         let take = max - out.len();
-        for item in table
-            .range((*p, *pos)..=(*p, u64::MAX))
+        // The batch holding `pos` (its base is at or before it), then every later batch.
+        let first = table
+            .range((*p, 0)..=(*p, *pos))
             .map_err(storage)?
-            .take(take)
-        {
+            .next_back();
+        let later = table
+            .range((*p, pos + 1)..=(*p, u64::MAX))
+            .map_err(storage)?;
+        let mut taken = 0;
+        for item in first.into_iter().chain(later) {
             let (k, v) = item.map_err(storage)?;
-            let Some((ts, key, value)) = decode_value(v.value()) else {
-                return Err(LogError::Storage(format!("corrupt record at {topic}/{p}")));
+            let base = k.value().1;
+            let Some((ts, records)) = decode_batch(v.value()) else {
+                return Err(LogError::Storage(format!(
+                    "corrupt batch at {topic}/{p}/{base}"
+                )));
             };
-            out.push(Record {
-                topic: topic.clone(),
-                partition: *p,
-                offset: k.value().1,
-                timestamp_ms: ts,
-                key: key.to_vec(),
-                value: value.to_vec(),
-            });
+            for (i, (key, value)) in records.into_iter().enumerate() {
+                let offset = base + i as u64;
+                if offset < *pos {
+                    continue;
+                }
+                if taken == take {
+                    break;
+                }
+                out.push(Record {
+                    topic: topic.clone(),
+                    partition: *p,
+                    offset,
+                    timestamp_ms: ts,
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                });
+                taken += 1;
+            }
+            if taken == take {
+                break;
+            }
         }
     }
     Ok(out)

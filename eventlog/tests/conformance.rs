@@ -36,9 +36,10 @@ async fn retention_deletes_old_records_but_keeps_offsets() {
         key: b"k".to_vec(),
         value: i.to_string().into_bytes(),
     };
-    log.append("t", (0..10).map(rec).collect())
-        .await
-        .expect("append");
+    // Ten appends, one after another: ten batches (retention drops whole batches).
+    for i in 0..10 {
+        log.append("t", vec![rec(i)]).await.expect("append");
+    }
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     assert_eq!(
         log.delete_before("t", now_ms()).await.expect("retention"),
