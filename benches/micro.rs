@@ -34,6 +34,10 @@ fn benches(c: &mut Criterion) {
     c.bench_function("avro_encode_collected", |b| {
         b.iter(|| schemas::encode(black_box(&raw)))
     });
+    // The generic apache-avro path (value tree + schema resolution), for the ratio.
+    c.bench_function("avro_encode_collected_generic", |b| {
+        b.iter(|| schemas::encode_with(2, black_box(&raw)))
+    });
     c.bench_function("avro_decode_collected", |b| {
         b.iter(|| schemas::decode::<CollectedEvent>(black_box(&encoded)))
     });

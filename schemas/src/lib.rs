@@ -7,7 +7,9 @@ mod fast;
 mod registry;
 pub mod topics;
 
-pub use codec::{decode, decode_entity, encode, encode_entity, CodecError, WireRecord};
+pub use codec::{
+    decode, decode_entity, encode, encode_entity, encode_with, CodecError, WireRecord,
+};
 pub use events::{
     ApiKeyCreated, ApiKeyRevoked, CollectedEvent, DeadLetter, EnrichedEvent, EntityEvent,
     UserCreated, WebsiteCreated, WebsiteDeleted, WebsiteUpdated,
