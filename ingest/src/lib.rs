@@ -66,6 +66,7 @@ pub struct IngestState {
     /// Websites known to exist, with when that was last confirmed.
     known_sites: DashMap<String, Instant>,
     setup_lock: tokio::sync::Mutex<()>,
+    idempotency: Arc<web::IdempotencyCache>,
 }
 
 impl IngestState {
@@ -88,12 +89,16 @@ impl IngestState {
             cfg,
             known_sites: DashMap::new(),
             setup_lock: tokio::sync::Mutex::new(()),
+            idempotency: Arc::new(web::IdempotencyCache::new()),
         }
     }
 }
 
 /// The ingest routes.
 pub fn router(state: Arc<IngestState>) -> Router {
+    // Layers run outside in: auth first (so replays are scoped to the caller), then
+    // idempotency, then the handler.
+    let idempotent = from_fn_with_state(state.idempotency.clone(), web::idempotency_layer);
     let protected = Router::new()
         .route(
             "/api/websites",
@@ -110,10 +115,11 @@ pub fn router(state: Arc<IngestState>) -> Router {
             post(commands::create_key).get(commands::list_keys),
         )
         .route("/api/auth/keys/{id}", delete(commands::delete_key))
+        .route_layer(idempotent.clone())
         .route_layer(from_fn_with_state(state.auth.clone(), web::require_api_key));
-    Router::new()
+    let public = Router::new()
         .route("/api/collect", post(collect::collect))
         .route("/api/auth/setup", post(commands::setup))
-        .merge(protected)
-        .with_state(state)
+        .route_layer(idempotent);
+    public.merge(protected).with_state(state)
 }

@@ -67,6 +67,60 @@ async fn websites_and_keys_round_trip() {
         .expect("get");
     assert_eq!(after.status().as_u16(), 401);
 
+    // Idempotency-Key: a retried create returns the first response and creates nothing new; the
+    // same key with another body is refused; a retried collect is stored once.
+    let create = |body: serde_json::Value| {
+        c.req(reqwest::Method::POST, "/api/websites")
+            .header("idempotency-key", "create-1")
+            .json(&body)
+            .send()
+    };
+    let first = create(json!({"name": "Idem", "domain": "idem.example"}))
+        .await
+        .expect("create");
+    assert_eq!(first.status().as_u16(), 201);
+    let first: serde_json::Value = first.json().await.expect("json");
+    let again = create(json!({"name": "Idem", "domain": "idem.example"}))
+        .await
+        .expect("retry");
+    assert_eq!(again.status().as_u16(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: serde_json::Value = again.json().await.expect("json");
+    assert_eq!(again["data"]["id"], first["data"]["id"]);
+    let (_, list) = c.get("/api/websites").await;
+    assert_eq!(list["pagination"]["total"], 2, "the retry created nothing");
+    let other = create(json!({"name": "Other", "domain": "idem.example"}))
+        .await
+        .expect("reuse");
+    assert_eq!(other.status().as_u16(), 422);
+    for _ in 0..2 {
+        let r = c
+            .req(reqwest::Method::POST, "/api/collect")
+            .header("idempotency-key", "collect-1")
+            .json(&json!({"website_id": site, "url": "/idem"}))
+            .send()
+            .await
+            .expect("collect");
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    c.wait_idle().await;
+    let today = chrono::Utc::now().date_naive();
+    let (_, pages) = c
+        .get(&format!(
+            "/api/websites/{site}/metrics?type=page&include_bots=true&timezone=UTC&start_date={}&end_date={}",
+            today - chrono::Duration::days(1),
+            today + chrono::Duration::days(1)
+        ))
+        .await;
+    let idem = pages["data"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["value"] == "/idem").cloned());
+    assert_eq!(
+        idem.map(|r| r["pageviews"].clone()),
+        Some(json!(1)),
+        "{pages}"
+    );
+
     // Deleting a website: it disappears and collect refuses it.
     let r = c
         .req(reqwest::Method::DELETE, &format!("/api/websites/{site}"))

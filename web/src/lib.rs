@@ -4,10 +4,12 @@
 
 mod auth;
 mod error;
+mod idempotency;
 mod request_id;
 
 pub use auth::{hash_key, mask_key, require_api_key, Auth, Caller};
 pub use error::{ApiError, ApiResult};
+pub use idempotency::{idempotency_layer, IdempotencyCache};
 pub use request_id::{current_request_id, request_id_layer};
 
 use serde::Serialize;
