@@ -65,8 +65,9 @@ pub fn scope(params: &Params, site: &Website, period: &Period) -> ApiResult<Scop
     let mut filters = Vec::new();
     for (k, v) in params {
         if let Some(name) = k.strip_prefix("filter_") {
-            let dim =
-                Dimension::parse(name).ok_or_else(|| bad(k, format!("unknown filter {k:?}")))?;
+            let dim = Dimension::parse(name)
+                .filter(|d| !d.is_session_level())
+                .ok_or_else(|| bad(k, format!("unknown filter {k:?}")))?;
             filters.push((dim, v.clone()));
         }
     }

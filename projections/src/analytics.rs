@@ -65,10 +65,14 @@ pub enum Dimension {
     UtmSource,
     UtmMedium,
     UtmCampaign,
+    /// The page of a session's first pageview (session-level: not a filter).
+    EntryPage,
+    /// The page of a session's last pageview (session-level: not a filter).
+    ExitPage,
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 14] = [
+    pub const ALL: [Dimension; 16] = [
         Dimension::Page,
         Dimension::Referrer,
         Dimension::Country,
@@ -83,6 +87,8 @@ impl Dimension {
         Dimension::UtmSource,
         Dimension::UtmMedium,
         Dimension::UtmCampaign,
+        Dimension::EntryPage,
+        Dimension::ExitPage,
     ];
 
     /// The API name (`metrics?type=…`, `filter_…`).
@@ -102,13 +108,21 @@ impl Dimension {
             Dimension::UtmSource => "utm_source",
             Dimension::UtmMedium => "utm_medium",
             Dimension::UtmCampaign => "utm_campaign",
+            Dimension::EntryPage => "entry_page",
+            Dimension::ExitPage => "exit_page",
         }
+    }
+
+    /// Whether the dimension describes sessions rather than events (entry and exit pages).
+    pub fn is_session_level(self) -> bool {
+        matches!(self, Dimension::EntryPage | Dimension::ExitPage)
     }
 
     /// The stored column. A closed set: never built from user input.
     pub fn column(self) -> &'static str {
         match self {
             Dimension::Referrer => "referrer_domain",
+            Dimension::EntryPage | Dimension::ExitPage => "page",
             other => other.name(),
         }
     }
@@ -164,7 +178,8 @@ pub struct SeriesPoint {
     pub visitors: u64,
 }
 
-/// One row of a breakdown by a dimension.
+/// One row of a breakdown by a dimension. For entry and exit pages, `pageviews` and `events`
+/// count the sessions that entered or left there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MetricRow {
     pub value: String,

@@ -421,11 +421,35 @@ impl AnalyticsReader for DuckAnalytics {
     ) -> StoreResult<(Vec<MetricRow>, u64)> {
         let (filter, params) = scope_sql(scope);
         let col = by.column();
+        // Entry and exit pages: group by session first, then by the session's first or last page.
+        let (source, col) = match by {
+            Dimension::EntryPage | Dimension::ExitPage => {
+                let pick = if by == Dimension::EntryPage {
+                    "arg_min"
+                } else {
+                    "arg_max"
+                };
+                (
+                    format!(
+                        "(SELECT any_value(visitor) AS visitor, 'pageview' AS event_type, \
+                         {pick}(page, ts) FILTER (WHERE event_type = 'pageview') AS session_page \
+                         FROM events WHERE {filter} GROUP BY session)"
+                    ),
+                    "session_page",
+                )
+            }
+            _ => ("events".to_string(), col),
+        };
+        let filter = if by.is_session_level() {
+            "TRUE".to_string()
+        } else {
+            filter
+        };
         self.with_reader(move |conn| {
             // The window counts the groups before LIMIT applies, so the total needs no second scan.
             let sql = format!(
                 "SELECT {col}, count(DISTINCT visitor) AS v, count(*) FILTER (WHERE event_type = 'pageview') AS pv, \
-                 count(*) AS n, count(*) OVER () AS total FROM events WHERE {filter} AND {col} IS NOT NULL \
+                 count(*) AS n, count(*) OVER () AS total FROM {source} WHERE {filter} AND {col} IS NOT NULL \
                  GROUP BY {col} ORDER BY v DESC, pv DESC, {col} LIMIT {limit} OFFSET {offset}"
             );
             let mut stmt = conn.prepare(&sql).map_err(db_err)?;
@@ -453,7 +477,7 @@ impl AnalyticsReader for DuckAnalytics {
                 // Past the last page the window has no row to report on: count directly.
                 total = count(
                     conn,
-                    &format!("SELECT count(DISTINCT {col}) FROM events WHERE {filter} AND {col} IS NOT NULL"),
+                    &format!("SELECT count(DISTINCT {col}) FROM {source} WHERE {filter} AND {col} IS NOT NULL"),
                     &params,
                 )?;
             }

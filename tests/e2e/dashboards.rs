@@ -288,6 +288,38 @@ async fn dashboards_report_exact_numbers() {
         .await;
     assert_eq!(values(&names, "value"), vec![json!("signup")]);
 
+    // Sessions: visitor 1 entered on /home and left from /pricing; the three bounces are their
+    // own entry and exit.
+    let (_, entries) = c
+        .get(&format!(
+            "/api/websites/{site}/metrics?type=entry_page&{RANGE}"
+        ))
+        .await;
+    assert_eq!(
+        values(&entries, "value"),
+        vec![json!("/home"), json!("/blog")]
+    );
+    assert_eq!(
+        values(&entries, "pageviews"),
+        vec![json!(3), json!(1)],
+        "sessions entering"
+    );
+    let (_, exits) = c
+        .get(&format!(
+            "/api/websites/{site}/metrics?type=exit_page&{RANGE}"
+        ))
+        .await;
+    assert_eq!(
+        values(&exits, "value"),
+        vec![json!("/home"), json!("/blog"), json!("/pricing")]
+    );
+    let (s, _) = c
+        .get(&format!(
+            "/api/websites/{site}/stats?filter_entry_page=/home"
+        ))
+        .await;
+    assert_eq!(s, 400, "session-level types are not filters");
+
     // Realtime sees an event sent now.
     send(
         &c,
