@@ -88,3 +88,61 @@ async fn accepted_events_survive_sigkill_and_replay_does_not_double() {
     assert_eq!(pages["pagination"]["total"], 50);
     child.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_write_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = spawn_binary(dir.path(), port);
+    let mut c = Client::new(format!("http://127.0.0.1:{port}"));
+    wait_up(&c).await;
+    c.setup().await;
+    let site = c.website("Crash", "UTC").await;
+
+    // Eight clients post batches of 10 without pause; the process is killed while they do.
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let (c, site, acked, sent) = (c.clone(), site.clone(), acked.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            for b in 0.. {
+                let events: Vec<_> = (0..10)
+                    .map(|i| json!({"website_id": site, "url": "/load", "visitor_id": format!("v{t}-{b}-{i}")}))
+                    .collect();
+                sent.fetch_add(10, std::sync::atomic::Ordering::SeqCst);
+                let r = c.req(reqwest::Method::POST, "/api/collect").json(&json!(events)).send().await;
+                match r {
+                    Ok(r) if r.status().as_u16() == 202 => {
+                        acked.fetch_add(10, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill();
+    for t in tasks {
+        t.await.expect("poster");
+    }
+    let (acked, sent) = (
+        acked.load(std::sync::atomic::Ordering::SeqCst),
+        sent.load(std::sync::atomic::Ordering::SeqCst),
+    );
+    assert!(acked > 1000, "the load ran: {acked} acknowledged");
+
+    let mut child = spawn_binary(dir.path(), port);
+    wait_up(&c).await;
+    c.wait_idle().await;
+    let stored = stats_pageviews(&c, &site).await;
+    assert!(
+        stored >= acked,
+        "every acknowledged event survived: stored {stored}, acknowledged {acked}"
+    );
+    assert!(
+        stored <= sent,
+        "nothing invented: stored {stored}, sent {sent}"
+    );
+    child.stop();
+}
