@@ -36,11 +36,7 @@ fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_error_code_has_its_status_and_body() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = tally::start(test_settings(dir.path()))
-        .await
-        .expect("start");
-    let mut c = Client::new(format!("http://{}", app.addr));
-    c.setup().await;
+    let (app, c) = start_app(test_settings(dir.path())).await;
     let site = c.website("Site", "UTC").await;
     let ok = json!({"website_id": site, "url": "/"});
 
@@ -175,9 +171,7 @@ async fn collect_rate_limit_is_per_ip_with_headers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = test_settings(dir.path());
     settings.collect_rate_limit = 3;
-    let app = tally::start(settings).await.expect("start");
-    let mut c = Client::new(format!("http://{}", app.addr));
-    c.setup().await;
+    let (app, c) = start_app(settings).await;
     let site = c.website("Site", "UTC").await;
     let send = |ip: &'static str| {
         c.req(reqwest::Method::POST, "/api/collect")

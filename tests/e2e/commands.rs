@@ -7,11 +7,7 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websites_and_keys_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = tally::start(test_settings(dir.path()))
-        .await
-        .expect("start");
-    let mut c = Client::new(format!("http://{}", app.addr));
-    c.setup().await;
+    let (app, c) = start_app(test_settings(dir.path())).await;
 
     // Read-your-writes: collect accepts the website the moment its POST returned.
     let site = c.website("Blog", "Europe/Berlin").await;

@@ -161,6 +161,25 @@ impl Client {
     }
 }
 
+/// Tally started in-process, with setup done: the app and an authenticated client.
+pub async fn start_app(settings: tally::Settings) -> (tally::App, Client) {
+    let app = tally::start(settings).await.expect("start");
+    let mut c = Client::new(format!("http://{}", app.addr));
+    c.setup().await;
+    (app, c)
+}
+
+/// The real binary in `dir` on a fresh port, up and set up, with one website: (process, client, site).
+pub async fn start_binary_with_site(dir: &Path) -> (ChildGuard, Client, String) {
+    let port = free_port();
+    let child = spawn_binary(dir, port);
+    let mut c = Client::new(format!("http://127.0.0.1:{port}"));
+    wait_up(&c).await;
+    c.setup().await;
+    let site = c.website("Crash", "UTC").await;
+    (child, c, site)
+}
+
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

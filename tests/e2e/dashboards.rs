@@ -83,11 +83,7 @@ fn values(body: &Value, field: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboards_report_exact_numbers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = tally::start(test_settings(dir.path()))
-        .await
-        .expect("start");
-    let mut c = Client::new(format!("http://{}", app.addr));
-    c.setup().await;
+    let (app, c) = start_app(test_settings(dir.path())).await;
     let site = c.website("Example", "Europe/Berlin").await;
     post_dataset(&c, &site).await;
     c.wait_idle().await;
