@@ -1,11 +1,9 @@
 //! The embedded durable log, on redb (an ACID, crash-safe embedded store: a torn tail after a
 //! crash is rolled back to the last committed transaction when the file is reopened).
 //!
-//! Each topic has its own database file and writer thread (as Kafka keeps a log per partition),
-//! so a large internal append never queues in front of a small ingest append, and topics sync in
-//! parallel. Within a topic, appends, offset commits and retention queued while the previous
-//! transaction was syncing share the next transaction, so many concurrent appends share one
-//! fsync (group commit). A caller is answered only after that commit is durable.
+//! One writer thread owns every write. Appends, offset commits and retention queued while the
+//! previous transaction was syncing share the next transaction, so many concurrent appends
+//! share one fsync (group commit). A caller is answered only after that commit is durable.
 
 use crate::{
     partition_for, Appended, Consumer, EventLog, LogError, OutRecord, Position, Producer, Record,
@@ -13,7 +11,7 @@ use crate::{
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -67,63 +65,19 @@ struct Group {
     generation: u64,
 }
 
-/// One topic's database file and the writer thread that owns its writes.
-struct Shard {
+struct Inner {
     db: Arc<Database>,
     writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
     topics: RwLock<HashMap<String, u32>>,
     /// Next offset per partition, published after each durable commit.
     ends: RwLock<HashMap<TopicPartition, u64>>,
     /// Bumped after each commit that appended records; consumers wait on it.
-    appended: Arc<watch::Sender<u64>>,
-}
-
-struct Inner {
-    dir: PathBuf,
-    shards: RwLock<HashMap<String, Arc<Shard>>>,
-    appended: Arc<watch::Sender<u64>>,
+    appended: watch::Sender<u64>,
     groups: Mutex<HashMap<String, Group>>,
     next_member: AtomicU64,
 }
 
-impl Shard {
-    /// Opens a topic file and starts its writer thread.
-    fn open(path: &Path, appended: Arc<watch::Sender<u64>>) -> Result<Arc<Shard>, LogError> {
-        let db = open_db(path)?;
-        let (topics, ends) = load_state(&db)?;
-        let db = Arc::new(db);
-        let (tx, rx) = mpsc::channel();
-        let shard = Arc::new(Shard {
-            db: db.clone(),
-            writer: Mutex::new(Some(tx)),
-            topics: RwLock::new(topics),
-            ends: RwLock::new(ends),
-            appended,
-        });
-        let weak = Arc::downgrade(&shard);
-        std::thread::Builder::new()
-            .name("eventlog-writer".into())
-            .spawn(move || writer_loop(&db, rx, weak))
-            .map_err(|e| LogError::Storage(e.to_string()))?;
-        Ok(shard)
-    }
-
-    fn close(&self) {
-        if let Ok(mut w) = self.writer.lock() {
-            w.take();
-        }
-    }
-
-    async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, LogError> {
-        let (reply, rx) = oneshot::channel();
-        {
-            let guard = self.writer.lock().map_err(|_| LogError::Closed)?;
-            let sender = guard.as_ref().ok_or(LogError::Closed)?;
-            sender.send(make(reply)).map_err(|_| LogError::Closed)?;
-        }
-        rx.await.map_err(|_| LogError::Closed)?
-    }
-
+impl Inner {
     fn partitions(&self, topic: &str) -> Result<u32, LogError> {
         self.topics
             .read()
@@ -224,59 +178,49 @@ fn now_ms() -> i64 {
 }
 
 impl EmbeddedLog {
-    /// Opens (or creates) the log in `dir`, recovering every topic to its last durable commit.
+    /// Opens (or creates) the log in `dir`, recovering to the last durable commit.
     pub fn open(dir: &Path) -> Result<Self, LogError> {
         std::fs::create_dir_all(dir).map_err(|e| LogError::Storage(e.to_string()))?;
-        let appended = Arc::new(watch::channel(0).0);
-        let mut shards = HashMap::new();
-        let entries = std::fs::read_dir(dir).map_err(|e| LogError::Storage(e.to_string()))?;
-        for entry in entries {
-            let path = entry.map_err(|e| LogError::Storage(e.to_string()))?.path();
-            if path.extension().is_some_and(|e| e == "redb") {
-                let shard = Shard::open(&path, appended.clone())?;
-                let names: Vec<String> = shard
-                    .topics
-                    .read()
-                    .map_err(|_| LogError::Closed)?
-                    .keys()
-                    .cloned()
-                    .collect();
-                for name in names {
-                    shards.insert(name, shard.clone());
-                }
-            }
-        }
+        let db = open_db(&dir.join("log.redb"))?;
+        let (topics, ends) = load_state(&db)?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
-            dir: dir.to_path_buf(),
-            shards: RwLock::new(shards),
-            appended,
+            db: db.clone(),
+            writer: Mutex::new(Some(tx)),
+            topics: RwLock::new(topics),
+            ends: RwLock::new(ends),
+            appended: watch::channel(0).0,
             groups: Mutex::new(HashMap::new()),
             next_member: AtomicU64::new(1),
         });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("eventlog-writer".into())
+            .spawn(move || writer_loop(&db, rx, weak))
+            .map_err(|e| LogError::Storage(e.to_string()))?;
         Ok(Self { inner })
     }
 
-    /// Stops the writer threads after the queued writes; later writes fail with `Closed`.
+    /// Stops the writer thread after the queued writes; later writes fail with `Closed`.
     pub fn close(&self) {
-        if let Ok(shards) = self.inner.shards.read() {
-            for shard in shards.values() {
-                shard.close();
-            }
+        if let Ok(mut w) = self.inner.writer.lock() {
+            w.take();
         }
     }
 
-    fn shard(&self, topic: &str) -> Result<Arc<Shard>, LogError> {
-        self.inner
-            .shards
-            .read()
-            .map_err(|_| LogError::Closed)?
-            .get(topic)
-            .cloned()
-            .ok_or_else(|| LogError::UnknownTopic(topic.to_string()))
+    async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, LogError> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.inner.writer.lock().map_err(|_| LogError::Closed)?;
+            let sender = guard.as_ref().ok_or(LogError::Closed)?;
+            sender.send(make(reply)).map_err(|_| LogError::Closed)?;
+        }
+        rx.await.map_err(|_| LogError::Closed)?
     }
 
     fn partitions(&self, topic: &str) -> Result<u32, LogError> {
-        self.shard(topic)?.partitions(topic)
+        self.inner.partitions(topic)
     }
 }
 
@@ -340,7 +284,7 @@ fn load_state(db: &Database) -> Result<LoadedState, LogError> {
     Ok((topics, ends))
 }
 
-fn writer_loop(db: &Database, rx: mpsc::Receiver<WriteOp>, inner: std::sync::Weak<Shard>) {
+fn writer_loop(db: &Database, rx: mpsc::Receiver<WriteOp>, inner: std::sync::Weak<Inner>) {
     let mut round_robin: u32 = 0;
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
@@ -366,7 +310,7 @@ enum Done {
 }
 
 /// Applies a group of operations in one transaction and answers each caller after the commit.
-fn apply_ops(db: &Database, inner: &Shard, ops: Vec<WriteOp>, rr: &mut u32) {
+fn apply_ops(db: &Database, inner: &Inner, ops: Vec<WriteOp>, rr: &mut u32) {
     let mut ends: HashMap<TopicPartition, u64> = HashMap::new();
     let mut new_topics: Vec<(String, u32)> = Vec::new();
     let mut done = Vec::with_capacity(ops.len());
@@ -457,7 +401,7 @@ fn apply_ops(db: &Database, inner: &Shard, ops: Vec<WriteOp>, rr: &mut u32) {
     }
 }
 
-fn publish(inner: &Shard, ends: HashMap<TopicPartition, u64>, new_topics: Vec<(String, u32)>) {
+fn publish(inner: &Inner, ends: HashMap<TopicPartition, u64>, new_topics: Vec<(String, u32)>) {
     if let Ok(mut t) = inner.topics.write() {
         for (name, p) in &new_topics {
             t.insert(name.clone(), *p);
@@ -476,7 +420,7 @@ fn publish(inner: &Shard, ends: HashMap<TopicPartition, u64>, new_topics: Vec<(S
 /// Everything an append needs inside the writer's transaction.
 struct AppendWork<'a> {
     wtx: &'a redb::WriteTransaction,
-    inner: &'a Shard,
+    inner: &'a Inner,
     ends: &'a mut HashMap<TopicPartition, u64>,
     pending: &'a mut HashMap<TopicPartition, BatchBuilder>,
     ts: i64,
@@ -564,7 +508,7 @@ fn commit_in(
 
 fn create_in(
     wtx: &redb::WriteTransaction,
-    inner: &Shard,
+    inner: &Inner,
     topic: &str,
     partitions: u32,
     pending: &[(String, u32)],
@@ -591,7 +535,7 @@ fn create_in(
 
 fn delete_in(
     wtx: &redb::WriteTransaction,
-    inner: &Shard,
+    inner: &Inner,
     topic: &str,
     cutoff_ms: i64,
 ) -> Result<u64, LogError> {
@@ -638,51 +582,27 @@ impl Producer for EmbeddedLog {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let shard = self.shard(topic)?;
-        shard.partitions(topic)?;
+        self.partitions(topic)?;
         let topic = topic.to_string();
-        shard
-            .submit(|reply| WriteOp::Append {
-                topic,
-                records,
-                reply,
-            })
-            .await
+        self.submit(|reply| WriteOp::Append {
+            topic,
+            records,
+            reply,
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl EventLog for EmbeddedLog {
     async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
-        let safe = !topic.is_empty()
-            && topic
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !safe || topic.starts_with('.') {
-            return Err(LogError::Storage(format!(
-                "topic name {topic:?} must be letters, digits and ._-"
-            )));
-        }
-        let shard = {
-            let mut shards = self.inner.shards.write().map_err(|_| LogError::Closed)?;
-            match shards.get(topic) {
-                Some(s) => s.clone(),
-                None => {
-                    let path = self.inner.dir.join(format!("{topic}.redb"));
-                    let shard = Shard::open(&path, self.inner.appended.clone())?;
-                    shards.insert(topic.to_string(), shard.clone());
-                    shard
-                }
-            }
-        };
         let topic = topic.to_string();
-        shard
-            .submit(|reply| WriteOp::CreateTopic {
-                topic,
-                partitions,
-                reply,
-            })
-            .await
+        self.submit(|reply| WriteOp::CreateTopic {
+            topic,
+            partitions,
+            reply,
+        })
+        .await
     }
 
     async fn consumer(
@@ -714,9 +634,8 @@ impl EventLog for EmbeddedLog {
     }
 
     async fn committed(&self, group: &str, topic: &str) -> Result<Vec<Position>, LogError> {
-        let shard = self.shard(topic)?;
-        let parts = shard.partitions(topic)?;
-        let db = shard.db.clone();
+        let parts = self.partitions(topic)?;
+        let db = self.inner.db.clone();
         let (group, topic) = (group.to_string(), topic.to_string());
         blocking(move || {
             let rtx = db.begin_read().map_err(storage)?;
@@ -740,9 +659,8 @@ impl EventLog for EmbeddedLog {
     }
 
     async fn end_offsets(&self, topic: &str) -> Result<Vec<Position>, LogError> {
-        let shard = self.shard(topic)?;
-        let parts = shard.partitions(topic)?;
-        let ends = shard.ends.read().map_err(|_| LogError::Closed)?;
+        let parts = self.partitions(topic)?;
+        let ends = self.inner.ends.read().map_err(|_| LogError::Closed)?;
         Ok((0..parts)
             .map(|p| Position {
                 topic: topic.to_string(),
@@ -753,15 +671,13 @@ impl EventLog for EmbeddedLog {
     }
 
     async fn delete_before(&self, topic: &str, cutoff_ms: i64) -> Result<u64, LogError> {
-        let shard = self.shard(topic)?;
         let topic = topic.to_string();
-        shard
-            .submit(|reply| WriteOp::DeleteBefore {
-                topic,
-                cutoff_ms,
-                reply,
-            })
-            .await
+        self.submit(|reply| WriteOp::DeleteBefore {
+            topic,
+            cutoff_ms,
+            reply,
+        })
+        .await
     }
 }
 
@@ -842,24 +758,22 @@ impl EmbeddedConsumer {
                 (tp, pos)
             })
             .collect();
-        let mut readable = Vec::with_capacity(order.len());
-        for (tp, pos) in order {
-            let shard = self.log.shard(&tp.0)?;
-            let end = shard
-                .ends
-                .read()
-                .map_err(|_| LogError::Closed)?
-                .get(&tp)
-                .copied()
-                .unwrap_or(0);
-            if end > pos {
-                readable.push((shard.db.clone(), tp, pos));
-            }
-        }
-        if readable.is_empty() {
+        let ends = self
+            .log
+            .inner
+            .ends
+            .read()
+            .map_err(|_| LogError::Closed)?
+            .clone();
+        let order: Vec<_> = order
+            .into_iter()
+            .filter(|(tp, pos)| ends.get(tp).copied().unwrap_or(0) > *pos)
+            .collect();
+        if order.is_empty() {
             return Ok(Vec::new());
         }
-        let records = blocking(move || read_partitions(&readable, max)).await?;
+        let db = self.log.inner.db.clone();
+        let records = blocking(move || read_partitions(&db, &order, max)).await?;
         for r in &records {
             self.positions
                 .insert((r.topic.clone(), r.partition), r.offset + 1);
@@ -869,15 +783,16 @@ impl EmbeddedConsumer {
 }
 
 fn read_partitions(
-    order: &[(Arc<Database>, TopicPartition, u64)],
+    db: &Database,
+    order: &[(TopicPartition, u64)],
     max: usize,
 ) -> Result<Vec<Record>, LogError> {
+    let rtx = db.begin_read().map_err(storage)?;
     let mut out = Vec::new();
-    for (db, (topic, p), pos) in order {
+    for ((topic, p), pos) in order {
         if out.len() >= max {
             break;
         }
-        let rtx = db.begin_read().map_err(storage)?;
         let name = records_table(topic);
         let table = rtx
             .open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name))
@@ -950,26 +865,15 @@ impl Consumer for EmbeddedConsumer {
         if positions.is_empty() {
             return Ok(());
         }
-        // Each topic keeps its group offsets in its own file.
-        let mut by_topic: HashMap<&str, Vec<Position>> = HashMap::new();
-        for p in positions {
-            by_topic
-                .entry(p.topic.as_str())
-                .or_default()
-                .push(p.clone());
-        }
-        for (topic, positions) in by_topic {
-            let group = self.group.clone();
-            self.log
-                .shard(topic)?
-                .submit(|reply| WriteOp::Commit {
-                    group,
-                    positions,
-                    reply,
-                })
-                .await?;
-        }
-        Ok(())
+        let group = self.group.clone();
+        let positions = positions.to_vec();
+        self.log
+            .submit(|reply| WriteOp::Commit {
+                group,
+                positions,
+                reply,
+            })
+            .await
     }
 
     async fn seek(&mut self, position: &Position) -> Result<(), LogError> {
