@@ -169,15 +169,16 @@ pub async fn start_app(settings: tally::Settings) -> (tally::App, Client) {
     (app, c)
 }
 
-/// The real binary in `dir` on a fresh port, up and set up, with one website: (process, client, site).
-pub async fn start_binary_with_site(dir: &Path) -> (ChildGuard, Client, String) {
+/// The real binary in `dir` on a fresh port, up and set up, with one website:
+/// (process, client, site, port).
+pub async fn start_binary_with_site(dir: &Path) -> (ChildGuard, Client, String, u16) {
     let port = free_port();
     let child = spawn_binary(dir, port);
     let mut c = Client::new(format!("http://127.0.0.1:{port}"));
     wait_up(&c).await;
     c.setup().await;
     let site = c.website("Crash", "UTC").await;
-    (child, c, site)
+    (child, c, site, port)
 }
 
 /// A free loopback port (bound then released).

@@ -43,13 +43,7 @@ async fn post_all(c: &Client, site: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_events_survive_sigkill_and_replay_does_not_double() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, c, site) = start_binary_with_site(dir.path()).await;
-    let port = c
-        .base
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .expect("port");
+    let (mut child, c, site, port) = start_binary_with_site(dir.path()).await;
 
     post_all(&c, &site).await;
     child.kill(); // SIGKILL, straight after the last 202
@@ -93,13 +87,7 @@ async fn accepted_events_survive_sigkill_and_replay_does_not_double() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_write_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, c, site) = start_binary_with_site(dir.path()).await;
-    let port = c
-        .base
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .expect("port");
+    let (mut child, c, site, port) = start_binary_with_site(dir.path()).await;
 
     // Eight clients post batches of 10 without pause; the process is killed while they do.
     let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
