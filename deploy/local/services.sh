@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Installs (if missing) and starts the real services Tally's distributed backends use, on
+# loopback only: PostgreSQL 15, ClickHouse (Debian's 18.16) and tansu (a Kafka-protocol broker).
+# Idempotent: `start` twice leaves one of each running. Waits on real readiness probes, then
+# prints `export TALLY_…=…` lines for `eval`. `stop` stops what `start` started, by pid.
+#
+#   eval "$(deploy/local/services.sh start)"
+#   deploy/local/services.sh stop
+#
+# State (data, logs, pid files) lives in $TALLY_SERVICES_DIR (default ~/.cache/tally-services).
+set -euo pipefail
+
+STATE="${TALLY_SERVICES_DIR:-$HOME/.cache/tally-services}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+KAFKA_PORT="${TALLY_KAFKA_PORT:-9092}"
+CH_HTTP_PORT="${TALLY_CLICKHOUSE_PORT:-8123}"
+PG_USER=tally PG_PASSWORD=tally PG_DB=tally
+
+log() { echo "services: $*" >&2; }
+
+wait_for() { # description, seconds, command...
+    local what=$1 secs=$2; shift 2
+    for _ in $(seq 1 $((secs * 10))); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    log "$what did not become ready in ${secs}s"; return 1
+}
+
+apt_install() {
+    log "installing $*"
+    if [ ! -f "$STATE/.apt-updated" ]; then
+        apt-get update -qq >&2 && touch "$STATE/.apt-updated"
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# Starts a daemon in its own session (so the caller's process group can end without it) that
+# writes its own pid before exec'ing, so the pid file names the service itself.
+launch() { # pidfile, logfile, command...
+    local pidfile=$1 logfile=$2; shift 2
+    rm -f "$pidfile"
+    setsid bash -c 'echo $$ > "$0"; exec "$@"' "$pidfile" "$@" >"$logfile" 2>&1 </dev/null &
+    for _ in $(seq 1 50); do [ -s "$pidfile" ] && return 0; sleep 0.1; done
+    log "could not start $1"; return 1
+}
+
+start_postgres() {
+    command -v pg_ctlcluster >/dev/null || apt_install postgresql
+    local version
+    version=$(ls /etc/postgresql 2>/dev/null | sort -n | tail -1)
+    [ -n "$version" ] || { log "no PostgreSQL cluster found after install"; return 1; }
+    pg_ctlcluster "$version" main start >/dev/null 2>&1 || true
+    wait_for postgres 30 pg_isready -h 127.0.0.1 -q
+    su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='$PG_USER'\"" | grep -q 1 ||
+        su postgres -c "psql -qc \"CREATE ROLE $PG_USER LOGIN PASSWORD '$PG_PASSWORD' CREATEDB\"" >&2
+    su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='$PG_DB'\"" | grep -q 1 ||
+        su postgres -c "psql -qc \"CREATE DATABASE $PG_DB OWNER $PG_USER\"" >&2
+    echo "$version" > "$STATE/postgres.version"
+}
+
+start_clickhouse() {
+    command -v clickhouse-server >/dev/null || apt_install clickhouse-server clickhouse-client
+    local dir="$STATE/clickhouse"
+    mkdir -p "$dir/data" "$dir/log"
+    if curl -sf "http://127.0.0.1:$CH_HTTP_PORT/ping" >/dev/null 2>&1; then
+        log "clickhouse already answers on :$CH_HTTP_PORT"
+    elif ! alive "$dir/pid"; then
+        # The package cannot start its service here: run it from a copy of its config with the
+        # paths moved under the state dir and IPv4 loopback only.
+        sed -e "s#/var/lib/clickhouse/#$dir/data/#g" \
+            -e "s#/var/log/clickhouse-server/#$dir/log/#g" \
+            -e "s#<listen_host>::1</listen_host>##" \
+            -e "s#<http_port>8123</http_port>#<http_port>$CH_HTTP_PORT</http_port>#" \
+            /etc/clickhouse-server/config.xml > "$dir/config.xml"
+        cp /etc/clickhouse-server/users.xml "$dir/users.xml"
+        (cd "$dir" && launch "$dir/pid" "$dir/log/stdout.log" clickhouse-server --config-file="$dir/config.xml")
+    fi
+    wait_for clickhouse 60 curl -sf "http://127.0.0.1:$CH_HTTP_PORT/ping"
+}
+
+tansu_bin() {
+    if [ -n "${TANSU_BIN:-}" ]; then echo "$TANSU_BIN"; return; fi
+    if command -v tansu >/dev/null; then command -v tansu; return; fi
+    local shared="$HERE/../../../shared/bin/tansu"
+    if [ -x "$shared" ]; then echo "$shared"; return; fi
+    log "building tansu 0.6.0 (≈ 20 CPU-minutes)"
+    cargo install tansu --version 0.6.0 --locked --features dynostore,libsql >&2
+    command -v tansu
+}
+
+start_tansu() {
+    local dir="$STATE/tansu" bin
+    bin=$(tansu_bin)
+    mkdir -p "$dir"
+    if "$bin" topic list --broker "tcp://127.0.0.1:$KAFKA_PORT" >/dev/null 2>&1; then
+        log "a broker already answers on :$KAFKA_PORT"
+    elif ! alive "$dir/pid"; then
+        # sqlite storage (memory storage mis-serves resumed consumer groups) with a relative path
+        # (an absolute sqlite path is doubled in 0.6.0).
+        (cd "$dir" && launch "$dir/pid" "$dir/broker.log" "$bin" broker \
+            --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+            --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+            --storage-engine sqlite://tansu.db)
+    fi
+    wait_for tansu 30 "$bin" topic list --broker "tcp://127.0.0.1:$KAFKA_PORT"
+}
+
+stop_pid() {
+    if alive "$1"; then
+        kill "$(cat "$1")" 2>/dev/null || true
+        for _ in $(seq 1 100); do alive "$1" || break; sleep 0.1; done
+        alive "$1" && kill -9 "$(cat "$1")" 2>/dev/null || true
+    fi
+    rm -f "$1"
+}
+
+case "${1:-}" in
+    start)
+        mkdir -p "$STATE"
+        start_postgres
+        start_clickhouse
+        start_tansu
+        echo "export TALLY_LOG_URL=kafka://127.0.0.1:$KAFKA_PORT"
+        echo "export TALLY_ANALYTICS_URL=http://127.0.0.1:$CH_HTTP_PORT"
+        echo "export TALLY_METADATA_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:5432/$PG_DB"
+        ;;
+    stop)
+        stop_pid "$STATE/tansu/pid"
+        stop_pid "$STATE/clickhouse/pid"
+        if [ -f "$STATE/postgres.version" ]; then
+            pg_ctlcluster "$(cat "$STATE/postgres.version")" main stop >/dev/null 2>&1 || true
+        fi
+        log "stopped"
+        ;;
+    *)
+        echo "usage: $0 start|stop" >&2
+        exit 2
+        ;;
+esac
