@@ -218,6 +218,7 @@ fn to_collected(
     v: ValidEvent,
     ip: IpAddr,
     ua: &str,
+    geo: &crate::GeoInfo,
     now: DateTime<Utc>,
     s: &IngestState,
 ) -> CollectedEvent {
@@ -226,7 +227,6 @@ fn to_collected(
         .visitor_id
         .clone()
         .unwrap_or_else(|| visitor_id(&s.visitor_secret, now, &p.website_id, ip, ua));
-    let geo = s.geo.as_ref().map(|g| g.lookup(ip)).unwrap_or_default();
     CollectedEvent {
         event_id: uuid::Uuid::now_v7().to_string(),
         website_id: p.website_id,
@@ -246,9 +246,9 @@ fn to_collected(
         utm_content: p.utm_content,
         visitor_id: visitor,
         user_agent: (!ua.is_empty()).then(|| ua.to_string()),
-        country: geo.country,
-        region: geo.region,
-        city: geo.city,
+        country: geo.country.clone(),
+        region: geo.region.clone(),
+        city: geo.city.clone(),
     }
 }
 
@@ -329,9 +329,11 @@ async fn accept(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let ua: String = ua.chars().take(MAX_USER_AGENT).collect();
+    // Every event of a request comes from the same IP: look it up once.
+    let geo = s.geo.as_ref().map(|g| g.lookup(ip)).unwrap_or_default();
     let mut records = Vec::with_capacity(events.len());
     for v in events {
-        let e = to_collected(v, ip, &ua, now, s);
+        let e = to_collected(v, ip, &ua, &geo, now, s);
         let key = format!("{}:{}", e.website_id, e.visitor_id).into_bytes();
         let value = schemas::encode(&e).map_err(ApiError::internal)?;
         records.push(OutRecord { key, value });

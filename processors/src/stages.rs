@@ -4,7 +4,7 @@
 
 use crate::enrich::{enrich, parse_user_agent, UserAgentInfo};
 use crate::ids::{event_key, visitor_key};
-use crate::runner::{Stage, StageError};
+use crate::runner::{now_ms, Stage, StageError};
 use crate::session::Sessionizer;
 use async_trait::async_trait;
 use eventlog::{EventLog, OutRecord, Position, Record};
@@ -182,13 +182,6 @@ impl AnalyticsStage {
             is_bot: e.is_bot,
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[async_trait]
