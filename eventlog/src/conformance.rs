@@ -209,14 +209,6 @@ async fn no_loss_or_duplicate_across_restart(h: &dyn Harness) {
 
 async fn group_members_share_partitions(h: &dyn Harness) {
     let (log, topic) = setup(h, "group", 4).await;
-    log.append(
-        &topic,
-        (0..400)
-            .map(|i| rec(&format!("k{i}"), format!("{i}")))
-            .collect(),
-    )
-    .await
-    .expect("append");
     let mut a = log
         .consumer("shared-group", std::slice::from_ref(&topic))
         .await
@@ -225,6 +217,39 @@ async fn group_members_share_partitions(h: &dyn Harness) {
         .consumer("shared-group", std::slice::from_ref(&topic))
         .await
         .expect("consumer b");
+    // Both members poll until the group settles: every partition owned by exactly one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "group never settled"
+        );
+        a.poll(10, Duration::from_millis(100))
+            .await
+            .expect("poll a");
+        b.poll(10, Duration::from_millis(100))
+            .await
+            .expect("poll b");
+        let (own_a, own_b) = (a.assignment(), b.assignment());
+        let mut all: Vec<_> = own_a.iter().chain(own_b.iter()).cloned().collect();
+        all.sort();
+        all.dedup();
+        if !own_a.is_empty()
+            && !own_b.is_empty()
+            && all.len() == 4
+            && own_a.len() + own_b.len() == 4
+        {
+            break;
+        }
+    }
+    log.append(
+        &topic,
+        (0..400)
+            .map(|i| rec(&format!("k{i}"), format!("{i}")))
+            .collect(),
+    )
+    .await
+    .expect("append");
     let mut got_a = Vec::new();
     let mut got_b = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -244,6 +269,10 @@ async fn group_members_share_partitions(h: &dyn Harness) {
     }
     let parts_a: HashSet<u32> = got_a.iter().map(|r| r.partition).collect();
     let parts_b: HashSet<u32> = got_b.iter().map(|r| r.partition).collect();
+    assert!(
+        !parts_a.is_empty() && !parts_b.is_empty(),
+        "both members get work"
+    );
     assert!(
         parts_a.is_disjoint(&parts_b),
         "a partition is owned by one member"
@@ -278,3 +307,5 @@ async fn end_offsets_track_appends(h: &dyn Harness) {
         assert!(a.offset < end);
     }
 }
+
+pub use schemas::testenv::{service_url, unique_prefix};

@@ -890,6 +890,10 @@ impl Consumer for EmbeddedConsumer {
         self.generation = 0;
         self.refresh_assignment().await
     }
+
+    fn assignment(&self) -> Vec<(String, u32)> {
+        self.assigned.clone()
+    }
 }
 
 impl Drop for EmbeddedConsumer {

@@ -4,12 +4,16 @@
 
 pub mod conformance;
 mod embedded;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod partition;
 
 use async_trait::async_trait;
 use std::time::Duration;
 
 pub use embedded::EmbeddedLog;
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaConfig, KafkaLog};
 pub use partition::partition_for;
 
 /// A record to append.
@@ -77,6 +81,8 @@ pub trait Consumer: Send {
     async fn seek(&mut self, position: &Position) -> Result<(), LogError>;
     /// Forgets uncommitted progress: the next poll starts again at the committed positions.
     async fn rewind_to_committed(&mut self) -> Result<(), LogError>;
+    /// The (topic, partition) pairs this member owns right now (known after a poll).
+    fn assignment(&self) -> Vec<(String, u32)>;
 }
 
 /// A whole log backend: topic administration plus producing and consuming.

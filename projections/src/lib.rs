@@ -6,11 +6,15 @@ pub mod analytics;
 pub mod conformance;
 mod duck;
 pub mod metadata;
+#[cfg(feature = "postgres")]
+mod pg;
 mod sqlite;
 
 pub use analytics::*;
 pub use duck::DuckAnalytics;
 pub use metadata::*;
+#[cfg(feature = "postgres")]
+pub use pg::PgMetadata;
 pub use sqlite::SqliteMetadata;
 
 /// A projection's own record of how far it has applied a topic partition. Stored in the same
@@ -32,3 +36,21 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A namespace names a Postgres schema and a ClickHouse database and is spliced into DDL, so
+/// it is held to `[a-z_][a-z0-9_]*`, at most 48 characters.
+pub fn check_namespace(ns: &str) -> StoreResult<()> {
+    let ok = !ns.is_empty()
+        && ns.len() <= 48
+        && ns.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && ns
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "namespace {ns:?} must match [a-z_][a-z0-9_]* (at most 48 characters)"
+        )))
+    }
+}

@@ -18,3 +18,17 @@ async fn sqlite_metadata_passes_conformance() {
         .expect("open");
     metadata_suite(&store).await;
 }
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_metadata_passes_conformance() {
+    let Some(url) = schemas::testenv::service_url("TALLY_TEST_POSTGRES") else {
+        return;
+    };
+    let ns = schemas::testenv::unique_prefix();
+    let store = projections::PgMetadata::open(&url, &ns)
+        .await
+        .expect("connect to postgres");
+    metadata_suite(&store).await;
+    store.drop_namespace(&ns).await.expect("drop schema");
+}

@@ -5,6 +5,7 @@ mod codec;
 mod events;
 mod fast;
 mod registry;
+pub mod testenv;
 pub mod topics;
 
 pub use codec::{

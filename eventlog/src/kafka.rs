@@ -1,0 +1,499 @@
+//! The Kafka backend (rdkafka over the bundled librdkafka): an idempotent `acks=all` producer
+//! whose appends resolve only on the broker's acknowledgement, topics created explicitly,
+//! and consumer groups that store offsets only when the runner commits after its writes.
+//!
+//! Rebalances: the runner commits every batch before it polls again, and librdkafka serves
+//! rebalances inside a poll, so a revoke never finds processed-but-uncommitted records. Records
+//! gathered inside one `poll` call before a rebalance are dropped (the new owner, or this member
+//! after reassignment, reads them again from the committed offset), so none is handed out twice.
+
+use crate::{Appended, Consumer, EventLog, LogError, OutRecord, Position, Producer, Record};
+use async_trait::async_trait;
+use futures::FutureExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How to reach the brokers.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub brokers: String,
+    /// How long an append may wait for the broker before it fails as `Unavailable`.
+    pub message_timeout: Duration,
+    /// Replication factor for topics this backend creates.
+    pub replication: i32,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: &str) -> Self {
+        KafkaConfig {
+            brokers: brokers.to_string(),
+            message_timeout: Duration::from_secs(5),
+            replication: 1,
+        }
+    }
+}
+
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Exports librdkafka's statistics as metrics (producer queue depth, consumer lag).
+#[derive(Clone, Default)]
+struct StatsContext;
+
+impl ClientContext for StatsContext {
+    fn stats(&self, s: Statistics) {
+        metrics::gauge!("tally_kafka_queue_messages", "client" => s.client_id.clone())
+            .set(s.msg_cnt as f64);
+        for (topic, t) in &s.topics {
+            for (p, part) in &t.partitions {
+                if *p < 0 || part.consumer_lag < 0 {
+                    continue;
+                }
+                metrics::gauge!("tally_kafka_consumer_lag", "topic" => topic.clone(),
+                    "partition" => p.to_string())
+                .set(part.consumer_lag as f64);
+            }
+        }
+    }
+}
+
+/// The Kafka event log.
+#[derive(Clone)]
+pub struct KafkaLog {
+    cfg: KafkaConfig,
+    producer: FutureProducer<StatsContext>,
+    admin: Arc<AdminClient<DefaultClientContext>>,
+    partitions: Arc<Mutex<HashMap<String, u32>>>,
+    offset_readers: Arc<Mutex<HashMap<String, Arc<BaseConsumer>>>>,
+}
+
+fn unavailable(e: KafkaError) -> LogError {
+    LogError::Unavailable(e.to_string())
+}
+
+fn base_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers)
+        .set("socket.keepalive.enable", "true")
+        .set("reconnect.backoff.max.ms", "1000");
+    c
+}
+
+impl KafkaLog {
+    /// Connects (lazily, like librdkafka) and checks that a broker answers.
+    pub async fn connect(cfg: KafkaConfig) -> Result<Self, LogError> {
+        let producer: FutureProducer<StatsContext> = base_config(&cfg)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .set("compression.type", "lz4")
+            .set(
+                "message.timeout.ms",
+                cfg.message_timeout.as_millis().to_string(),
+            )
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(StatsContext)
+            .map_err(unavailable)?;
+        let admin: AdminClient<DefaultClientContext> =
+            base_config(&cfg).create().map_err(unavailable)?;
+        let log = KafkaLog {
+            cfg,
+            producer,
+            admin: Arc::new(admin),
+            partitions: Arc::default(),
+            offset_readers: Arc::default(),
+        };
+        let client = log.producer.clone();
+        tokio::task::spawn_blocking(move || client.client().fetch_metadata(None, ADMIN_TIMEOUT))
+            .await
+            .map_err(|e| LogError::Storage(e.to_string()))?
+            .map_err(unavailable)?;
+        Ok(log)
+    }
+
+    /// The partition count of `topic`, from metadata (cached: partitions are only added by
+    /// `create_topic`).
+    async fn partition_count(&self, topic: &str) -> Result<u32, LogError> {
+        if let Some(n) = self.cached_partitions(topic) {
+            return Ok(n);
+        }
+        let client = self.producer.clone();
+        let name = topic.to_string();
+        let md = tokio::task::spawn_blocking(move || {
+            client.client().fetch_metadata(Some(&name), ADMIN_TIMEOUT)
+        })
+        .await
+        .map_err(|e| LogError::Storage(e.to_string()))?
+        .map_err(unavailable)?;
+        let n = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len() as u32)
+            .filter(|n| *n > 0)
+            .ok_or_else(|| LogError::UnknownTopic(topic.to_string()))?;
+        if let Ok(mut m) = self.partitions.lock() {
+            m.insert(topic.to_string(), n);
+        }
+        Ok(n)
+    }
+
+    fn cached_partitions(&self, topic: &str) -> Option<u32> {
+        self.partitions.lock().ok()?.get(topic).copied()
+    }
+
+    /// A non-subscribed consumer of `group`, used to read its committed offsets.
+    fn offset_reader(&self, group: &str) -> Result<Arc<BaseConsumer>, LogError> {
+        let mut readers = self
+            .offset_readers
+            .lock()
+            .map_err(|_| LogError::Storage("poisoned".into()))?;
+        if let Some(r) = readers.get(group) {
+            return Ok(r.clone());
+        }
+        let reader: BaseConsumer = base_config(&self.cfg)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(unavailable)?;
+        let reader = Arc::new(reader);
+        readers.insert(group.to_string(), reader.clone());
+        Ok(reader)
+    }
+
+    /// Waits until every queued message is acknowledged (or the timeout passes).
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.producer.flush(timeout) {
+            tracing::warn!(error = %e, "kafka producer flush");
+        }
+    }
+}
+
+#[async_trait]
+impl Producer for KafkaLog {
+    async fn append(
+        &self,
+        topic: &str,
+        records: Vec<OutRecord>,
+    ) -> Result<Vec<Appended>, LogError> {
+        let partitions = self.partition_count(topic).await?;
+        let mut pending = Vec::with_capacity(records.len());
+        for r in &records {
+            // Our own murmur2 partitioner, so keys land where the embedded log puts them.
+            let partition = crate::partition_for(&r.key, partitions) as i32;
+            let mut record = FutureRecord::to(topic)
+                .key(&r.key)
+                .payload(&r.value)
+                .partition(partition);
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err((e, _)) => return Err(unavailable(e)),
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for delivery in pending {
+            match delivery.await {
+                Ok(Ok(d)) => out.push(Appended {
+                    partition: d.partition as u32,
+                    offset: d.offset as u64,
+                }),
+                Ok(Err((e, _))) => return Err(unavailable(e)),
+                Err(_) => return Err(LogError::Closed),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl EventLog for KafkaLog {
+    async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
+        let new = NewTopic::new(
+            topic,
+            partitions as i32,
+            TopicReplication::Fixed(self.cfg.replication),
+        );
+        let opts = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+        let results = self
+            .admin
+            .create_topics([&new], &opts)
+            .await
+            .map_err(unavailable)?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => {
+                    return Err(LogError::Storage(format!("create topic {t}: {code}")));
+                }
+            }
+        }
+        // Metadata may lag the creation briefly: wait until the topic is visible.
+        for _ in 0..50 {
+            if self.partition_count(topic).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(LogError::UnknownTopic(topic.to_string()))
+    }
+
+    async fn consumer(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Consumer>, LogError> {
+        for t in topics {
+            self.partition_count(t).await?;
+        }
+        let ctx = GroupContext::default();
+        let consumer: StreamConsumer<GroupContext> = base_config(&self.cfg)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(ctx.clone())
+            .map_err(unavailable)?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(unavailable)?;
+        Ok(Box::new(KafkaConsumer {
+            inner: Arc::new(consumer),
+            ctx,
+            floors: HashMap::new(),
+        }))
+    }
+
+    async fn committed(&self, group: &str, topic: &str) -> Result<Vec<Position>, LogError> {
+        let n = self.partition_count(topic).await?;
+        let reader = self.offset_reader(group)?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..n {
+            tpl.add_partition(topic, p as i32);
+        }
+        let got = tokio::task::spawn_blocking(move || reader.committed_offsets(tpl, ADMIN_TIMEOUT))
+            .await
+            .map_err(|e| LogError::Storage(e.to_string()))?
+            .map_err(unavailable)?;
+        Ok(to_positions(&got, topic))
+    }
+
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<Position>, LogError> {
+        let n = self.partition_count(topic).await?;
+        let client = self.producer.clone();
+        let name = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            (0..n)
+                .map(|p| {
+                    let (_, high) = client
+                        .client()
+                        .fetch_watermarks(&name, p as i32, ADMIN_TIMEOUT)
+                        .map_err(unavailable)?;
+                    Ok(Position {
+                        topic: name.clone(),
+                        partition: p,
+                        next_offset: high.max(0) as u64,
+                    })
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| LogError::Storage(e.to_string()))?
+    }
+
+    /// Kafka enforces retention itself (`retention.ms` on the topic); nothing to do here.
+    async fn delete_before(&self, _topic: &str, _cutoff_ms: i64) -> Result<u64, LogError> {
+        Ok(0)
+    }
+}
+
+fn to_positions(tpl: &TopicPartitionList, topic: &str) -> Vec<Position> {
+    tpl.elements_for_topic(topic)
+        .iter()
+        .map(|e| Position {
+            topic: topic.to_string(),
+            partition: e.partition() as u32,
+            next_offset: match e.offset() {
+                Offset::Offset(o) if o >= 0 => o as u64,
+                _ => 0,
+            },
+        })
+        .collect()
+}
+
+/// Tracks rebalances: a counter bumped on every revoke and assign, and the current assignment.
+#[derive(Clone, Default)]
+struct GroupContext {
+    generation: Arc<AtomicU64>,
+    assigned: Arc<Mutex<Vec<(String, u32)>>>,
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, s: Statistics) {
+        StatsContext.stats(s);
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Rebalance::Revoke(_) = rebalance {
+            if let Ok(mut a) = self.assigned.lock() {
+                a.clear();
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Rebalance::Assign(tpl) = rebalance {
+            if let Ok(mut a) = self.assigned.lock() {
+                *a = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition() as u32))
+                    .collect();
+                a.sort();
+            }
+        }
+    }
+}
+
+struct KafkaConsumer {
+    inner: Arc<StreamConsumer<GroupContext>>,
+    ctx: GroupContext,
+    /// Positions set by `seek` (a store's own offsets): records below them are skipped.
+    floors: HashMap<(String, u32), u64>,
+}
+
+impl KafkaConsumer {
+    fn to_record(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+        Record {
+            topic: m.topic().to_string(),
+            partition: m.partition() as u32,
+            offset: m.offset() as u64,
+            timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+            key: m.key().map(<[u8]>::to_vec).unwrap_or_default(),
+            value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        }
+    }
+
+    fn below_floor(&self, r: &Record) -> bool {
+        self.floors
+            .get(&(r.topic.clone(), r.partition))
+            .is_some_and(|f| r.offset < *f)
+    }
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    async fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<Record>, LogError> {
+        let mut out: Vec<(u64, Record)> = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while out.len() < max.max(1) {
+            let next = if out.is_empty() {
+                tokio::time::timeout_at(deadline, self.inner.recv())
+                    .await
+                    .ok()
+            } else {
+                self.inner.recv().now_or_never()
+            };
+            let Some(m) = next else { break };
+            let m = m.map_err(unavailable)?;
+            let r = self.to_record(&m);
+            if !self.below_floor(&r) {
+                out.push((self.ctx.generation.load(Ordering::SeqCst), r));
+            }
+        }
+        // Keep only what arrived after the latest rebalance.
+        let now = self.ctx.generation.load(Ordering::SeqCst);
+        Ok(out
+            .into_iter()
+            .filter(|(g, _)| *g == now)
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    async fn commit(&mut self, positions: &[Position]) -> Result<(), LogError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in positions {
+            tpl.add_partition_offset(
+                &p.topic,
+                p.partition as i32,
+                Offset::Offset(p.next_offset as i64),
+            )
+            .map_err(unavailable)?;
+        }
+        // A synchronous commit blocks on the broker's reply: keep it off the async workers.
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.commit(&tpl, CommitMode::Sync))
+            .await
+            .map_err(|e| LogError::Storage(e.to_string()))?
+            .map_err(unavailable)
+    }
+
+    async fn seek(&mut self, position: &Position) -> Result<(), LogError> {
+        self.floors.insert(
+            (position.topic.clone(), position.partition),
+            position.next_offset,
+        );
+        Ok(())
+    }
+
+    async fn rewind_to_committed(&mut self) -> Result<(), LogError> {
+        let assigned = self.inner.assignment().map_err(unavailable)?;
+        let committed = self
+            .inner
+            .committed_offsets(assigned, ADMIN_TIMEOUT)
+            .map_err(unavailable)?;
+        let mut tpl = TopicPartitionList::new();
+        for e in committed.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            tpl.add_partition_offset(e.topic(), e.partition(), offset)
+                .map_err(unavailable)?;
+        }
+        self.inner
+            .seek_partitions(tpl, ADMIN_TIMEOUT)
+            .map_err(unavailable)?;
+        self.ctx.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn assignment(&self) -> Vec<(String, u32)> {
+        self.ctx
+            .assigned
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
+    }
+}
