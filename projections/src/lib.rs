@@ -3,6 +3,8 @@
 //! conformance suites every backend must pass.
 
 pub mod analytics;
+#[cfg(feature = "clickhouse")]
+mod ch;
 pub mod conformance;
 mod duck;
 pub mod metadata;
@@ -11,6 +13,8 @@ mod pg;
 mod sqlite;
 
 pub use analytics::*;
+#[cfg(feature = "clickhouse")]
+pub use ch::ClickHouseAnalytics;
 pub use duck::DuckAnalytics;
 pub use metadata::*;
 #[cfg(feature = "postgres")]

@@ -32,3 +32,17 @@ async fn postgres_metadata_passes_conformance() {
     metadata_suite(&store).await;
     store.drop_namespace(&ns).await.expect("drop schema");
 }
+
+#[cfg(feature = "clickhouse")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_analytics_passes_conformance() {
+    let Some(url) = schemas::testenv::service_url("TALLY_TEST_CLICKHOUSE") else {
+        return;
+    };
+    let ns = schemas::testenv::unique_prefix();
+    let store = projections::ClickHouseAnalytics::open(&url, &ns)
+        .await
+        .expect("connect to clickhouse");
+    analytics_suite(&store).await;
+    store.drop_namespace().await.expect("drop database");
+}
