@@ -36,9 +36,23 @@ pub struct Settings {
     /// Partitions of the collect topics.
     #[arg(long, env = "TALLY_PARTITIONS", default_value_t = 4)]
     pub partitions: u32,
-    /// Prefix of topic names.
+    /// Names this deployment's Kafka topics (prefix), ClickHouse database and Postgres schema,
+    /// so several deployments or test runs can share one set of servers. `[a-z_][a-z0-9_]*`.
     #[arg(long, env = "TALLY_NAMESPACE", default_value = "tally")]
     pub namespace: String,
+    /// Event log: `file://DIR` (default: DATA_DIR/log) or `kafka://host:port[,host:port…]`.
+    #[arg(long, env = "TALLY_LOG_URL")]
+    pub log_url: Option<String>,
+    /// Analytics store: `duckdb://PATH` (default: DATA_DIR/analytics.duckdb) or
+    /// `http(s)://host:port` for ClickHouse.
+    #[arg(long, env = "TALLY_ANALYTICS_URL")]
+    pub analytics_url: Option<String>,
+    /// Metadata store: `sqlite://PATH` (default: DATA_DIR/metadata.db) or `postgres://…`.
+    #[arg(long, env = "TALLY_METADATA_URL")]
+    pub metadata_url: Option<String>,
+    /// How long a Kafka append may wait for the broker before collect answers 503.
+    #[arg(long, env = "TALLY_KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 5000)]
+    pub kafka_message_timeout_ms: u64,
     /// DuckDB memory limit.
     #[arg(long, env = "TALLY_DUCKDB_MEMORY", default_value = "1GB")]
     pub duckdb_memory: String,
@@ -115,8 +129,29 @@ pub fn load_config_file(args: &[String]) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Defaults, with the data dir `d`.
+    pub(crate) fn settings() -> Settings {
+        Settings {
+            data_dir: "d".into(),
+            listen: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+            collect_rate_limit: 60,
+            trusted_proxies: String::new(),
+            cors_origins: String::new(),
+            geoip_path: None,
+            retention_days: 365,
+            max_event_age_hours: 168,
+            partitions: 4,
+            namespace: "tally".into(),
+            duckdb_memory: "1GB".into(),
+            log_url: None,
+            analytics_url: None,
+            metadata_url: None,
+            kafka_message_timeout_ms: 5000,
+        }
+    }
 
     #[test]
     fn config_file_fills_unset_variables_only() {
@@ -151,19 +186,8 @@ mod tests {
 
     #[test]
     fn trusted_proxies_accept_cidrs_and_addresses_and_refuse_garbage() {
-        let mut s = crate::Settings {
-            data_dir: "d".into(),
-            listen: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
-            collect_rate_limit: 60,
-            trusted_proxies: "10.0.0.0/8, 192.168.1.1".into(),
-            cors_origins: String::new(),
-            geoip_path: None,
-            retention_days: 365,
-            max_event_age_hours: 168,
-            partitions: 4,
-            namespace: "tally".into(),
-            duckdb_memory: "1GB".into(),
-        };
+        let mut s = settings();
+        s.trusted_proxies = "10.0.0.0/8, 192.168.1.1".into();
         assert_eq!(s.trusted_proxy_nets().map(|v| v.len()).ok(), Some(2));
         s.trusted_proxies = "not-a-network".into();
         assert!(s.trusted_proxy_nets().is_err());

@@ -1,7 +1,8 @@
 //! The Tally binary's library: the one place that picks implementations and wires ingest,
-//! processors and the read API together. `tally serve` runs everything in one process on the
-//! embedded backends.
+//! processors and the read API together. `tally serve` runs every role in one process (on the
+//! embedded backends unless URLs say otherwise); `tally ingest|process|api` run one role each.
 
+pub mod backends;
 pub mod config;
 
 use anyhow::Context;
@@ -9,11 +10,11 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use eventlog::{EmbeddedLog, EventLog};
+use eventlog::EventLog;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use processors::runner::RunnerConfig;
 use processors::{run_stage, AnalyticsStage, EnrichStage, MetadataStage};
-use projections::{AnalyticsWriter, DuckAnalytics, MetadataReader, SqliteMetadata};
+use projections::MetadataReader;
 use schemas::topics;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -22,54 +23,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
+pub use backends::{AnalyticsStore, Backends, MetadataStore};
 pub use config::Settings;
-
-/// The open backends.
-pub struct Backends {
-    pub log: Arc<dyn EventLog>,
-    embedded_log: EmbeddedLog,
-    pub analytics: Arc<DuckAnalytics>,
-    pub metadata: Arc<SqliteMetadata>,
-}
-
-impl Backends {
-    /// Opens the embedded backends in the data dir and creates the topics.
-    pub async fn open(s: &Settings) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&s.data_dir)
-            .with_context(|| format!("creating {}", s.data_dir.display()))?;
-        let embedded_log =
-            EmbeddedLog::open(&s.data_dir.join("log")).context("opening the event log")?;
-        let log: Arc<dyn EventLog> = Arc::new(embedded_log.clone());
-        for (name, partitions) in [
-            (topics::COLLECT_RAW, s.partitions),
-            (topics::COLLECT_ENRICHED, s.partitions),
-            // One partition keeps entity events in a single total order.
-            (topics::ENTITIES, 1),
-            (topics::DLQ, 1),
-        ] {
-            log.create_topic(&s.topic(name), partitions).await?;
-        }
-        let analytics = Arc::new(
-            DuckAnalytics::open(&s.data_dir.join("analytics.duckdb"), &s.duckdb_memory)
-                .context("opening the analytics store")?,
-        );
-        let metadata = Arc::new(
-            SqliteMetadata::open(&s.data_dir.join("metadata.db"))
-                .await
-                .context("opening the metadata store")?,
-        );
-        Ok(Self {
-            log,
-            embedded_log,
-            analytics,
-            metadata,
-        })
-    }
-
-    pub fn close(&self) {
-        self.embedded_log.close();
-    }
-}
 
 fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -102,7 +57,7 @@ impl App {
 #[derive(Clone)]
 struct HealthState {
     log: Arc<dyn EventLog>,
-    analytics: Arc<DuckAnalytics>,
+    analytics: Arc<dyn AnalyticsStore>,
     raw: String,
     enriched: String,
 }
@@ -268,9 +223,96 @@ fn spawn_retention(b: &Backends, s: &Settings, mut stop: watch::Receiver<bool>) 
     })
 }
 
-/// Starts everything: backends, processors, HTTP. Returns once listening.
+/// A processing stage a process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageName {
+    Metadata,
+    Enrich,
+    Analytics,
+}
+
+impl StageName {
+    pub const ALL: [StageName; 3] = [StageName::Metadata, StageName::Enrich, StageName::Analytics];
+
+    pub fn parse(s: &str) -> anyhow::Result<StageName> {
+        match s {
+            "metadata" => Ok(StageName::Metadata),
+            "enrich" => Ok(StageName::Enrich),
+            "analytics" => Ok(StageName::Analytics),
+            other => anyhow::bail!("unknown stage {other:?}; one of metadata, enrich, analytics"),
+        }
+    }
+}
+
+/// What one process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roles {
+    /// The command name, for messages (`serve`, `ingest`, `process`, `api`).
+    pub name: &'static str,
+    pub ingest: bool,
+    pub api: bool,
+    pub stages: Vec<StageName>,
+}
+
+impl Roles {
+    /// Everything in one process (`tally serve`).
+    pub fn all() -> Roles {
+        Roles {
+            name: "serve",
+            ingest: true,
+            api: true,
+            stages: StageName::ALL.to_vec(),
+        }
+    }
+
+    pub fn ingest() -> Roles {
+        Roles {
+            name: "ingest",
+            ingest: true,
+            api: false,
+            stages: Vec::new(),
+        }
+    }
+
+    pub fn api() -> Roles {
+        Roles {
+            name: "api",
+            ingest: false,
+            api: true,
+            stages: Vec::new(),
+        }
+    }
+
+    /// Processing stages; `only` empty means all of them.
+    pub fn process(only: &[String]) -> anyhow::Result<Roles> {
+        let stages = if only.is_empty() {
+            StageName::ALL.to_vec()
+        } else {
+            only.iter()
+                .map(|s| StageName::parse(s))
+                .collect::<anyhow::Result<_>>()?
+        };
+        Ok(Roles {
+            name: "process",
+            ingest: false,
+            api: false,
+            stages,
+        })
+    }
+}
+
+/// Starts every role in one process. Returns once listening.
 pub async fn start(s: Settings) -> anyhow::Result<App> {
+    start_roles(s, Roles::all()).await
+}
+
+/// Starts the given roles: backends, processors, HTTP (health and metrics always; collect and
+/// commands with ingest; dashboards with api). Returns once listening.
+pub async fn start_roles(s: Settings, roles: Roles) -> anyhow::Result<App> {
     let proxies = s.trusted_proxy_nets()?;
+    if roles != Roles::all() {
+        backends::Plan::from_settings(&s)?.check_split_role(roles.name)?;
+    }
     let b = Backends::open(&s).await?;
     let _ = prometheus();
     // HTTP stops first; the stages get their own signal once it has drained.
@@ -278,98 +320,37 @@ pub async fn start(s: Settings) -> anyhow::Result<App> {
     let (stages_stop_tx, stages_stop_rx) = watch::channel(false);
 
     let metadata_reader: Arc<dyn MetadataReader> = b.metadata.clone();
-    let secret = b
-        .metadata
-        .setting_or_init("visitor_secret", &random_secret())
-        .await?;
-    let geo = match &s.geoip_path {
-        Some(p) => ingest::GeoDb::open(p),
-        None => {
-            tracing::info!("TALLY_GEOIP_PATH not set; geo fields will be null");
-            None
-        }
-    };
     let auth = Arc::new(web::Auth::new(metadata_reader.clone()));
-    let mut icfg =
-        ingest::IngestConfig::new(s.topic(topics::COLLECT_RAW), s.topic(topics::ENTITIES));
-    icfg.collect_rate_per_minute = s.collect_rate_limit;
-    icfg.trusted_proxies = proxies;
-    icfg.max_event_age = Duration::from_secs(s.max_event_age_hours * 3600);
-    let ingest_state = Arc::new(ingest::IngestState::new(
-        b.log.clone(),
-        metadata_reader.clone(),
-        auth.clone(),
-        geo,
-        secret,
-        icfg,
-    ));
-    let api_state = Arc::new(api::ApiState {
-        analytics: b.analytics.clone(),
-        metadata: metadata_reader,
-        auth,
-    });
+    let mut app = Router::new();
+    if roles.ingest {
+        app = app.merge(ingest::router(
+            ingest_state(&s, &b, auth.clone(), proxies, &stop_rx).await?,
+        ));
+    }
+    if roles.api {
+        app = app.merge(api::router(Arc::new(api::ApiState {
+            analytics: b.analytics.clone(),
+            metadata: metadata_reader,
+            auth,
+        })));
+    }
     let health_state = HealthState {
         log: b.log.clone(),
         analytics: b.analytics.clone(),
         raw: s.topic(topics::COLLECT_RAW),
         enriched: s.topic(topics::COLLECT_ENRICHED),
     };
+    let stages = spawn_stages(&s, &b, &roles.stages, &stages_stop_rx).await?;
+    let retention = (roles.stages.contains(&StageName::Analytics))
+        .then(|| spawn_retention(&b, &s, stop_rx.clone()));
 
-    let runner = |batch: usize, linger_ms: u64| RunnerConfig {
-        max_batch: batch,
-        poll_timeout: Duration::from_millis(100),
-        linger: Duration::from_millis(linger_ms),
-        dlq_topic: s.topic(topics::DLQ),
-    };
-    let mut stages: Vec<JoinHandle<Result<(), processors::StageError>>> = Vec::new();
-    let meta_stage = MetadataStage::new(b.metadata.clone(), s.topic(topics::ENTITIES));
-    stages.push(tokio::spawn(run_stage(
-        b.log.clone(),
-        meta_stage,
-        runner(1000, 0),
-        stages_stop_rx.clone(),
-    )));
-    let enrich = EnrichStage::new(
-        b.log.clone(),
-        s.topic(topics::COLLECT_RAW),
-        s.topic(topics::COLLECT_ENRICHED),
-    );
-    stages.push(tokio::spawn(run_stage(
-        b.log.clone(),
-        enrich,
-        runner(2_000, 10),
-        stages_stop_rx.clone(),
-    )));
-    let analytics =
-        AnalyticsStage::new(b.analytics.clone(), s.topic(topics::COLLECT_ENRICHED)).await?;
-    stages.push(tokio::spawn(run_stage(
-        b.log.clone(),
-        analytics,
-        runner(50_000, 200),
-        stages_stop_rx.clone(),
-    )));
-    let retention = spawn_retention(&b, &s, stop_rx.clone());
-    if let Some(limiter) = ingest_state.limiter.clone() {
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => limiter.forget_idle(),
-                    _ = stop.changed() => return,
-                }
-            }
-        });
-    }
-
-    let app = Router::new()
+    let app = app
         .route("/metrics", get(metrics_endpoint))
         .merge(
             Router::new()
                 .route("/api/health", get(health))
                 .with_state(health_state),
         )
-        .merge(ingest::router(ingest_state))
-        .merge(api::router(api_state))
         .merge(not_built_routes())
         .fallback(web::not_found_fallback)
         .method_not_allowed_fallback(web::method_not_allowed)
@@ -381,7 +362,7 @@ pub async fn start(s: Settings) -> anyhow::Result<App> {
         .await
         .with_context(|| format!("binding {}", s.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, data_dir = %s.data_dir.display(), "tally listening");
+    tracing::info!(%addr, role = roles.name, namespace = %s.namespace, "tally listening");
     let mut stop_http = stop_rx.clone();
     let done = tokio::spawn(async move {
         let served = axum::serve(
@@ -401,7 +382,9 @@ pub async fn start(s: Settings) -> anyhow::Result<App> {
                 Err(e) => tracing::error!(error = %e, "stage panicked"),
             }
         }
-        retention.abort();
+        if let Some(r) = retention {
+            r.abort();
+        }
         b.close();
         tracing::info!("tally stopped");
         served.map_err(anyhow::Error::from)
@@ -413,6 +396,102 @@ pub async fn start(s: Settings) -> anyhow::Result<App> {
     })
 }
 
+/// The collect and command side: visitor-id secret (shared through the metadata store),
+/// GeoIP, limits, and the idle-limiter sweeper.
+async fn ingest_state(
+    s: &Settings,
+    b: &Backends,
+    auth: Arc<web::Auth>,
+    proxies: Vec<ipnet::IpNet>,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<Arc<ingest::IngestState>> {
+    let secret = b
+        .metadata
+        .setting_or_init("visitor_secret", &random_secret())
+        .await?;
+    let geo = match &s.geoip_path {
+        Some(p) => ingest::GeoDb::open(p),
+        None => {
+            tracing::info!("TALLY_GEOIP_PATH not set; geo fields will be null");
+            None
+        }
+    };
+    let mut icfg =
+        ingest::IngestConfig::new(s.topic(topics::COLLECT_RAW), s.topic(topics::ENTITIES));
+    icfg.collect_rate_per_minute = s.collect_rate_limit;
+    icfg.trusted_proxies = proxies;
+    icfg.max_event_age = Duration::from_secs(s.max_event_age_hours * 3600);
+    let state = Arc::new(ingest::IngestState::new(
+        b.log.clone(),
+        b.metadata.clone(),
+        auth,
+        geo,
+        secret,
+        icfg,
+    ));
+    if let Some(limiter) = state.limiter.clone() {
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => limiter.forget_idle(),
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+    Ok(state)
+}
+
+type StageHandle = JoinHandle<Result<(), processors::StageError>>;
+
+fn runner_config(s: &Settings, batch: usize, linger_ms: u64) -> RunnerConfig {
+    RunnerConfig {
+        max_batch: batch,
+        poll_timeout: Duration::from_millis(100),
+        linger: Duration::from_millis(linger_ms),
+        dlq_topic: s.topic(topics::DLQ),
+    }
+}
+
+/// Spawns the chosen stages, each in its own consumer group.
+async fn spawn_stages(
+    s: &Settings,
+    b: &Backends,
+    which: &[StageName],
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<StageHandle>> {
+    let mut stages = Vec::new();
+    for stage in which {
+        let handle = match stage {
+            StageName::Metadata => tokio::spawn(run_stage(
+                b.log.clone(),
+                MetadataStage::new(b.metadata.clone(), s.topic(topics::ENTITIES)),
+                runner_config(s, 1000, 0),
+                stop.clone(),
+            )),
+            StageName::Enrich => tokio::spawn(run_stage(
+                b.log.clone(),
+                EnrichStage::new(
+                    b.log.clone(),
+                    s.topic(topics::COLLECT_RAW),
+                    s.topic(topics::COLLECT_ENRICHED),
+                ),
+                runner_config(s, 2_000, 10),
+                stop.clone(),
+            )),
+            StageName::Analytics => tokio::spawn(run_stage(
+                b.log.clone(),
+                AnalyticsStage::new(b.analytics.clone(), s.topic(topics::COLLECT_ENRICHED)).await?,
+                runner_config(s, 50_000, 200),
+                stop.clone(),
+            )),
+        };
+        stages.push(handle);
+    }
+    Ok(stages)
+}
+
 fn random_secret() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 32];
@@ -420,21 +499,11 @@ fn random_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Resets a stage's progress so it re-reads its topic from the start (the stores deduplicate,
-/// so counts do not change). Run while Tally is stopped.
-pub async fn rewind(s: &Settings, stage: &str) -> anyhow::Result<()> {
-    let b = Backends::open(s).await?;
-    let topic = match stage {
-        "enrich" => s.topic(topics::COLLECT_RAW),
-        "analytics" => {
-            b.analytics.reset_offsets("analytics").await?;
-            s.topic(topics::COLLECT_ENRICHED)
-        }
-        other => anyhow::bail!("unknown stage {other:?}; one of enrich, analytics"),
-    };
+/// Sets `group`'s committed offsets on every partition of `topic` back to 0.
+async fn reset_group(b: &Backends, group: &str, topic: &str) -> anyhow::Result<()> {
     let zero: Vec<eventlog::Position> = b
         .log
-        .end_offsets(&topic)
+        .end_offsets(topic)
         .await?
         .into_iter()
         .map(|p| eventlog::Position {
@@ -442,9 +511,80 @@ pub async fn rewind(s: &Settings, stage: &str) -> anyhow::Result<()> {
             ..p
         })
         .collect();
-    let mut consumer = b.log.consumer(stage, std::slice::from_ref(&topic)).await?;
+    let mut consumer = b.log.consumer(group, &[topic.to_string()]).await?;
     consumer.commit(&zero).await?;
-    drop(consumer);
+    Ok(())
+}
+
+/// Resets a stage's progress so it re-reads its topic from the start (the stores deduplicate,
+/// so counts do not change). Run while the stage is stopped everywhere.
+pub async fn rewind(s: &Settings, stage: &str) -> anyhow::Result<()> {
+    let b = Backends::open(s).await?;
+    let topic = match StageName::parse(stage)? {
+        StageName::Enrich => s.topic(topics::COLLECT_RAW),
+        StageName::Analytics => {
+            b.analytics.reset_offsets("analytics").await?;
+            s.topic(topics::COLLECT_ENRICHED)
+        }
+        StageName::Metadata => {
+            anyhow::bail!("the metadata stage keeps its offsets with its rows; nothing to rewind")
+        }
+    };
+    reset_group(&b, stage, &topic).await?;
     b.close();
     Ok(())
+}
+
+fn sum_offsets<'a>(offsets: impl IntoIterator<Item = &'a u64>) -> u64 {
+    offsets.into_iter().sum()
+}
+
+/// A one-line progress bar on stderr.
+fn print_progress(done: u64, total: u64) {
+    use std::io::Write;
+    let pct = (done.min(total) * 100).checked_div(total).unwrap_or(100) as usize;
+    let bar: String = (0..40)
+        .map(|i| if i * 100 < pct * 40 { '#' } else { '.' })
+        .collect();
+    let mut err = std::io::stderr();
+    let _ = write!(err, "\r[{bar}] {pct:>3}% {done}/{total} records");
+    let _ = err.flush();
+}
+
+/// Drops the analytics projection and rebuilds it from the enriched topic, with a progress
+/// bar. Returns the number of records replayed. Run while the analytics stage is stopped.
+pub async fn replay(s: &Settings) -> anyhow::Result<u64> {
+    let b = Backends::open(s).await?;
+    let topic = s.topic(topics::COLLECT_ENRICHED);
+    b.analytics.truncate().await?;
+    reset_group(&b, "analytics", &topic).await?;
+    let ends = b.log.end_offsets(&topic).await?;
+    let total = sum_offsets(ends.iter().map(|p| &p.next_offset));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stage = AnalyticsStage::new(b.analytics.clone(), topic.clone()).await?;
+    let mut running = tokio::spawn(run_stage(
+        b.log.clone(),
+        stage,
+        runner_config(s, 50_000, 200),
+        stop_rx,
+    ));
+    loop {
+        let stored = b.analytics.offsets("analytics").await?;
+        let done = sum_offsets(stored.iter().map(|o| &o.next_offset));
+        print_progress(done, total);
+        if done >= total {
+            break;
+        }
+        tokio::select! {
+            r = &mut running => {
+                anyhow::bail!("the analytics stage stopped during the replay: {r:?}")
+            }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+    eprintln!();
+    let _ = stop_tx.send(true);
+    running.await??;
+    b.close();
+    Ok(total)
 }

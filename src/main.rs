@@ -1,4 +1,5 @@
-//! `tally`: the command line. `tally serve` runs everything on embedded backends.
+//! `tally`: the command line. `tally serve` runs everything in one process; `ingest`,
+//! `process` and `api` run one role each (a split deployment on Kafka, ClickHouse, Postgres).
 
 use clap::{Parser, Subcommand};
 use tally::config::{load_config_file, Settings};
@@ -21,6 +22,21 @@ struct Cli {
 enum Command {
     /// Run ingest, processors and the read API in one process.
     Serve(Settings),
+    /// Run the collect and command endpoints only.
+    Ingest(Settings),
+    /// Run processing stages only (all, or those named with --only).
+    Process {
+        #[command(flatten)]
+        settings: Settings,
+        /// metadata | enrich | analytics (repeat or comma-separate)
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+    /// Run the dashboard read API only.
+    Api(Settings),
+    /// Drop the analytics projection and rebuild it from the log (run while processors are
+    /// stopped).
+    Replay(Settings),
     /// Make a stage re-read its input topic from the start (run while Tally is stopped).
     Rewind {
         #[command(flatten)]
@@ -46,14 +62,24 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         match cli.command {
-            Command::Serve(settings) => serve(settings).await,
+            Command::Serve(settings) => serve(settings, tally::Roles::all()).await,
+            Command::Ingest(settings) => serve(settings, tally::Roles::ingest()).await,
+            Command::Process { settings, only } => {
+                serve(settings, tally::Roles::process(&only)?).await
+            }
+            Command::Api(settings) => serve(settings, tally::Roles::api()).await,
+            Command::Replay(settings) => {
+                let n = tally::replay(&settings).await?;
+                tracing::info!(records = n, "analytics projection rebuilt from the log");
+                Ok(())
+            }
             Command::Rewind { settings, stage } => tally::rewind(&settings, &stage).await,
         }
     })
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let app = tally::start(settings).await?;
+async fn serve(settings: Settings, roles: tally::Roles) -> anyhow::Result<()> {
+    let app = tally::start_roles(settings, roles).await?;
     shutdown_signal().await;
     tracing::info!("shutting down");
     app.shutdown().await

@@ -58,7 +58,7 @@ pub fn write_geo_db(dir: &Path) -> PathBuf {
 /// (so tests choose client IPs with X-Forwarded-For), the test GeoIP database, and limits wide
 /// enough for events on fixed past dates.
 pub fn test_settings(dir: &Path) -> tally::Settings {
-    tally::Settings {
+    let mut s = tally::Settings {
         data_dir: dir.join("data"),
         listen: "127.0.0.1:0".parse().expect("addr"),
         collect_rate_limit: 0,
@@ -70,7 +70,49 @@ pub fn test_settings(dir: &Path) -> tally::Settings {
         partitions: 4,
         namespace: "tally".into(),
         duckdb_memory: "512MB".into(),
+        log_url: None,
+        analytics_url: None,
+        metadata_url: None,
+        kafka_message_timeout_ms: 5000,
+    };
+    if let Some(d) = distributed(dir) {
+        s.log_url = Some(d.log_url);
+        s.analytics_url = Some(d.analytics_url);
+        s.metadata_url = Some(d.metadata_url);
+        s.namespace = d.namespace;
     }
+    s
+}
+
+/// The real services the end-to-end tests use when `TALLY_E2E_BACKENDS=distributed`.
+pub struct Distributed {
+    pub log_url: String,
+    pub analytics_url: String,
+    pub metadata_url: String,
+    /// Derived from the test's directory: one namespace per test, the same across restarts.
+    pub namespace: String,
+}
+
+/// `None` on the embedded backends (the default). With `TALLY_E2E_BACKENDS=distributed`, the
+/// Kafka, ClickHouse and Postgres that `deploy/local/services.sh` started; a missing one fails.
+pub fn distributed(dir: &Path) -> Option<Distributed> {
+    match std::env::var("TALLY_E2E_BACKENDS").as_deref() {
+        Ok("distributed") => {}
+        Ok("embedded") | Err(_) => return None,
+        Ok(other) => panic!("TALLY_E2E_BACKENDS={other}: expected embedded or distributed"),
+    }
+    let need = |var: &str| {
+        std::env::var(var).unwrap_or_else(|_| panic!("{var} must be set for distributed e2e tests"))
+    };
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    Some(Distributed {
+        log_url: format!("kafka://{}", need("TALLY_TEST_KAFKA")),
+        analytics_url: need("TALLY_TEST_CLICKHOUSE"),
+        metadata_url: need("TALLY_TEST_POSTGRES"),
+        namespace: format!("e2e_{}_{:x}", std::process::id(), h.finish()),
+    })
 }
 
 /// An HTTP client for one server.
@@ -224,10 +266,29 @@ pub fn spawn_binary(dir: &Path, port: u16) -> ChildGuard {
         .env("TALLY_LISTEN", format!("127.0.0.1:{port}"))
         .env("TALLY_COLLECT_RATE_LIMIT", "0")
         .env("TALLY_LOG", "warn")
+        .envs(backend_env(dir))
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("spawn tally");
     ChildGuard(child)
+}
+
+/// The backend variables for a spawned binary (none on the embedded backends).
+pub fn backend_env(dir: &Path) -> Vec<(&'static str, String)> {
+    match distributed(dir) {
+        // Empty values mean "embedded", whatever the caller's environment says.
+        None => vec![
+            ("TALLY_LOG_URL", String::new()),
+            ("TALLY_ANALYTICS_URL", String::new()),
+            ("TALLY_METADATA_URL", String::new()),
+        ],
+        Some(d) => vec![
+            ("TALLY_LOG_URL", d.log_url),
+            ("TALLY_ANALYTICS_URL", d.analytics_url),
+            ("TALLY_METADATA_URL", d.metadata_url),
+            ("TALLY_NAMESPACE", d.namespace),
+        ],
+    }
 }
 
 /// Waits until a server answers its health check.
