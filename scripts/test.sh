@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, then every unit, conformance and
-# end-to-end test. Everything builds in the release profile only, so the bundled DuckDB is
-# compiled once (≈ 28 min cold on 2 cores); the target dir defaults to a cache outside the
-# clone so later runs are warm.
+# end-to-end test, twice over the backends: embedded (redb log, DuckDB, SQLite) and
+# distributed (Kafka protocol via tansu, ClickHouse, Postgres), on real servers that
+# deploy/local/services.sh installs and starts on loopback. A service that cannot start fails
+# the run: nothing is skipped.
+#
+# Everything builds in the release profile only, so the bundled DuckDB is compiled once
+# (≈ 28 min cold on 2 cores); the target dir defaults to a cache outside the clone so later
+# runs are warm. Set TALLY_KEEP_SERVICES=1 to leave the services running afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tally-target}"
@@ -12,5 +17,25 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (release profile, all targets, -D warnings)"
 cargo clippy --release --workspace --all-targets -- -D warnings
-echo "== cargo test (release profile)"
-cargo test --release --workspace
+echo "== cargo build (release profile, tests included)"
+cargo test --release --workspace --no-run
+
+echo "== starting Postgres, ClickHouse and the Kafka-protocol broker (deploy/local/services.sh)"
+urls=$(bash deploy/local/services.sh start)
+if [ "${TALLY_KEEP_SERVICES:-0}" != 1 ]; then
+    trap 'bash deploy/local/services.sh stop' EXIT
+fi
+eval "$urls"
+# The tests get the services under TALLY_TEST_* names, so nothing else picks them up by accident.
+export TALLY_TEST_KAFKA="${TALLY_LOG_URL#kafka://}"
+export TALLY_TEST_CLICKHOUSE="$TALLY_ANALYTICS_URL"
+export TALLY_TEST_POSTGRES="$TALLY_METADATA_URL"
+export TALLY_TEST_TANSU_BIN
+TALLY_TEST_TANSU_BIN=$(bash deploy/local/services.sh tansu-bin)
+export TALLY_TEST_REQUIRE_SERVICES=1
+unset TALLY_LOG_URL TALLY_ANALYTICS_URL TALLY_METADATA_URL
+
+echo "== cargo test: unit and conformance (every backend), end-to-end on embedded backends"
+TALLY_E2E_BACKENDS=embedded cargo test --release --workspace
+echo "== cargo test: end-to-end on Kafka + ClickHouse + Postgres"
+TALLY_E2E_BACKENDS=distributed cargo test --release --test e2e

@@ -127,6 +127,9 @@ case "${1:-}" in
         echo "export TALLY_ANALYTICS_URL=http://127.0.0.1:$CH_HTTP_PORT"
         echo "export TALLY_METADATA_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:5432/$PG_DB"
         ;;
+    tansu-bin)
+        tansu_bin
+        ;;
     stop)
         stop_pid "$STATE/tansu/pid"
         stop_pid "$STATE/clickhouse/pid"
@@ -136,7 +139,7 @@ case "${1:-}" in
         log "stopped"
         ;;
     *)
-        echo "usage: $0 start|stop" >&2
+        echo "usage: $0 start|stop|tansu-bin" >&2
         exit 2
         ;;
 esac
