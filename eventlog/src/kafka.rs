@@ -74,7 +74,8 @@ impl ClientContext for StatsContext {
 #[derive(Clone)]
 pub struct KafkaLog {
     cfg: KafkaConfig,
-    producer: FutureProducer<StatsContext>,
+    /// Replaced after a failed delivery (see [`KafkaLog::renew_producer`]).
+    producer: Arc<std::sync::RwLock<FutureProducer<StatsContext>>>,
     admin: Arc<AdminClient<DefaultClientContext>>,
     partitions: Arc<Mutex<HashMap<String, u32>>>,
     offset_readers: Arc<Mutex<HashMap<String, Arc<BaseConsumer>>>>,
@@ -111,12 +112,12 @@ impl KafkaLog {
             base_config(&cfg).create().map_err(unavailable)?;
         let log = KafkaLog {
             cfg,
-            producer,
+            producer: Arc::new(std::sync::RwLock::new(producer)),
             admin: Arc::new(admin),
             partitions: Arc::default(),
             offset_readers: Arc::default(),
         };
-        let client = log.producer.clone();
+        let client = log.producer();
         tokio::task::spawn_blocking(move || client.client().fetch_metadata(None, ADMIN_TIMEOUT))
             .await
             .map_err(|e| LogError::Storage(e.to_string()))?
@@ -130,7 +131,7 @@ impl KafkaLog {
         if let Some(n) = self.cached_partitions(topic) {
             return Ok(n);
         }
-        let client = self.producer.clone();
+        let client = self.producer();
         let name = topic.to_string();
         let md = tokio::task::spawn_blocking(move || {
             client.client().fetch_metadata(Some(&name), ADMIN_TIMEOUT)
@@ -174,9 +175,39 @@ impl KafkaLog {
         Ok(reader)
     }
 
+    fn producer(&self) -> FutureProducer<StatsContext> {
+        match self.producer.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Starts a fresh producer (a new producer id) after a delivery failed. The old one's
+    /// idempotence state (producer id, epoch, sequence numbers) may not survive a broker that
+    /// lost it: tansu 0.6 fails on produce from a producer id it no longer knows after a
+    /// crash. Nothing acknowledged is affected: failed appends were already reported as
+    /// failed, and the old producer's queue is purged when it is dropped.
+    fn renew_producer(&self, failed: &FutureProducer<StatsContext>) {
+        let Ok(mut current) = self.producer.write() else {
+            return;
+        };
+        // Another append may have renewed it already.
+        if current.client().native_ptr() != failed.client().native_ptr() {
+            return;
+        }
+        match new_producer(&self.cfg) {
+            Ok(fresh) => {
+                *current = fresh;
+                metrics::counter!("tally_kafka_producer_renewals_total").increment(1);
+                tracing::warn!("kafka producer renewed after a failed delivery");
+            }
+            Err(e) => tracing::warn!(error = %e, "kafka producer renewal failed"),
+        }
+    }
+
     /// Waits until every queued message is acknowledged (or the timeout passes).
     pub fn flush(&self, timeout: Duration) {
-        if let Err(e) = self.producer.flush(timeout) {
+        if let Err(e) = self.producer().flush(timeout) {
             tracing::warn!(error = %e, "kafka producer flush");
         }
     }
@@ -190,41 +221,71 @@ impl Producer for KafkaLog {
         records: Vec<OutRecord>,
     ) -> Result<Vec<Appended>, LogError> {
         let partitions = self.partition_count(topic).await?;
-        let mut pending = Vec::with_capacity(records.len());
-        for r in &records {
-            // Our own murmur2 partitioner, so keys land where the embedded log puts them.
-            let partition = crate::partition_for(&r.key, partitions) as i32;
-            let mut record = FutureRecord::to(topic)
-                .key(&r.key)
-                .payload(&r.value)
-                .partition(partition);
-            loop {
-                match self.producer.send_result(record) {
-                    Ok(delivery) => {
-                        pending.push(delivery);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    Err((e, _)) => return Err(unavailable(e)),
-                }
-            }
+        let producer = self.producer();
+        let result = send_all(&producer, topic, partitions, &records).await;
+        if result.is_err() {
+            self.renew_producer(&producer);
         }
-        let mut out = Vec::with_capacity(pending.len());
-        for delivery in pending {
-            match delivery.await {
-                Ok(Ok(d)) => out.push(Appended {
-                    partition: d.partition as u32,
-                    offset: d.offset as u64,
-                }),
-                Ok(Err((e, _))) => return Err(unavailable(e)),
-                Err(_) => return Err(LogError::Closed),
-            }
-        }
-        Ok(out)
+        result
     }
+}
+
+/// Sends every record with an explicit partition, then waits for every acknowledgement.
+async fn send_all(
+    producer: &FutureProducer<StatsContext>,
+    topic: &str,
+    partitions: u32,
+    records: &[OutRecord],
+) -> Result<Vec<Appended>, LogError> {
+    let mut pending = Vec::with_capacity(records.len());
+    for r in records {
+        // Our own murmur2 partitioner, so keys land where the embedded log puts them.
+        let partition = crate::partition_for(&r.key, partitions) as i32;
+        let mut record = FutureRecord::to(topic)
+            .key(&r.key)
+            .payload(&r.value)
+            .partition(partition);
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((e, _)) => return Err(unavailable(e)),
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(pending.len());
+    for delivery in pending {
+        match delivery.await {
+            Ok(Ok(d)) => out.push(Appended {
+                partition: d.partition as u32,
+                offset: d.offset as u64,
+            }),
+            Ok(Err((e, _))) => return Err(unavailable(e)),
+            Err(_) => return Err(LogError::Closed),
+        }
+    }
+    Ok(out)
+}
+
+fn new_producer(cfg: &KafkaConfig) -> Result<FutureProducer<StatsContext>, LogError> {
+    base_config(cfg)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .set("compression.type", "lz4")
+        .set(
+            "message.timeout.ms",
+            cfg.message_timeout.as_millis().to_string(),
+        )
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(StatsContext)
+        .map_err(unavailable)
 }
 
 #[async_trait]
@@ -304,7 +365,7 @@ impl EventLog for KafkaLog {
 
     async fn end_offsets(&self, topic: &str) -> Result<Vec<Position>, LogError> {
         let n = self.partition_count(topic).await?;
-        let client = self.producer.clone();
+        let client = self.producer();
         let name = topic.to_string();
         tokio::task::spawn_blocking(move || {
             (0..n)

@@ -256,11 +256,28 @@ impl ClickHouseAnalytics {
         Ok(store)
     }
 
+    /// Creates the tables if missing. Processes of one deployment start together and
+    /// ClickHouse has no DDL locks, so a collision is retried (the statements are idempotent).
     async fn migrate(&self) -> StoreResult<()> {
-        for ddl in [EVENTS_DDL, OFFSETS_DDL] {
-            self.client.query(ddl).execute().await.map_err(ch_err)?;
+        let mut attempt = 0;
+        loop {
+            let mut result = Ok(());
+            for ddl in [EVENTS_DDL, OFFSETS_DDL] {
+                result = self.client.query(ddl).execute().await;
+                if result.is_err() {
+                    break;
+                }
+            }
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt >= 5 => return Err(ch_err(e)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "clickhouse migration collided; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
         }
-        Ok(())
     }
 
     /// Drops the whole namespace database (tests clean up after themselves with it).

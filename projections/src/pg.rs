@@ -72,7 +72,12 @@ impl PgMetadata {
             .connect_with(opts)
             .await
             .map_err(sql_err)?;
-        let ddl = format!("CREATE SCHEMA IF NOT EXISTS {namespace}; {SCHEMA}");
+        // Processes of one deployment start together: an advisory lock serializes their
+        // migrations (concurrent CREATE … IF NOT EXISTS can still collide in Postgres).
+        let ddl = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(7261001); \
+             CREATE SCHEMA IF NOT EXISTS {namespace}; {SCHEMA} COMMIT;"
+        );
         sqlx::raw_sql(&ddl).execute(&pool).await.map_err(sql_err)?;
         Ok(Self { pool })
     }

@@ -58,7 +58,19 @@ pub fn write_geo_db(dir: &Path) -> PathBuf {
 /// (so tests choose client IPs with X-Forwarded-For), the test GeoIP database, and limits wide
 /// enough for events on fixed past dates.
 pub fn test_settings(dir: &Path) -> tally::Settings {
-    let mut s = tally::Settings {
+    let mut s = embedded_settings(dir);
+    if let Some(d) = distributed(dir) {
+        s.log_url = Some(d.log_url);
+        s.analytics_url = Some(d.analytics_url);
+        s.metadata_url = Some(d.metadata_url);
+        s.namespace = d.namespace;
+    }
+    s
+}
+
+/// [`test_settings`] on the embedded backends, whatever `TALLY_E2E_BACKENDS` says.
+pub fn embedded_settings(dir: &Path) -> tally::Settings {
+    tally::Settings {
         data_dir: dir.join("data"),
         listen: "127.0.0.1:0".parse().expect("addr"),
         collect_rate_limit: 0,
@@ -74,14 +86,7 @@ pub fn test_settings(dir: &Path) -> tally::Settings {
         analytics_url: None,
         metadata_url: None,
         kafka_message_timeout_ms: 5000,
-    };
-    if let Some(d) = distributed(dir) {
-        s.log_url = Some(d.log_url);
-        s.analytics_url = Some(d.analytics_url);
-        s.metadata_url = Some(d.metadata_url);
-        s.namespace = d.namespace;
     }
-    s
 }
 
 /// The real services the end-to-end tests use when `TALLY_E2E_BACKENDS=distributed`.
@@ -260,13 +265,21 @@ impl Drop for ChildGuard {
 
 /// The real binary, started with `serve` in `dir` on `port`.
 pub fn spawn_binary(dir: &Path, port: u16) -> ChildGuard {
+    spawn_role(dir, &["serve"], port, &[])
+}
+
+/// The real binary running `args` (a role and its flags) in `dir`'s data dir on `port`, on the
+/// test's backends, with `extra` environment variables.
+pub fn spawn_role(dir: &Path, args: &[&str], port: u16, extra: &[(&str, String)]) -> ChildGuard {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
-        .arg("serve")
+        .args(args)
         .env("TALLY_DATA_DIR", dir.join("data"))
         .env("TALLY_LISTEN", format!("127.0.0.1:{port}"))
         .env("TALLY_COLLECT_RATE_LIMIT", "0")
+        .env("TALLY_TRUSTED_PROXIES", "127.0.0.1/32")
         .env("TALLY_LOG", "warn")
         .envs(backend_env(dir))
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("spawn tally");

@@ -64,6 +64,7 @@ async fn accepted_events_survive_sigkill_and_replay_does_not_double() {
             .args(["rewind", "--stage", stage])
             .env("TALLY_DATA_DIR", dir.path().join("data"))
             .env("TALLY_LOG", "warn")
+            .envs(backend_env(dir.path()))
             .status()
             .expect("rewind");
         assert!(status.success());

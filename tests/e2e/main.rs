@@ -5,3 +5,4 @@ mod commands;
 mod common;
 mod crash;
 mod dashboards;
+mod split;
