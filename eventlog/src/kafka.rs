@@ -422,6 +422,7 @@ impl ClientContext for GroupContext {
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        tracing::info!(rebalance = ?describe(rebalance), "kafka rebalance starting");
         if let Rebalance::Revoke(_) = rebalance {
             if let Ok(mut a) = self.assigned.lock() {
                 a.clear();
@@ -439,8 +440,25 @@ impl ConsumerContext for GroupContext {
                     .map(|e| (e.topic().to_string(), e.partition() as u32))
                     .collect();
                 a.sort();
+                metrics::gauge!("tally_kafka_assigned_partitions").set(a.len() as f64);
             }
         }
+        tracing::info!(rebalance = ?describe(rebalance), "kafka rebalance done");
+    }
+}
+
+fn describe(r: &Rebalance<'_>) -> String {
+    let parts = |tpl: &TopicPartitionList| {
+        tpl.elements()
+            .iter()
+            .map(|e| format!("{}/{}", e.topic(), e.partition()))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match r {
+        Rebalance::Assign(tpl) => format!("assign [{}]", parts(tpl)),
+        Rebalance::Revoke(tpl) => format!("revoke [{}]", parts(tpl)),
+        Rebalance::Error(e) => format!("error {e}"),
     }
 }
 

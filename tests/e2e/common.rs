@@ -280,10 +280,23 @@ pub fn spawn_role(dir: &Path, args: &[&str], port: u16, extra: &[(&str, String)]
         .env("TALLY_LOG", "warn")
         .envs(backend_env(dir))
         .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(std::process::Stdio::null())
+        .stdout(child_log(args, port))
         .spawn()
         .expect("spawn tally");
     ChildGuard(child)
+}
+
+/// Where a spawned binary's log goes: nowhere, or with `TALLY_TEST_LOG_DIR` set, a file per
+/// process there (for debugging a failed run).
+fn child_log(args: &[&str], port: u16) -> std::process::Stdio {
+    let Ok(dir) = std::env::var("TALLY_TEST_LOG_DIR") else {
+        return std::process::Stdio::null();
+    };
+    let name = format!("{}-{port}.log", args.first().copied().unwrap_or("tally"));
+    match std::fs::File::create(Path::new(&dir).join(name)) {
+        Ok(f) => f.into(),
+        Err(_) => std::process::Stdio::null(),
+    }
 }
 
 /// The backend variables for a spawned binary (none on the embedded backends).

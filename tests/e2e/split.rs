@@ -109,7 +109,8 @@ async fn wait_count(c: &Client, site: &str, want: u64) {
 }
 
 fn process_role(dir: &Path) -> ChildGuard {
-    spawn_role(dir, &["process"], free_port(), &[])
+    let log = std::env::var("TALLY_TEST_PROCESS_LOG").unwrap_or_else(|_| "warn".into());
+    spawn_role(dir, &["process"], free_port(), &[("TALLY_LOG", log)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
