@@ -407,7 +407,12 @@ async fn query_latency(c: &Client, site: &str) -> (f64, f64) {
     (stats, pages)
 }
 
-async fn run() {
+/// One backend set's figures, as (label, value) rows in print order.
+type Figures = Vec<(String, String)>;
+
+/// Runs every phase against a fresh `tally serve` on one backend set (`backend_env` adds the
+/// URLs and namespace for the distributed one) and returns its figures.
+async fn run(backend_env: Vec<(&'static str, String)>) -> Figures {
     let phase = env_secs("TALLY_BENCH_PHASE_SECS", 10);
     let stored_secs = env_secs("TALLY_BENCH_STORED_SECS", 60);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
@@ -422,6 +427,7 @@ async fn run() {
         .env("TALLY_GEOIP_PATH", &geo)
         .env("TALLY_MAX_EVENT_AGE_HOURS", (31 * 24).to_string())
         .env("TALLY_LOG", "warn")
+        .envs(backend_env)
         .spawn()
         .unwrap_or_else(|e| panic!("spawn: {e}"));
     let pid = child.id();
@@ -493,15 +499,8 @@ async fn run() {
     let _ = child.wait();
 
     let failures = single.failed + batch.failed + fixed.failed + sustained.failed;
-    println!("\nTally load benchmark (embedded backends, loopback, {CONNS} connections, generator on the same machine)");
-    println!(
-        "cores: {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
-    );
-    println!("{:<58} {:>14}", "figure", "value");
-    let row = |k: &str, v: String| println!("{k:<58} {v:>14}");
+    let mut figures: Figures = Vec::new();
+    let mut row = |k: &str, v: String| figures.push((k.to_string(), v));
     row(
         "bare axum 202 handler (ceiling), req/s",
         format!("{ceiling_rps:.0}"),
@@ -570,6 +569,44 @@ async fn run() {
         format!("{rss_idle:.0} / {rss_peak:.0} / {rss_after:.0}"),
     );
     row("failed requests (non-202)", format!("{failures}"));
+    figures
+}
+
+/// The distributed backends from the same variables the tests use (`scripts/test.sh` names
+/// them; `eval "$(deploy/local/services.sh start)"` gives the URLs), in a namespace of its own.
+fn distributed_env() -> Option<Vec<(&'static str, String)>> {
+    let kafka = std::env::var("TALLY_TEST_KAFKA").ok()?;
+    let clickhouse = std::env::var("TALLY_TEST_CLICKHOUSE").ok()?;
+    let postgres = std::env::var("TALLY_TEST_POSTGRES").ok()?;
+    Some(vec![
+        ("TALLY_LOG_URL", format!("kafka://{kafka}")),
+        ("TALLY_ANALYTICS_URL", clickhouse),
+        ("TALLY_METADATA_URL", postgres),
+        ("TALLY_NAMESPACE", format!("bench_{}", std::process::id())),
+    ])
+}
+
+fn print_side_by_side(embedded: &Figures, distributed: Option<&Figures>) {
+    println!(
+        "\nTally load benchmark (loopback, {CONNS} connections, generator on the same machine, cores: {})",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!(
+        "{:<58} {:>16} {:>22}",
+        "figure", "embedded", "kafka+clickhouse+pg"
+    );
+    for (i, (label, value)) in embedded.iter().enumerate() {
+        let other = distributed
+            .and_then(|d| d.get(i))
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("not run");
+        println!("{label:<58} {value:>16} {other:>22}");
+    }
+    if distributed.is_none() {
+        println!("(distributed column not run: set TALLY_TEST_KAFKA, TALLY_TEST_CLICKHOUSE and TALLY_TEST_POSTGRES)");
+    }
 }
 
 fn main() {
@@ -581,5 +618,17 @@ fn main() {
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("rt: {e}"));
-    rt.block_on(run());
+    rt.block_on(async {
+        let embedded = run(vec![
+            ("TALLY_LOG_URL", String::new()),
+            ("TALLY_ANALYTICS_URL", String::new()),
+            ("TALLY_METADATA_URL", String::new()),
+        ])
+        .await;
+        let distributed = match distributed_env() {
+            Some(env) => Some(run(env).await),
+            None => None,
+        };
+        print_side_by_side(&embedded, distributed.as_ref());
+    });
 }

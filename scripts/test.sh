@@ -21,7 +21,7 @@ echo "== cargo build (release profile, tests included)"
 cargo test --release --workspace --no-run
 
 echo "== starting Postgres, ClickHouse and the Kafka-protocol broker (deploy/local/services.sh)"
-urls=$(bash deploy/local/services.sh start)
+urls=$(TALLY_FRESH_BROKER=1 bash deploy/local/services.sh start)
 if [ "${TALLY_KEEP_SERVICES:-0}" != 1 ]; then
     trap 'bash deploy/local/services.sh stop' EXIT
 fi
@@ -38,6 +38,6 @@ unset TALLY_LOG_URL TALLY_ANALYTICS_URL TALLY_METADATA_URL
 echo "== cargo test: unit and conformance (every backend), end-to-end on embedded backends"
 TALLY_E2E_BACKENDS=embedded cargo test --release --workspace
 echo "== cargo test: end-to-end on Kafka + ClickHouse + Postgres"
-# One test at a time: the multi-process tests start up to five processes each, and on 2 cores
-# running them side by side starves tansu's group coordinator (see ARCHITECTURE.md).
+# One test at a time: the multi-process tests start up to five processes each, which is too
+# much side by side on 2 cores.
 TALLY_E2E_BACKENDS=distributed cargo test --release --test e2e -- --test-threads=1

@@ -53,6 +53,7 @@ pub struct Settings {
     /// How long a Kafka append may wait for the broker before collect answers 503.
     #[arg(long, env = "TALLY_KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 5000)]
     pub kafka_message_timeout_ms: u64,
+
     /// DuckDB memory limit.
     #[arg(long, env = "TALLY_DUCKDB_MEMORY", default_value = "1GB")]
     pub duckdb_memory: String,
@@ -78,6 +79,12 @@ impl Settings {
 
     pub fn topic(&self, name: &str) -> String {
         schemas::topics::qualified(&self.namespace, name)
+    }
+
+    /// The log consumer group of a stage: namespaced like the topics, so deployments that
+    /// share a broker never share (or rebalance) a group.
+    pub fn group(&self, stage: &str) -> String {
+        schemas::topics::qualified(&self.namespace, stage)
     }
 }
 

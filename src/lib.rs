@@ -60,12 +60,13 @@ struct HealthState {
     analytics: Arc<dyn AnalyticsStore>,
     raw: String,
     enriched: String,
+    enrich_group: String,
 }
 
 async fn backlog(h: &HealthState) -> anyhow::Result<(u64, u64)> {
     let sum = |v: Vec<eventlog::Position>| v.iter().map(|p| p.next_offset).sum::<u64>();
     let raw_end = sum(h.log.end_offsets(&h.raw).await?);
-    let raw_done = sum(h.log.committed("enrich", &h.raw).await?);
+    let raw_done = sum(h.log.committed(&h.enrich_group, &h.raw).await?);
     let enriched_end = sum(h.log.end_offsets(&h.enriched).await?);
     let stored: u64 = h
         .analytics
@@ -339,8 +340,12 @@ pub async fn start_roles(s: Settings, roles: Roles) -> anyhow::Result<App> {
         analytics: b.analytics.clone(),
         raw: s.topic(topics::COLLECT_RAW),
         enriched: s.topic(topics::COLLECT_ENRICHED),
+        enrich_group: s.group("enrich"),
     };
-    let stages = spawn_stages(&s, &b, &roles.stages, &stages_stop_rx).await?;
+    // In `serve` each stage has one consumer, so it takes its partitions directly; `process`
+    // instances join the stage's group and share them.
+    let sole_member = roles.name == "serve";
+    let stages = spawn_stages(&s, &b, &roles.stages, sole_member, &stages_stop_rx).await?;
     let retention = (roles.stages.contains(&StageName::Analytics))
         .then(|| spawn_retention(&b, &s, stop_rx.clone()));
 
@@ -445,12 +450,14 @@ async fn ingest_state(
 
 type StageHandle = JoinHandle<Result<(), processors::StageError>>;
 
-fn runner_config(s: &Settings, batch: usize, linger_ms: u64) -> RunnerConfig {
+fn runner_config(s: &Settings, stage: &str, batch: usize, linger_ms: u64) -> RunnerConfig {
     RunnerConfig {
         max_batch: batch,
         poll_timeout: Duration::from_millis(100),
         linger: Duration::from_millis(linger_ms),
         dlq_topic: s.topic(topics::DLQ),
+        group: s.group(stage),
+        sole_member: false,
     }
 }
 
@@ -459,15 +466,20 @@ async fn spawn_stages(
     s: &Settings,
     b: &Backends,
     which: &[StageName],
+    sole_member: bool,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<StageHandle>> {
+    let runner_config = |s: &Settings, stage: &str, batch: usize, linger_ms: u64| RunnerConfig {
+        sole_member,
+        ..runner_config(s, stage, batch, linger_ms)
+    };
     let mut stages = Vec::new();
     for stage in which {
         let handle = match stage {
             StageName::Metadata => tokio::spawn(run_stage(
                 b.log.clone(),
                 MetadataStage::new(b.metadata.clone(), s.topic(topics::ENTITIES)),
-                runner_config(s, 1000, 0),
+                runner_config(s, "metadata", 1000, 0),
                 stop.clone(),
             )),
             StageName::Enrich => tokio::spawn(run_stage(
@@ -477,13 +489,13 @@ async fn spawn_stages(
                     s.topic(topics::COLLECT_RAW),
                     s.topic(topics::COLLECT_ENRICHED),
                 ),
-                runner_config(s, 2_000, 10),
+                runner_config(s, "enrich", 2_000, 10),
                 stop.clone(),
             )),
             StageName::Analytics => tokio::spawn(run_stage(
                 b.log.clone(),
                 AnalyticsStage::new(b.analytics.clone(), s.topic(topics::COLLECT_ENRICHED)).await?,
-                runner_config(s, 50_000, 200),
+                runner_config(s, "analytics", 50_000, 200),
                 stop.clone(),
             )),
         };
@@ -511,7 +523,7 @@ async fn reset_group(b: &Backends, group: &str, topic: &str) -> anyhow::Result<(
             ..p
         })
         .collect();
-    let mut consumer = b.log.consumer(group, &[topic.to_string()]).await?;
+    let mut consumer = b.log.sole_consumer(group, &[topic.to_string()]).await?;
     consumer.commit(&zero).await?;
     Ok(())
 }
@@ -530,7 +542,7 @@ pub async fn rewind(s: &Settings, stage: &str) -> anyhow::Result<()> {
             anyhow::bail!("the metadata stage keeps its offsets with its rows; nothing to rewind")
         }
     };
-    reset_group(&b, stage, &topic).await?;
+    reset_group(&b, &s.group(stage), &topic).await?;
     b.close();
     Ok(())
 }
@@ -557,7 +569,7 @@ pub async fn replay(s: &Settings) -> anyhow::Result<u64> {
     let b = Backends::open(s).await?;
     let topic = s.topic(topics::COLLECT_ENRICHED);
     b.analytics.truncate().await?;
-    reset_group(&b, "analytics", &topic).await?;
+    reset_group(&b, &s.group("analytics"), &topic).await?;
     let ends = b.log.end_offsets(&topic).await?;
     let total = sum_offsets(ends.iter().map(|p| &p.next_offset));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -565,7 +577,10 @@ pub async fn replay(s: &Settings) -> anyhow::Result<u64> {
     let mut running = tokio::spawn(run_stage(
         b.log.clone(),
         stage,
-        runner_config(s, 50_000, 200),
+        RunnerConfig {
+            sole_member: true,
+            ..runner_config(s, "analytics", 50_000, 200)
+        },
         stop_rx,
     ));
     loop {

@@ -273,6 +273,20 @@ async fn send_all(
     Ok(out)
 }
 
+/// A group member's settings: offsets stored only by explicit commits, never automatically.
+fn consumer_config(cfg: &KafkaConfig, group: &str) -> ClientConfig {
+    let mut c = base_config(cfg);
+    c.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("statistics.interval.ms", "5000");
+    c
+}
+
 fn new_producer(cfg: &KafkaConfig) -> Result<FutureProducer<StatsContext>, LogError> {
     base_config(cfg)
         .set("enable.idempotence", "true")
@@ -329,19 +343,48 @@ impl EventLog for KafkaLog {
             self.partition_count(t).await?;
         }
         let ctx = GroupContext::default();
-        let consumer: StreamConsumer<GroupContext> = base_config(&self.cfg)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .set("statistics.interval.ms", "5000")
+        let consumer: StreamConsumer<GroupContext> = consumer_config(&self.cfg, group)
             .create_with_context(ctx.clone())
             .map_err(unavailable)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(unavailable)?;
+        Ok(Box::new(KafkaConsumer {
+            inner: Arc::new(consumer),
+            ctx,
+            floors: HashMap::new(),
+        }))
+    }
+
+    /// Every partition, assigned directly: no group membership, so no rebalances and no wait
+    /// for the broker to notice that a crashed predecessor is gone. Offsets are still the
+    /// group's: read from its commits at start, committed under its name.
+    async fn sole_consumer(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Consumer>, LogError> {
+        let ctx = GroupContext::default();
+        let consumer: StreamConsumer<GroupContext> = consumer_config(&self.cfg, group)
+            .create_with_context(ctx.clone())
+            .map_err(unavailable)?;
+        let mut tpl = TopicPartitionList::new();
+        let mut owned = Vec::new();
+        for t in topics {
+            for p in self.committed(group, t).await? {
+                // Offset 0 also covers "never committed": the log's first offset.
+                let offset = match p.next_offset {
+                    0 => Offset::Beginning,
+                    n => Offset::Offset(n as i64),
+                };
+                tpl.add_partition_offset(t, p.partition as i32, offset)
+                    .map_err(unavailable)?;
+                owned.push((t.clone(), p.partition));
+            }
+        }
+        consumer.assign(&tpl).map_err(unavailable)?;
+        if let Ok(mut a) = ctx.assigned.lock() {
+            *a = owned;
+        }
         Ok(Box::new(KafkaConsumer {
             inner: Arc::new(consumer),
             ctx,

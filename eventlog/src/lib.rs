@@ -93,6 +93,15 @@ pub trait EventLog: Producer {
     /// Joins consumer `group` for `topics`.
     async fn consumer(&self, group: &str, topics: &[String])
         -> Result<Box<dyn Consumer>, LogError>;
+    /// A consumer that is its group's only member (one process runs the stage): it owns every
+    /// partition of `topics` from the group's committed offsets, without group coordination.
+    async fn sole_consumer(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Consumer>, LogError> {
+        self.consumer(group, topics).await
+    }
     /// The group's committed positions for every partition of `topic`.
     async fn committed(&self, group: &str, topic: &str) -> Result<Vec<Position>, LogError>;
     /// The next offset to be written in every partition of `topic` (the high watermark).

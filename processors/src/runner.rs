@@ -47,6 +47,12 @@ pub struct RunnerConfig {
     /// at most this much added latency.
     pub linger: Duration,
     pub dlq_topic: String,
+    /// The log's consumer group for this stage (`<namespace>.<stage>`): deployments sharing a
+    /// broker must not share groups.
+    pub group: String,
+    /// The stage runs in one process only (`tally serve`): take every partition directly
+    /// instead of joining the group (see `EventLog::sole_consumer`).
+    pub sole_member: bool,
 }
 
 /// Polls one batch: waits for the first record, then lingers to fill it up to `max_batch`.
@@ -166,7 +172,11 @@ pub async fn run_stage<S: Stage>(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), StageError> {
     let name = stage.name().to_string();
-    let mut consumer: Box<dyn Consumer> = log.consumer(&name, &stage.topics()).await?;
+    let mut consumer: Box<dyn Consumer> = if cfg.sole_member {
+        log.sole_consumer(&cfg.group, &stage.topics()).await?
+    } else {
+        log.consumer(&cfg.group, &stage.topics()).await?
+    };
     for p in stage.resume_offsets().await? {
         consumer.seek(&p).await?;
     }

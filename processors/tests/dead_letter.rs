@@ -49,6 +49,8 @@ async fn undecodable_records_go_to_the_dead_letter_topic() {
         poll_timeout: Duration::from_millis(50),
         linger: Duration::ZERO,
         dlq_topic: "dlq".into(),
+        group: "enrich".into(),
+        sole_member: false,
     };
     let task = tokio::spawn(run_stage(log.clone(), stage, cfg, stop_rx));
 
