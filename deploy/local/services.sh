@@ -84,8 +84,12 @@ start_clickhouse() {
 tansu_bin() {
     if [ -n "${TANSU_BIN:-}" ]; then echo "$TANSU_BIN"; return; fi
     if command -v tansu >/dev/null; then command -v tansu; return; fi
-    local shared="$HERE/../../../shared/bin/tansu"
-    if [ -x "$shared" ]; then echo "$shared"; return; fi
+    # The prebuilt binary in shared/bin, beside the project or beside any of its parents.
+    local dir="$HERE/../.."
+    while [ "$(cd "$dir" && pwd)" != / ]; do
+        dir="$dir/.."
+        if [ -x "$dir/shared/bin/tansu" ]; then echo "$(cd "$dir" && pwd)/shared/bin/tansu"; return; fi
+    done
     log "building tansu 0.6.0 (≈ 20 CPU-minutes)"
     cargo install tansu --version 0.6.0 --locked --features dynostore,libsql >&2
     command -v tansu
