@@ -277,6 +277,7 @@ async fn send_all(
 fn consumer_config(cfg: &KafkaConfig, group: &str) -> ClientConfig {
     let mut c = base_config(cfg);
     c.set("group.id", group)
+        .set("client.id", format!("tally-{group}"))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -289,6 +290,7 @@ fn consumer_config(cfg: &KafkaConfig, group: &str) -> ClientConfig {
 
 fn new_producer(cfg: &KafkaConfig) -> Result<FutureProducer<StatsContext>, LogError> {
     base_config(cfg)
+        .set("client.id", "tally-producer")
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "1")
