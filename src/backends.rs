@@ -12,6 +12,7 @@ use projections::{AnalyticsReader, AnalyticsWriter, MetadataReader, MetadataWrit
 use schemas::topics;
 use std::path::PathBuf;
 use std::sync::Arc;
+#[cfg(feature = "kafka")]
 use std::time::Duration;
 
 /// Both halves of an analytics backend.
