@@ -11,6 +11,7 @@ pub mod metadata;
 #[cfg(feature = "postgres")]
 mod pg;
 mod sqlite;
+mod sqlmeta;
 
 pub use analytics::*;
 #[cfg(feature = "clickhouse")]
