@@ -35,6 +35,11 @@ pub trait Stage: Send {
     /// Writes a prepared batch idempotently; `positions` are the offsets right after it.
     async fn write(&mut self, batch: Self::Batch, positions: &[Position])
         -> Result<(), StageError>;
+    /// The consumer's partitions changed (a rebalance): state built from what other members
+    /// wrote must be reloaded before the next batch. Nothing to do by default.
+    async fn reassigned(&mut self) -> Result<(), StageError> {
+        Ok(())
+    }
 }
 
 /// Knobs for the loop.
@@ -180,6 +185,7 @@ pub async fn run_stage<S: Stage>(
     for p in stage.resume_offsets().await? {
         consumer.seek(&p).await?;
     }
+    let mut owned = consumer.assignment();
     tracing::info!(stage = %name, "stage started");
     while !*shutdown.borrow() {
         let records = tokio::select! {
@@ -194,6 +200,17 @@ pub async fn run_stage<S: Stage>(
                 continue;
             }
         };
+        let now_owned = consumer.assignment();
+        if now_owned != owned {
+            owned = now_owned;
+            if let Err(e) = stage.reassigned().await {
+                // The records are not committed: a failure here means they come again.
+                tracing::warn!(stage = %name, error = %e, "reloading state after a rebalance");
+                consumer.rewind_to_committed().await?;
+                owned = Vec::new();
+                continue;
+            }
+        }
         if records.is_empty() {
             continue;
         }

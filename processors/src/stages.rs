@@ -134,15 +134,22 @@ const WARM_WINDOW_MS: i64 = 24 * 3600 * 1000;
 impl AnalyticsStage {
     /// Builds the stage and rebuilds session state from the store.
     pub async fn new(store: Arc<dyn AnalyticsWriter>, input: String) -> Result<Self, StageError> {
-        let mut sessions = Sessionizer::new();
-        let since = now_ms() - WARM_WINDOW_MS;
-        sessions.warm(&store.recent_sessions(since).await?);
-        Ok(Self {
+        let mut stage = Self {
             store,
             input,
-            sessions,
+            sessions: Sessionizer::new(),
             batches: 0,
-        })
+        };
+        stage.warm().await?;
+        Ok(stage)
+    }
+
+    /// Merges the sessions stored in the last 24 h into the sessionizer's state.
+    async fn warm(&mut self) -> Result<(), StageError> {
+        let since = now_ms() - WARM_WINDOW_MS;
+        self.sessions
+            .warm(&self.store.recent_sessions(since).await?);
+        Ok(())
     }
 
     fn stored_row(&mut self, e: EnrichedEvent) -> StoredEvent {
@@ -187,6 +194,11 @@ impl AnalyticsStage {
 #[async_trait]
 impl Stage for AnalyticsStage {
     type Batch = Vec<StoredEvent>;
+
+    /// Partitions moved: another member may have stored sessions of visitors now ours.
+    async fn reassigned(&mut self) -> Result<(), StageError> {
+        self.warm().await
+    }
 
     fn name(&self) -> &str {
         "analytics"
