@@ -102,7 +102,7 @@ start_tansu() {
     if "$bin" topic list --broker "tcp://127.0.0.1:$KAFKA_PORT" >/dev/null 2>&1; then
         log "a broker already answers on :$KAFKA_PORT"
     elif ! alive "$dir/pid"; then
-        # A broker's sqlite file grows with every test run and tansu slows down with it:
+        # tansu keeps group state (even members of killed processes) in its sqlite file:
         # TALLY_FRESH_BROKER=1 (set by scripts/test.sh) starts from empty storage.
         if [ "${TALLY_FRESH_BROKER:-0}" = 1 ]; then rm -f "$dir"/tansu.db*; fi
         # sqlite storage (memory storage mis-serves resumed consumer groups) with a relative path
