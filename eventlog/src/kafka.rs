@@ -96,18 +96,7 @@ fn base_config(cfg: &KafkaConfig) -> ClientConfig {
 impl KafkaLog {
     /// Connects (lazily, like librdkafka) and checks that a broker answers.
     pub async fn connect(cfg: KafkaConfig) -> Result<Self, LogError> {
-        let producer: FutureProducer<StatsContext> = base_config(&cfg)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "1")
-            .set("compression.type", "lz4")
-            .set(
-                "message.timeout.ms",
-                cfg.message_timeout.as_millis().to_string(),
-            )
-            .set("statistics.interval.ms", "5000")
-            .create_with_context(StatsContext)
-            .map_err(unavailable)?;
+        let producer = new_producer(&cfg)?;
         let admin: AdminClient<DefaultClientContext> =
             base_config(&cfg).create().map_err(unavailable)?;
         let log = KafkaLog {

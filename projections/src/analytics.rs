@@ -170,6 +170,21 @@ pub struct OffsetSegment {
     pub offset_ms: i64,
 }
 
+/// The local-time offset over `tz` as (before this UTC ms, use this offset) steps plus the
+/// offset after the last step: each backend renders it in its own SQL (`CASE`, `multiIf`).
+pub fn offset_steps(tz: &[OffsetSegment]) -> (Vec<(i64, i64)>, i64) {
+    let Some((first, rest)) = tz.split_first() else {
+        return (Vec::new(), 0);
+    };
+    let mut steps = Vec::with_capacity(rest.len());
+    let mut current = first.offset_ms;
+    for seg in rest {
+        steps.push((seg.from_ms, current));
+        current = seg.offset_ms;
+    }
+    (steps, current)
+}
+
 /// One time-series bucket, keyed by its start in local wall-clock time expressed as epoch ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeriesPoint {

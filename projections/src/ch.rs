@@ -374,20 +374,15 @@ fn bind_scope(mut q: clickhouse::query::Query, scope: &Scope) -> clickhouse::que
 
 /// Local-time offset as SQL (`multiIf` over the DST segments). Numbers computed by Tally only.
 fn offset_sql(tz: &[OffsetSegment]) -> String {
-    match tz {
-        [] => "0".to_string(),
-        [only] => only.offset_ms.to_string(),
-        [first, rest @ ..] => {
-            let mut sql = String::from("multiIf(");
-            let mut current = first.offset_ms;
-            for seg in rest {
-                sql.push_str(&format!("ts < {}, {}, ", seg.from_ms, current));
-                current = seg.offset_ms;
-            }
-            sql.push_str(&format!("{current})"));
-            sql
-        }
+    let (steps, last) = offset_steps(tz);
+    if steps.is_empty() {
+        return last.to_string();
     }
+    let arms: String = steps
+        .iter()
+        .map(|(before, offset)| format!("ts < {before}, {offset}, "))
+        .collect();
+    format!("multiIf({arms}{last})")
 }
 
 /// Bucket start as local epoch ms. Months go through a `Date` in UTC, whose integer value is

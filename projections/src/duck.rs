@@ -155,20 +155,15 @@ fn scope_sql(scope: &Scope) -> (String, Vec<Value>) {
 /// Local-time offset as SQL: a constant, or a CASE over the DST segments of the range.
 /// Every number here is computed by Tally, not taken from the request.
 fn offset_sql(tz: &[OffsetSegment]) -> String {
-    match tz {
-        [] => "0".to_string(),
-        [only] => only.offset_ms.to_string(),
-        [first, rest @ ..] => {
-            let mut sql = String::from("CASE");
-            let mut current = first.offset_ms;
-            for seg in rest {
-                sql.push_str(&format!(" WHEN ts < {} THEN {}", seg.from_ms, current));
-                current = seg.offset_ms;
-            }
-            sql.push_str(&format!(" ELSE {current} END"));
-            sql
-        }
+    let (steps, last) = offset_steps(tz);
+    if steps.is_empty() {
+        return last.to_string();
     }
+    let arms: String = steps
+        .iter()
+        .map(|(before, offset)| format!(" WHEN ts < {before} THEN {offset}"))
+        .collect();
+    format!("CASE{arms} ELSE {last} END")
 }
 
 fn bucket_sql(g: Granularity) -> &'static str {
