@@ -53,6 +53,11 @@ pub struct Settings {
     /// How long a Kafka append may wait for the broker before collect answers 503.
     #[arg(long, env = "TALLY_KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 5000)]
     pub kafka_message_timeout_ms: u64,
+    /// How long a Kafka partition may have work, no committed progress and no owner in a
+    /// `tally process` member before that member rejoins its consumer group.
+    #[arg(long, env = "TALLY_KAFKA_STALL_WINDOW_SECS", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(11..))]
+    pub kafka_stall_window_secs: u64,
 
     /// DuckDB memory limit.
     #[arg(long, env = "TALLY_DUCKDB_MEMORY", default_value = "1GB")]
@@ -157,6 +162,7 @@ pub(crate) mod tests {
             analytics_url: None,
             metadata_url: None,
             kafka_message_timeout_ms: 5000,
+            kafka_stall_window_secs: 30,
         }
     }
 

@@ -6,7 +6,12 @@
 //! rebalances inside a poll, so a revoke never finds processed-but-uncommitted records. Records
 //! gathered inside one `poll` call before a rebalance are dropped (the new owner, or this member
 //! after reassignment, reads them again from the committed offset), so none is handed out twice.
+//!
+//! Group members also watch for partitions that have work but no live owner (see `stall.rs`):
+//! after a stall window they leave and rejoin the group, which forces a fresh assignment on a
+//! broker that evicted a dead member but kept its old assignment.
 
+use crate::stall::{PartitionProgress, StallWatch};
 use crate::{Appended, Consumer, EventLog, LogError, OutRecord, Position, Producer, Record};
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -24,7 +29,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How to reach the brokers.
 #[derive(Debug, Clone)]
@@ -35,6 +40,10 @@ pub struct KafkaConfig {
     pub message_timeout: Duration,
     /// Replication factor for topics this backend creates.
     pub replication: i32,
+    /// How long a partition may have work, no owner in this member and no committed progress
+    /// before this member rejoins its group to force a reassignment. Longer than the session
+    /// timeout (10 s), so the broker's own eviction always gets the first chance.
+    pub stall_window: Duration,
 }
 
 impl KafkaConfig {
@@ -43,6 +52,7 @@ impl KafkaConfig {
             brokers: brokers.to_string(),
             message_timeout: Duration::from_secs(5),
             replication: 1,
+            stall_window: Duration::from_secs(30),
         }
     }
 }
@@ -330,19 +340,25 @@ impl EventLog for KafkaLog {
         group: &str,
         topics: &[String],
     ) -> Result<Box<dyn Consumer>, LogError> {
+        let mut partitions = Vec::new();
         for t in topics {
-            self.partition_count(t).await?;
+            let n = self.partition_count(t).await?;
+            partitions.extend((0..n).map(|p| (t.clone(), p)));
         }
         let ctx = GroupContext::default();
-        let consumer: StreamConsumer<GroupContext> = consumer_config(&self.cfg, group)
-            .create_with_context(ctx.clone())
-            .map_err(unavailable)?;
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&names).map_err(unavailable)?;
+        let membership = Membership {
+            cfg: self.cfg.clone(),
+            group: group.to_string(),
+            topics: topics.to_vec(),
+            partitions,
+            watch: StallWatch::new(self.cfg.stall_window),
+            next_check: Instant::now() + STALL_CHECK_EVERY,
+        };
         Ok(Box::new(KafkaConsumer {
-            inner: Arc::new(consumer),
+            inner: membership.join(&ctx)?,
             ctx,
             floors: HashMap::new(),
+            membership: Some(membership),
         }))
     }
 
@@ -380,6 +396,7 @@ impl EventLog for KafkaLog {
             inner: Arc::new(consumer),
             ctx,
             floors: HashMap::new(),
+            membership: None,
         }))
     }
 
@@ -501,6 +518,70 @@ struct KafkaConsumer {
     ctx: GroupContext,
     /// Positions set by `seek` (a store's own offsets): records below them are skipped.
     floors: HashMap<(String, u32), u64>,
+    /// Set for group members (not for a sole consumer, which owns every partition).
+    membership: Option<Membership>,
+}
+
+/// How often a group member compares the group's progress with the log's end.
+const STALL_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// What a group member needs to watch for stalled partitions and to rejoin.
+struct Membership {
+    cfg: KafkaConfig,
+    group: String,
+    topics: Vec<String>,
+    /// Every partition of the subscribed topics.
+    partitions: Vec<(String, u32)>,
+    watch: StallWatch,
+    next_check: Instant,
+}
+
+impl Membership {
+    /// A fresh group member subscribed to the topics (a new member id, so a new join).
+    fn join(&self, ctx: &GroupContext) -> Result<Arc<StreamConsumer<GroupContext>>, LogError> {
+        let consumer = self.create(ctx)?;
+        self.subscribe(&consumer)?;
+        Ok(consumer)
+    }
+
+    fn create(&self, ctx: &GroupContext) -> Result<Arc<StreamConsumer<GroupContext>>, LogError> {
+        let consumer: StreamConsumer<GroupContext> = consumer_config(&self.cfg, &self.group)
+            .create_with_context(ctx.clone())
+            .map_err(unavailable)?;
+        Ok(Arc::new(consumer))
+    }
+
+    fn subscribe(&self, consumer: &StreamConsumer<GroupContext>) -> Result<(), LogError> {
+        let names: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(unavailable)
+    }
+
+    /// The group's committed offset and the log's end for every partition (blocking calls).
+    fn snapshot(
+        consumer: &StreamConsumer<GroupContext>,
+        partitions: &[(String, u32)],
+    ) -> Result<Vec<PartitionProgress>, KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in partitions {
+            tpl.add_partition(t, *p as i32);
+        }
+        let committed = consumer.committed_offsets(tpl, ADMIN_TIMEOUT)?;
+        let mut out = Vec::with_capacity(partitions.len());
+        for (t, p) in partitions {
+            let (_, end) = consumer.fetch_watermarks(t, *p as i32, ADMIN_TIMEOUT)?;
+            let committed = match committed.find_partition(t, *p as i32).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) if o >= 0 => o as u64,
+                _ => 0,
+            };
+            out.push(PartitionProgress {
+                topic: t.clone(),
+                partition: *p,
+                committed,
+                end: end.max(0) as u64,
+            });
+        }
+        Ok(out)
+    }
 }
 
 impl KafkaConsumer {
@@ -520,11 +601,67 @@ impl KafkaConsumer {
             .get(&(r.topic.clone(), r.partition))
             .is_some_and(|f| r.offset < *f)
     }
+
+    /// Every few seconds, looks for partitions with work and no progress outside this
+    /// member's assignment; once one has stood still for the stall window, leaves the group
+    /// and joins again. Runs between polls, so everything handed out is already committed.
+    async fn rejoin_if_stalled(&mut self) -> Result<(), LogError> {
+        let Some(m) = self.membership.as_mut() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if now < m.next_check {
+            return Ok(());
+        }
+        m.next_check = now + STALL_CHECK_EVERY;
+        let (inner, partitions) = (self.inner.clone(), m.partitions.clone());
+        let snapshot =
+            tokio::task::spawn_blocking(move || Membership::snapshot(&inner, &partitions))
+                .await
+                .map_err(|e| LogError::Storage(e.to_string()))?;
+        let snapshot = match snapshot {
+            Ok(s) => s,
+            Err(e) => {
+                // The next poll reports a broker that is really gone; a check can wait.
+                tracing::debug!(error = %e, "stall check skipped");
+                return Ok(());
+            }
+        };
+        let owned = self
+            .ctx
+            .assigned
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        let stalled = m.watch.observe(Instant::now(), &owned, &snapshot);
+        metrics::gauge!("tally_kafka_stalled_partitions", "group" => m.group.clone())
+            .set(stalled.len() as f64);
+        if stalled.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(group = %m.group, ?stalled, window_s = m.cfg.stall_window.as_secs(),
+            "partitions have work but no progress and no owner here: rejoining the group");
+        metrics::counter!("tally_kafka_group_rejoins_total", "group" => m.group.clone())
+            .increment(1);
+        m.watch.reset();
+        // Leave first, then join, so the broker sees one member go and a new one arrive.
+        let old = std::mem::replace(&mut self.inner, m.create(&self.ctx)?);
+        // Closing leaves the group (and waits on the broker): off the async workers.
+        tokio::task::spawn_blocking(move || drop(old))
+            .await
+            .map_err(|e| LogError::Storage(e.to_string()))?;
+        if let Ok(mut a) = self.ctx.assigned.lock() {
+            a.clear();
+        }
+        self.ctx.generation.fetch_add(1, Ordering::SeqCst);
+        m.subscribe(&self.inner)
+    }
 }
 
 #[async_trait]
 impl Consumer for KafkaConsumer {
     async fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<Record>, LogError> {
+        self.rejoin_if_stalled().await?;
         let mut out: Vec<(u64, Record)> = Vec::new();
         let deadline = tokio::time::Instant::now() + timeout;
         while out.len() < max.max(1) {

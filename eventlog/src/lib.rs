@@ -7,6 +7,8 @@ mod embedded;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod partition;
+#[cfg(feature = "kafka")]
+mod stall;
 
 use async_trait::async_trait;
 use std::time::Duration;

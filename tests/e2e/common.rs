@@ -86,6 +86,7 @@ pub fn embedded_settings(dir: &Path) -> tally::Settings {
         analytics_url: None,
         metadata_url: None,
         kafka_message_timeout_ms: 5000,
+        kafka_stall_window_secs: 30,
     }
 }
 
