@@ -524,6 +524,10 @@ struct KafkaConsumer {
 
 /// How often a group member compares the group's progress with the log's end.
 const STALL_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How long one check may wait on the broker, and how long to wait after a failed one: an
+/// unreachable broker must not hold up the polls (which report it themselves).
+const STALL_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+const STALL_CHECK_BACKOFF: Duration = Duration::from_secs(30);
 
 /// What a group member needs to watch for stalled partitions and to rejoin.
 struct Membership {
@@ -565,10 +569,10 @@ impl Membership {
         for (t, p) in partitions {
             tpl.add_partition(t, *p as i32);
         }
-        let committed = consumer.committed_offsets(tpl, ADMIN_TIMEOUT)?;
+        let committed = consumer.committed_offsets(tpl, STALL_CHECK_TIMEOUT)?;
         let mut out = Vec::with_capacity(partitions.len());
         for (t, p) in partitions {
-            let (_, end) = consumer.fetch_watermarks(t, *p as i32, ADMIN_TIMEOUT)?;
+            let (_, end) = consumer.fetch_watermarks(t, *p as i32, STALL_CHECK_TIMEOUT)?;
             let committed = match committed.find_partition(t, *p as i32).map(|e| e.offset()) {
                 Some(Offset::Offset(o)) if o >= 0 => o as u64,
                 _ => 0,
@@ -622,8 +626,10 @@ impl KafkaConsumer {
         let snapshot = match snapshot {
             Ok(s) => s,
             Err(e) => {
-                // The next poll reports a broker that is really gone; a check can wait.
+                // Nothing was observed, so no clock may keep running across the gap.
                 tracing::debug!(error = %e, "stall check skipped");
+                m.watch.reset();
+                m.next_check = Instant::now() + STALL_CHECK_BACKOFF;
                 return Ok(());
             }
         };
