@@ -342,8 +342,6 @@ pub async fn start_roles(s: Settings, roles: Roles) -> anyhow::Result<App> {
         enriched: s.topic(topics::COLLECT_ENRICHED),
         enrich_group: s.group("enrich"),
     };
-    // In `serve` each stage has one consumer, so it takes its partitions directly; `process`
-    // instances join the stage's group and share them.
     let sole_member = roles.name == "serve";
     let stages = spawn_stages(&s, &b, &roles.stages, sole_member, &stages_stop_rx).await?;
     let retention = (roles.stages.contains(&StageName::Analytics))
@@ -450,14 +448,22 @@ async fn ingest_state(
 
 type StageHandle = JoinHandle<Result<(), processors::StageError>>;
 
-fn runner_config(s: &Settings, stage: &str, batch: usize, linger_ms: u64) -> RunnerConfig {
+/// `sole_member`: the stage's only consumer (`serve`, `replay`) takes its partitions directly;
+/// `process` instances join the stage's group and share them.
+fn runner_config(
+    s: &Settings,
+    stage: &str,
+    sole_member: bool,
+    batch: usize,
+    linger_ms: u64,
+) -> RunnerConfig {
     RunnerConfig {
         max_batch: batch,
         poll_timeout: Duration::from_millis(100),
         linger: Duration::from_millis(linger_ms),
         dlq_topic: s.topic(topics::DLQ),
         group: s.group(stage),
-        sole_member: false,
+        sole_member,
     }
 }
 
@@ -469,17 +475,13 @@ async fn spawn_stages(
     sole_member: bool,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<StageHandle>> {
-    let runner_config = |s: &Settings, stage: &str, batch: usize, linger_ms: u64| RunnerConfig {
-        sole_member,
-        ..runner_config(s, stage, batch, linger_ms)
-    };
     let mut stages = Vec::new();
     for stage in which {
         let handle = match stage {
             StageName::Metadata => tokio::spawn(run_stage(
                 b.log.clone(),
                 MetadataStage::new(b.metadata.clone(), s.topic(topics::ENTITIES)),
-                runner_config(s, "metadata", 1000, 0),
+                runner_config(s, "metadata", sole_member, 1000, 0),
                 stop.clone(),
             )),
             StageName::Enrich => tokio::spawn(run_stage(
@@ -489,13 +491,13 @@ async fn spawn_stages(
                     s.topic(topics::COLLECT_RAW),
                     s.topic(topics::COLLECT_ENRICHED),
                 ),
-                runner_config(s, "enrich", 2_000, 10),
+                runner_config(s, "enrich", sole_member, 2_000, 10),
                 stop.clone(),
             )),
             StageName::Analytics => tokio::spawn(run_stage(
                 b.log.clone(),
                 AnalyticsStage::new(b.analytics.clone(), s.topic(topics::COLLECT_ENRICHED)).await?,
-                runner_config(s, "analytics", 50_000, 200),
+                runner_config(s, "analytics", sole_member, 50_000, 200),
                 stop.clone(),
             )),
         };
@@ -577,10 +579,7 @@ pub async fn replay(s: &Settings) -> anyhow::Result<u64> {
     let mut running = tokio::spawn(run_stage(
         b.log.clone(),
         stage,
-        RunnerConfig {
-            sole_member: true,
-            ..runner_config(s, "analytics", 50_000, 200)
-        },
+        runner_config(s, "analytics", true, 50_000, 200),
         stop_rx,
     ));
     loop {

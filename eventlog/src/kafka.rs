@@ -449,12 +449,17 @@ fn to_positions(tpl: &TopicPartitionList, topic: &str) -> Vec<Position> {
         .map(|e| Position {
             topic: topic.to_string(),
             partition: e.partition() as u32,
-            next_offset: match e.offset() {
-                Offset::Offset(o) if o >= 0 => o as u64,
-                _ => 0,
-            },
+            next_offset: committed_offset(e.offset()),
         })
         .collect()
+}
+
+/// A committed offset as a position: "never committed" reads as the log's start.
+fn committed_offset(o: Offset) -> u64 {
+    match o {
+        Offset::Offset(o) if o >= 0 => o as u64,
+        _ => 0,
+    }
 }
 
 /// Tracks rebalances: a counter bumped on every revoke and assign, and the current assignment.
@@ -462,6 +467,12 @@ fn to_positions(tpl: &TopicPartitionList, topic: &str) -> Vec<Position> {
 struct GroupContext {
     generation: Arc<AtomicU64>,
     assigned: Arc<Mutex<Vec<(String, u32)>>>,
+}
+
+impl GroupContext {
+    fn assignment(&self) -> Vec<(String, u32)> {
+        self.assigned.lock().map(|a| a.clone()).unwrap_or_default()
+    }
 }
 
 impl ClientContext for GroupContext {
@@ -573,14 +584,12 @@ impl Membership {
         let mut out = Vec::with_capacity(partitions.len());
         for (t, p) in partitions {
             let (_, end) = consumer.fetch_watermarks(t, *p as i32, STALL_CHECK_TIMEOUT)?;
-            let committed = match committed.find_partition(t, *p as i32).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) if o >= 0 => o as u64,
-                _ => 0,
-            };
             out.push(PartitionProgress {
                 topic: t.clone(),
                 partition: *p,
-                committed,
+                committed: committed
+                    .find_partition(t, *p as i32)
+                    .map_or(0, |e| committed_offset(e.offset())),
                 end: end.max(0) as u64,
             });
         }
@@ -633,12 +642,7 @@ impl KafkaConsumer {
                 return Ok(());
             }
         };
-        let owned = self
-            .ctx
-            .assigned
-            .lock()
-            .map(|a| a.clone())
-            .unwrap_or_default();
+        let owned = self.ctx.assignment();
         let stalled = m.watch.observe(Instant::now(), &owned, &snapshot);
         metrics::gauge!("tally_kafka_stalled_partitions", "group" => m.group.clone())
             .set(stalled.len() as f64);
@@ -746,10 +750,6 @@ impl Consumer for KafkaConsumer {
     }
 
     fn assignment(&self) -> Vec<(String, u32)> {
-        self.ctx
-            .assigned
-            .lock()
-            .map(|a| a.clone())
-            .unwrap_or_default()
+        self.ctx.assignment()
     }
 }
