@@ -62,6 +62,38 @@ pub struct Settings {
     /// DuckDB memory limit.
     #[arg(long, env = "TALLY_DUCKDB_MEMORY", default_value = "1GB")]
     pub duckdb_memory: String,
+
+    /// The seller's share of an execution's price for companies that do not set their own
+    /// `vendor_share_percent` (a fraction from 0 to 1; the platform keeps the rest).
+    #[arg(long, env = "TALLY_VENDOR_SHARE", default_value_t = 0.85,
+        value_parser = parse_share)]
+    pub vendor_share: f64,
+
+    /// 64 hex characters: the AES-256-GCM key that seals source credentials. Unset on `serve`,
+    /// a key is generated once into `DATA_DIR/secret.key`; split roles must all set the same.
+    #[arg(long, env = "TALLY_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// Non-public networks that sources may be in (comma-separated CIDRs; Tally's own servers
+    /// are refused even when listed).
+    #[arg(long, env = "TALLY_SOURCE_ALLOW_CIDRS", default_value = "")]
+    pub source_allow_cidrs: String,
+    /// The statement timeout of an execution at a source, in ms.
+    #[arg(long, env = "TALLY_EXECUTION_TIMEOUT_MS", default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub execution_timeout_ms: u64,
+    /// Connections pooled per seller connection.
+    #[arg(long, env = "TALLY_SOURCE_POOL_SIZE", default_value_t = 16,
+        value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub source_pool_size: u32,
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a fraction between 0 and 1 (e.g. 0.85)"
+        )),
+    }
 }
 
 impl Settings {
@@ -163,6 +195,11 @@ pub(crate) mod tests {
             metadata_url: None,
             kafka_message_timeout_ms: 5000,
             kafka_stall_window_secs: 30,
+            vendor_share: 0.85,
+            secret_key: None,
+            source_allow_cidrs: String::new(),
+            execution_timeout_ms: 10_000,
+            source_pool_size: 16,
         }
     }
 

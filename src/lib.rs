@@ -4,6 +4,7 @@
 
 pub mod backends;
 pub mod config;
+pub mod sourcing;
 
 use anyhow::Context;
 use axum::extract::State;
@@ -128,16 +129,10 @@ async fn count_requests(
 
 /// Route prefixes of parts that are planned but not built: they answer `501 not_implemented`
 /// rather than pretending with a 404 or fake data.
+/// (The marketplace's own unbuilt routes are listed in `ingest`, behind authentication.)
 const NOT_BUILT: &[&str] = &[
     "/api/auth/login",
-    "/api/companies",
-    "/api/users",
-    "/api/connections",
-    "/api/assets",
-    "/api/credits",
-    "/api/favorites",
-    "/api/alerts",
-    "/api/seller",
+    "/api/auth/logout",
     "/api/reports",
     "/api/datasets",
     "/api/predictions",
@@ -325,7 +320,7 @@ pub async fn start_roles(s: Settings, roles: Roles) -> anyhow::Result<App> {
     let mut app = Router::new();
     if roles.ingest {
         app = app.merge(ingest::router(
-            ingest_state(&s, &b, auth.clone(), proxies, &stop_rx).await?,
+            ingest_state(&s, roles.name, &b, auth.clone(), proxies, &stop_rx).await?,
         ));
     }
     if roles.api {
@@ -403,6 +398,7 @@ pub async fn start_roles(s: Settings, roles: Roles) -> anyhow::Result<App> {
 /// GeoIP, limits, and the idle-limiter sweeper.
 async fn ingest_state(
     s: &Settings,
+    role: &str,
     b: &Backends,
     auth: Arc<web::Auth>,
     proxies: Vec<ipnet::IpNet>,
@@ -424,14 +420,12 @@ async fn ingest_state(
     icfg.collect_rate_per_minute = s.collect_rate_limit;
     icfg.trusted_proxies = proxies;
     icfg.max_event_age = Duration::from_secs(s.max_event_age_hours * 3600);
-    let state = Arc::new(ingest::IngestState::new(
-        b.log.clone(),
-        b.metadata.clone(),
-        auth,
-        geo,
-        secret,
-        icfg,
-    ));
+    icfg.vendor_share_bp = (s.vendor_share * 10_000.0).round() as i32;
+    let registry = sourcing::registry(s, role).await?;
+    let state = Arc::new(
+        ingest::IngestState::new(b.log.clone(), b.metadata.clone(), auth, geo, secret, icfg)
+            .with_sources(Arc::new(registry)),
+    );
     if let Some(limiter) = state.limiter.clone() {
         let mut stop = stop.clone();
         tokio::spawn(async move {
@@ -478,12 +472,15 @@ async fn spawn_stages(
     let mut stages = Vec::new();
     for stage in which {
         let handle = match stage {
-            StageName::Metadata => tokio::spawn(run_stage(
-                b.log.clone(),
-                MetadataStage::new(b.metadata.clone(), s.topic(topics::ENTITIES)),
-                runner_config(s, "metadata", sole_member, 1000, 0),
-                stop.clone(),
-            )),
+            StageName::Metadata => {
+                rebuild_metadata_if_empty(s, b).await?;
+                tokio::spawn(run_stage(
+                    b.log.clone(),
+                    MetadataStage::new(b.metadata.clone(), s.topic(topics::ENTITIES)),
+                    runner_config(s, "metadata", sole_member, 1000, 0),
+                    stop.clone(),
+                ))
+            }
             StageName::Enrich => tokio::spawn(run_stage(
                 b.log.clone(),
                 EnrichStage::new(
@@ -504,6 +501,30 @@ async fn spawn_stages(
         stages.push(handle);
     }
     Ok(stages)
+}
+
+/// A metadata store that has applied nothing (new, or rebuilt by a migration) must read the
+/// entities topic from the start, whatever the consumer group committed before: the store's
+/// own offsets are the truth of what it holds.
+async fn rebuild_metadata_if_empty(s: &Settings, b: &Backends) -> anyhow::Result<()> {
+    let topic = s.topic(topics::ENTITIES);
+    let applied = b.metadata.offsets("metadata").await?;
+    if applied.iter().any(|o| o.topic == topic) {
+        return Ok(());
+    }
+    let group = s.group("metadata");
+    let committed: u64 = b
+        .log
+        .committed(&group, &topic)
+        .await?
+        .iter()
+        .map(|p| p.next_offset)
+        .sum();
+    if committed > 0 {
+        tracing::info!(%group, "metadata store is empty: re-reading the entities topic from the start");
+        reset_group(b, &group, &topic).await?;
+    }
+    Ok(())
 }
 
 fn random_secret() -> String {

@@ -6,33 +6,39 @@ use crate::ApiState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use chrono::{NaiveDateTime, TimeZone, Utc};
 use projections::{Granularity, Totals, Website};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
-use web::{data, ApiError, ApiResult};
+use web::roles::Action;
+use web::{data, ApiError, ApiResult, Caller};
 
 fn query(q: Result<Query<Params>, QueryRejection>) -> ApiResult<Params> {
     q.map(|Query(p)| p)
         .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))
 }
 
-async fn website(s: &ApiState, id: &str) -> ApiResult<Website> {
+/// A website of the caller's company (any for the operator); another's is "not found".
+async fn website(s: &ApiState, caller: &Caller, id: &str) -> ApiResult<Website> {
+    caller.require(Action::ReadDashboards)?;
     s.metadata
         .website(id)
         .await?
+        .filter(|w| web::owns_website(caller, w))
         .ok_or_else(|| ApiError::not_found(format!("no website with id {id:?}")))
 }
 
 /// What every period query starts from: the parameters, the website, its period and scope.
 async fn resolve(
     s: &ApiState,
+    caller: &Caller,
     id: &str,
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<(Params, Period, projections::Scope)> {
     let p = query(q)?;
-    let site = website(s, id).await?;
+    let site = website(s, caller, id).await?;
     let period = params::period(&p, &site)?;
     let scope = params::scope(&p, &site, &period)?;
     Ok((p, period, scope))
@@ -52,10 +58,11 @@ fn round2(x: f64) -> f64 {
 /// `GET /api/websites/{id}/stats`
 pub async fn stats(
     State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let (_, period, scope) = resolve(&s, &id, q).await?;
+    let (_, period, scope) = resolve(&s, &caller, &id, q).await?;
     let mut prev_scope = scope.clone();
     (prev_scope.from_ms, prev_scope.to_ms) = period.previous().utc_bounds();
     let (cur, prev) =
@@ -94,10 +101,11 @@ fn label(period: &Period, g: Granularity, local: NaiveDateTime) -> String {
 /// `GET /api/websites/{id}/pageviews`: pageviews and visitors per local hour, day or month.
 pub async fn pageviews(
     State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let (p, period, scope) = resolve(&s, &id, q).await?;
+    let (p, period, scope) = resolve(&s, &caller, &id, q).await?;
     let g = params::granularity(&p, &period)?;
     let segments = offset_segments(period.tz, scope.from_ms, scope.to_ms);
     let points = s.analytics.series(&scope, g, &segments).await?;
@@ -128,10 +136,11 @@ pub async fn pageviews(
 /// `GET /api/websites/{id}/metrics?type=…`: a paginated breakdown.
 pub async fn metrics(
     State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let (p, _, scope) = resolve(&s, &id, q).await?;
+    let (p, _, scope) = resolve(&s, &caller, &id, q).await?;
     let by = params::dimension(&p)?;
     let (limit, offset) = params::limit_offset(&p)?;
     let (rows, total) = s.analytics.breakdown(&scope, by, limit, offset).await?;
@@ -142,9 +151,10 @@ pub async fn metrics(
 /// `GET /api/websites/{id}/realtime`: visitors active in the last 5 minutes, recent events.
 pub async fn realtime(
     State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let site = website(&s, &id).await?;
+    let site = website(&s, &caller, &id).await?;
     let now = Utc::now().timestamp_millis();
     let (active, recent) = tokio::try_join!(
         s.analytics.active_visitors(&site.id, now - 5 * 60_000),

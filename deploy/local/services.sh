@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs (if missing) and starts the real services Tally's distributed backends use, on
-# loopback only: PostgreSQL 15, ClickHouse (Debian's 18.16) and tansu (a Kafka-protocol broker).
+# loopback only: PostgreSQL 15, ClickHouse (Debian's 18.16) and tansu (a Kafka-protocol broker),
+# plus a second PostgreSQL cluster on another port that plays a seller's database in tests (Tally
+# refuses its own stores as sources, so sources must be other instances).
 # Idempotent: `start` twice leaves one of each running. Waits on real readiness probes, then
 # prints `export TALLY_…=…` lines for `eval`. `stop` stops what `start` started, by pid.
 #
@@ -15,6 +17,8 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 KAFKA_PORT="${TALLY_KAFKA_PORT:-9092}"
 CH_HTTP_PORT="${TALLY_CLICKHOUSE_PORT:-8123}"
 PG_USER=tally PG_PASSWORD=tally PG_DB=tally
+SOURCE_PG_PORT="${TALLY_SOURCE_PG_PORT:-5433}"
+SOURCE_USER=seller SOURCE_PASSWORD=seller-pw-7f3a9c SOURCE_DB=seller
 
 log() { echo "services: $*" >&2; }
 
@@ -59,6 +63,25 @@ start_postgres() {
     su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='$PG_DB'\"" | grep -q 1 ||
         su postgres -c "psql -qc \"CREATE DATABASE $PG_DB OWNER $PG_USER\"" >&2
     echo "$version" > "$STATE/postgres.version"
+}
+
+# The seller's PostgreSQL: cluster "sources" of the same version, on its own port.
+start_source_postgres() {
+    local version
+    version=$(cat "$STATE/postgres.version")
+    if ! pg_lsclusters -h | awk '{print $2}' | grep -qx sources; then
+        pg_createcluster "$version" sources -p "$SOURCE_PG_PORT" >/dev/null 2>&1 ||
+            { log "could not create the sources cluster"; return 1; }
+    fi
+    pg_ctlcluster "$version" sources start >/dev/null 2>&1 || true
+    wait_for "source postgres" 30 pg_isready -h 127.0.0.1 -p "$SOURCE_PG_PORT" -q
+    local psql="psql -p $SOURCE_PG_PORT -qtA"
+    su postgres -c "$psql -c \"SELECT 1 FROM pg_roles WHERE rolname='$SOURCE_USER'\"" | grep -q 1 ||
+        su postgres -c "$psql -c \"CREATE ROLE $SOURCE_USER LOGIN CREATEDB\"" >&2
+    # A distinctive password, so tests can prove it is stored nowhere in clear.
+    su postgres -c "$psql -c \"ALTER ROLE $SOURCE_USER PASSWORD '$SOURCE_PASSWORD'\"" >&2
+    su postgres -c "$psql -c \"SELECT 1 FROM pg_database WHERE datname='$SOURCE_DB'\"" | grep -q 1 ||
+        su postgres -c "$psql -c \"CREATE DATABASE $SOURCE_DB OWNER $SOURCE_USER\"" >&2
 }
 
 start_clickhouse() {
@@ -128,11 +151,13 @@ case "${1:-}" in
     start)
         mkdir -p "$STATE"
         start_postgres
+        start_source_postgres
         start_clickhouse
         start_tansu
         echo "export TALLY_LOG_URL=kafka://127.0.0.1:$KAFKA_PORT"
         echo "export TALLY_ANALYTICS_URL=http://127.0.0.1:$CH_HTTP_PORT"
         echo "export TALLY_METADATA_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:5432/$PG_DB"
+        echo "export TALLY_TEST_SOURCE_POSTGRES=postgres://$SOURCE_USER:$SOURCE_PASSWORD@127.0.0.1:$SOURCE_PG_PORT/$SOURCE_DB"
         ;;
     tansu-bin)
         tansu_bin
@@ -141,6 +166,7 @@ case "${1:-}" in
         stop_pid "$STATE/tansu/pid"
         stop_pid "$STATE/clickhouse/pid"
         if [ -f "$STATE/postgres.version" ]; then
+            pg_ctlcluster "$(cat "$STATE/postgres.version")" sources stop >/dev/null 2>&1 || true
             pg_ctlcluster "$(cat "$STATE/postgres.version")" main stop >/dev/null 2>&1 || true
         fi
         log "stopped"

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use web::{ApiError, ApiResult};
 
 pub const MAX_BODY_BYTES: usize = 102_400;
+/// Oversized bodies up to this size are read and dropped before the 413 (see `read_body`).
+const DRAIN_LIMIT_BYTES: usize = 1 << 20;
 pub const MAX_EVENT_DATA_BYTES: usize = 4_096;
 pub const MAX_BATCH: usize = 50;
 const MAX_USER_AGENT: usize = 512;
@@ -281,7 +283,13 @@ async fn read_body(headers: &HeaderMap, body: Body) -> ApiResult<bytes::Bytes> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+    if let Some(n) = declared.filter(|&n| n > MAX_BODY_BYTES) {
+        // Answering before the body is read makes the connection close under a client that is
+        // still sending, which then often sees a reset instead of the 413. Read and drop a
+        // moderately oversized body first; refuse a huge one at once.
+        if n <= DRAIN_LIMIT_BYTES {
+            let _ = axum::body::to_bytes(body, DRAIN_LIMIT_BYTES).await;
+        }
         return Err(too_large());
     }
     axum::body::to_bytes(body, MAX_BODY_BYTES)

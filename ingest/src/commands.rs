@@ -1,10 +1,10 @@
-//! Entity commands: first-run setup, websites and API keys. Each validates, appends its event
-//! to the entities topic keyed by aggregate id, then waits (bounded) until the metadata
-//! projection has applied it, so the caller can read its own write.
+//! Entity commands: first-run setup (the operator's company, its first admin and key),
+//! websites, and the `/api/auth/keys` routes over the same keys as the marketplace's. Each
+//! validates, appends its event to the entities topic keyed by aggregate id, then waits
+//! (bounded) until the metadata projection has applied it, so the caller can read its own write.
 
+use crate::market::{self, keys::new_key, new_id};
 use crate::IngestState;
-use argon2::password_hash::{PasswordHasher, SaltString};
-use argon2::Argon2;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -18,16 +18,17 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use web::{data, hash_key, mask_key, parse_json, ApiError, ApiResult, Caller};
+use web::roles::{Action, Role};
+use web::{data, mask_key, parse_json, ApiError, ApiResult, Caller};
 
 /// The consumer name under which the metadata projection stores its offsets.
 const METADATA_CONSUMER: &str = "metadata";
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     Utc.timestamp_millis_opt(ms)
         .single()
         .map(|t| t.to_rfc3339())
@@ -46,7 +47,7 @@ fn website_json(w: &Website) -> serde_json::Value {
 
 impl IngestState {
     /// Appends entity events and waits until the metadata projection has applied them.
-    async fn command(&self, events: Vec<EntityEvent>) -> ApiResult<()> {
+    pub(crate) async fn command(&self, events: Vec<EntityEvent>) -> ApiResult<()> {
         let mut records = Vec::with_capacity(events.len());
         for e in &events {
             let value = encode_entity(e).map_err(ApiError::internal)?;
@@ -87,13 +88,13 @@ impl IngestState {
     }
 }
 
-fn new_api_key() -> String {
+pub(crate) fn new_api_key() -> String {
     let mut bytes = [0u8; 20];
     rand::thread_rng().fill_bytes(&mut bytes);
     format!("sk_{}", hex::encode(bytes))
 }
 
-fn last4(key: &str) -> String {
+pub(crate) fn last4(key: &str) -> String {
     key.chars()
         .rev()
         .take(4)
@@ -103,24 +104,18 @@ fn last4(key: &str) -> String {
         .collect()
 }
 
-fn key_event(user_id: &str, name: &str, key: &str) -> ApiKeyCreated {
-    ApiKeyCreated {
-        id: uuid::Uuid::new_v4().to_string(),
-        user_id: user_id.to_string(),
-        name: name.to_string(),
-        key_hash: hash_key(key),
-        key_last4: last4(key),
-        created_at_ms: now_ms(),
-    }
-}
-
 #[derive(Deserialize)]
 struct SetupBody {
     username: String,
     password: String,
+    email_address: Option<String>,
+    company_handle: Option<String>,
+    company_domain: Option<String>,
+    company_name: Option<String>,
 }
 
-/// `POST /api/auth/setup`: creates the first admin and returns its API key, once.
+/// `POST /api/auth/setup`: creates the operator's company, its first admin (the operator role)
+/// and the admin's API key, returned once.
 pub async fn setup(
     State(s): State<Arc<IngestState>>,
     body: axum::body::Bytes,
@@ -133,36 +128,73 @@ pub async fn setup(
             "username must be 1 to 64 letters, digits or _.@-",
         ));
     }
-    if b.password.chars().count() < 8 || b.password.len() > 256 {
-        return Err(ApiError::bad_request(
-            "password must be 8 to 256 characters",
-        ));
-    }
+    let password_hash = market::password_hash(&b.password)?;
+    let email = b
+        .email_address
+        .as_deref()
+        .map(market::valid_email)
+        .transpose()?;
+    let handle = market::valid_handle(b.company_handle.as_deref().unwrap_or("operator"))?;
+    let domain =
+        valid_domain(b.company_domain.as_deref().unwrap_or("operator.local")).map_err(|_| {
+            ApiError::bad_request("company_domain must be a host name such as acme.com")
+        })?;
+    let name = market::text(
+        "company_name",
+        b.company_name.as_deref().unwrap_or("Operator"),
+        200,
+    )?;
     let _one_at_a_time = s.setup_lock.lock().await;
     if s.metadata.user_count().await? > 0 {
         return Err(ApiError::gone("setup is already complete"));
     }
-    let mut salt = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(ApiError::internal)?;
-    let password_hash = Argon2::default()
-        .hash_password(b.password.as_bytes(), &salt)
-        .map_err(ApiError::internal)?
-        .to_string();
-    let user_id = uuid::Uuid::new_v4().to_string();
-    let key = new_api_key();
-    s.command(vec![
-        EntityEvent::UserCreated(UserCreated {
-            id: user_id.clone(),
-            username: username.clone(),
-            password_hash,
-            role: "admin".into(),
-            created_at_ms: now_ms(),
-        }),
-        EntityEvent::ApiKeyCreated(key_event(&user_id, "setup", &key)),
-    ])
+    let now = now_ms();
+    let company = schemas::CompanyState {
+        id: new_id(),
+        handle,
+        domain,
+        name,
+        description: None,
+        industry_id: None,
+        country_id: None,
+        vendor_share_bp: s.cfg.vendor_share_bp,
+        partnership_type: None,
+        accepted_eula: true,
+        is_operator: true,
+        timezone: "UTC".into(),
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    let admin = schemas::UserState {
+        id: new_id(),
+        company_id: company.id.clone(),
+        username: Some(username.clone()),
+        email,
+        password_hash: Some(password_hash),
+        role_id: Role::Operator.id(),
+        function_id: None,
+        status: "ACTIVE".into(),
+        timezone: "UTC".into(),
+        marketing_opt_out: false,
+        first_name: None,
+        last_name: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    let (key, key_state) = new_key(&admin, "setup", Role::Operator, "analytics", None);
+    let (user_id, company_id) = (admin.id.clone(), company.id.clone());
+    s.command_checked(vec![EntityEvent::CompanyCreated(CompanyCreated {
+        event_id: new_id(),
+        company,
+        admin,
+        admin_key: key_state,
+    })])
     .await?;
-    let body = data(json!({ "api_key": key, "user": { "id": user_id, "username": username } }));
+    let body = data(json!({
+        "api_key": key,
+        "user": { "id": user_id, "username": username },
+        "company_id": company_id,
+    }));
     Ok((StatusCode::CREATED, body).into_response())
 }
 
@@ -182,7 +214,7 @@ fn valid_name(name: &str) -> ApiResult<String> {
 }
 
 /// A bare host: scheme, path and `www.` are removed; only host characters are allowed.
-fn valid_domain(domain: &str) -> ApiResult<String> {
+pub(crate) fn valid_domain(domain: &str) -> ApiResult<String> {
     let d = domain.trim().to_ascii_lowercase();
     let d = d.split("://").last().unwrap_or("");
     let d = d.split('/').next().unwrap_or("");
@@ -199,7 +231,7 @@ fn valid_domain(domain: &str) -> ApiResult<String> {
     Ok(d.to_string())
 }
 
-fn valid_timezone(tz: &str) -> ApiResult<String> {
+pub(crate) fn valid_timezone(tz: &str) -> ApiResult<String> {
     tz.parse::<chrono_tz::Tz>()
         .map(|_| tz.to_string())
         .map_err(|_| ApiError::bad_request(format!("unknown IANA timezone {tz:?}")))
@@ -208,8 +240,10 @@ fn valid_timezone(tz: &str) -> ApiResult<String> {
 /// `POST /api/websites`
 pub async fn create_website(
     State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
+    caller.require(Action::ManageWebsites)?;
     let b: WebsiteBody = parse_json(&body)?;
     let name = valid_name(
         b.name
@@ -228,11 +262,13 @@ pub async fn create_website(
         domain,
         timezone,
         created_at_ms: now_ms(),
+        company_id: Some(caller.company_id.clone()),
     };
     s.command(vec![EntityEvent::WebsiteCreated(created.clone())])
         .await?;
     let w = Website {
         id: created.id,
+        company_id: created.company_id,
         name: created.name,
         domain: created.domain,
         timezone: created.timezone,
@@ -242,36 +278,50 @@ pub async fn create_website(
 }
 
 /// `GET /api/websites`
-pub async fn list_websites(State(s): State<Arc<IngestState>>) -> ApiResult<Response> {
+pub async fn list_websites(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Response> {
+    caller.require(Action::ReadDashboards)?;
     let sites = s.metadata.websites().await?;
-    let rows: Vec<_> = sites.iter().map(website_json).collect();
+    let rows: Vec<_> = sites
+        .iter()
+        .filter(|w| w.company_id.as_deref() == Some(caller.company_id.as_str()))
+        .map(website_json)
+        .collect();
     let n = rows.len();
     Ok(web::page(rows, n as u64, n as u64, 0, n).into_response())
 }
 
-async fn existing(s: &IngestState, id: &str) -> ApiResult<Website> {
+/// A website the caller's company owns (the operator reaches every company's).
+async fn existing(s: &IngestState, caller: &Caller, id: &str) -> ApiResult<Website> {
     s.metadata
         .website(id)
         .await?
+        .filter(|w| web::owns_website(caller, w))
         .ok_or_else(|| ApiError::not_found(format!("no website with id {id:?}")))
 }
 
 /// `GET /api/websites/{id}`
 pub async fn get_website(
     State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    Ok(data(website_json(&existing(&s, &id).await?)).into_response())
+    caller.require(Action::ReadDashboards)?;
+    Ok(data(website_json(&existing(&s, &caller, &id).await?)).into_response())
 }
 
 /// `PUT /api/websites/{id}`: any of name, domain, timezone.
 pub async fn update_website(
     State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
+    caller.require(Action::ManageWebsites)?;
     let b: WebsiteBody = parse_json(&body)?;
-    existing(&s, &id).await?;
+    existing(&s, &caller, &id).await?;
     let update = WebsiteUpdated {
         id: id.clone(),
         name: b.name.as_deref().map(valid_name).transpose()?,
@@ -285,15 +335,17 @@ pub async fn update_website(
         ));
     }
     s.command(vec![EntityEvent::WebsiteUpdated(update)]).await?;
-    Ok(data(website_json(&existing(&s, &id).await?)).into_response())
+    Ok(data(website_json(&existing(&s, &caller, &id).await?)).into_response())
 }
 
 /// `DELETE /api/websites/{id}`
 pub async fn delete_website(
     State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    existing(&s, &id).await?;
+    caller.require(Action::ManageWebsites)?;
+    existing(&s, &caller, &id).await?;
     s.command(vec![EntityEvent::WebsiteDeleted(WebsiteDeleted {
         id: id.clone(),
         deleted_at_ms: now_ms(),
@@ -308,38 +360,76 @@ struct KeyBody {
     name: Option<String>,
 }
 
-/// `POST /api/auth/keys`: a new key for the caller's user, shown once.
+/// `POST /api/auth/keys`: a new key for the caller's user, with the caller's role, shown once.
 pub async fn create_key(
     State(s): State<Arc<IngestState>>,
     Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
+    caller.require(Action::ManageOwnKeys)?;
     let b: KeyBody = if body.iter().all(u8::is_ascii_whitespace) {
         KeyBody::default()
     } else {
         parse_json(&body)?
     };
     let name = valid_name(b.name.as_deref().unwrap_or("api key"))?;
-    let key = new_api_key();
-    let event = key_event(&caller.user_id, &name, &key);
-    s.command(vec![EntityEvent::ApiKeyCreated(event.clone())])
-        .await?;
+    let user = s
+        .metadata
+        .user(&caller.user_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the caller's user is gone"))?;
+    let (key, state) = new_key(&user, &name, caller.role, "analytics", None);
+    let (id, created_at_ms, last4) = (
+        state.id.clone(),
+        state.created_at_ms,
+        state.key_last4.clone(),
+    );
+    s.command_checked(vec![EntityEvent::ApiKeyUpserted(ApiKeyUpserted {
+        event_id: new_id(),
+        key: state,
+    })])
+    .await?;
+    let number = s.metadata.api_key(&id).await?.map(|k| k.api_key_id);
     let body = data(json!({
-        "id": event.id,
+        "id": id,
+        "api_key_id": number,
         "name": name,
         "key": key,
-        "masked": mask_key(&event.key_last4),
-        "created_at": rfc3339(event.created_at_ms),
+        "masked": mask_key(&last4),
+        "created_at": rfc3339(created_at_ms),
     }));
     Ok((StatusCode::CREATED, body).into_response())
 }
 
+/// The caller's company's active keys that it may manage: all of them for admins, else its own.
+async fn manageable_keys(s: &IngestState, caller: &Caller) -> ApiResult<Vec<projections::ApiKey>> {
+    let all_keys = web::roles::allowed(caller.role, Action::ManageCompanyKeys);
+    Ok(s.metadata
+        .api_keys(&caller.company_id)
+        .await?
+        .into_iter()
+        .filter(|k| k.state.active && (all_keys || k.state.user_id == caller.user_id))
+        .collect())
+}
+
 /// `GET /api/auth/keys`: active keys, masked.
-pub async fn list_keys(State(s): State<Arc<IngestState>>) -> ApiResult<Response> {
-    let keys = s.metadata.keys().await?;
-    let rows: Vec<_> = keys
+pub async fn list_keys(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Response> {
+    caller.require(Action::ManageOwnKeys)?;
+    let rows: Vec<_> = manageable_keys(&s, &caller)
+        .await?
         .iter()
-        .map(|k| json!({ "id": k.id, "name": k.name, "key": mask_key(&k.key_last4), "created_at": rfc3339(k.created_at_ms) }))
+        .map(|k| {
+            json!({
+                "id": k.state.id,
+                "api_key_id": k.api_key_id,
+                "name": k.state.name,
+                "key": mask_key(&k.state.key_last4),
+                "created_at": rfc3339(k.state.created_at_ms),
+            })
+        })
         .collect();
     let n = rows.len();
     Ok(web::page(rows, n as u64, n as u64, 0, n).into_response())
@@ -348,16 +438,28 @@ pub async fn list_keys(State(s): State<Arc<IngestState>>) -> ApiResult<Response>
 /// `DELETE /api/auth/keys/{id}`: revokes a key at once.
 pub async fn delete_key(
     State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    if !s.metadata.keys().await?.iter().any(|k| k.id == id) {
+    caller.require(Action::ManageOwnKeys)?;
+    let Some(key) = manageable_keys(&s, &caller)
+        .await?
+        .into_iter()
+        .find(|k| k.state.id == id)
+    else {
         return Err(ApiError::not_found(format!(
             "no active API key with id {id:?}"
         )));
-    }
-    s.command(vec![EntityEvent::ApiKeyRevoked(ApiKeyRevoked {
-        id: id.clone(),
-        revoked_at_ms: now_ms(),
+    };
+    let now = now_ms().max(key.state.updated_at_ms);
+    let mut state = key.state;
+    state.active = false;
+    state.revoked_at_ms = Some(now);
+    state.revoked_by = Some(caller.user_id.clone());
+    state.updated_at_ms = now;
+    s.command_checked(vec![EntityEvent::ApiKeyUpserted(ApiKeyUpserted {
+        event_id: new_id(),
+        key: state,
     })])
     .await?;
     s.auth.evict_key_id(&id);

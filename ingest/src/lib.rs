@@ -1,14 +1,16 @@
-//! The write side over HTTP: `POST /api/collect`, first-run setup, websites and API keys.
-//! Every write is an event appended to the log; a request is answered only after its append is
-//! durable (and, for entity commands, projected, so the caller can read its own write).
+//! The write side over HTTP: `POST /api/collect`, first-run setup, websites, API keys, and the
+//! marketplace's companies, users, keys and reference data. Every write is an event appended
+//! to the log; a request is answered only after its append is durable (and, for entity
+//! commands, projected, so the caller can read its own write).
 
 mod collect;
 mod commands;
 mod edge;
+mod market;
 mod ratelimit;
 
 use axum::middleware::from_fn_with_state;
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::Router;
 use dashmap::DashMap;
 use eventlog::EventLog;
@@ -38,6 +40,8 @@ pub struct IngestConfig {
     pub max_clock_skew: Duration,
     /// How long a command waits for its own event to be projected.
     pub projection_wait: Duration,
+    /// The seller's share of revenue for companies that do not set one (basis points).
+    pub vendor_share_bp: i32,
 }
 
 impl IngestConfig {
@@ -50,6 +54,7 @@ impl IngestConfig {
             max_event_age: Duration::from_secs(7 * 24 * 3600),
             max_clock_skew: Duration::from_secs(60),
             projection_wait: Duration::from_secs(10),
+            vendor_share_bp: market::companies::DEFAULT_VENDOR_SHARE_BP,
         }
     }
 }
@@ -67,6 +72,8 @@ pub struct IngestState {
     known_sites: DashMap<String, Instant>,
     setup_lock: tokio::sync::Mutex<()>,
     idempotency: Arc<web::IdempotencyCache>,
+    /// Sellers' databases; `None` in processes that do not reach them.
+    pub sources: Option<Arc<sources::Registry>>,
 }
 
 impl IngestState {
@@ -90,7 +97,14 @@ impl IngestState {
             known_sites: DashMap::new(),
             setup_lock: tokio::sync::Mutex::new(()),
             idempotency: Arc::new(web::IdempotencyCache::new()),
+            sources: None,
         }
+    }
+
+    /// Gives the process access to sellers' databases.
+    pub fn with_sources(mut self, registry: Arc<sources::Registry>) -> Self {
+        self.sources = Some(registry);
+        self
     }
 }
 
@@ -115,6 +129,7 @@ pub fn router(state: Arc<IngestState>) -> Router {
             post(commands::create_key).get(commands::list_keys),
         )
         .route("/api/auth/keys/{id}", delete(commands::delete_key))
+        .merge(market_routes())
         .route_layer(idempotent.clone())
         .route_layer(from_fn_with_state(state.auth.clone(), web::require_api_key));
     let public = Router::new()
@@ -122,4 +137,125 @@ pub fn router(state: Arc<IngestState>) -> Router {
         .route("/api/auth/setup", post(commands::setup))
         .route_layer(idempotent);
     public.merge(protected).with_state(state)
+}
+
+/// Marketplace routes that exist in the contract but whose part is not built yet: they answer
+/// `501 not_implemented` (after authentication) instead of a misleading 404.
+const MARKET_NOT_BUILT: &[&str] = &[
+    "/companies/{company_id}/objects",
+    "/companies/{company_id}/users/logout",
+    "/companies/{company_id}/api-keys/{api_key_id}/stats",
+    "/companies/{company_id}/assets",
+    "/companies/{company_id}/endpoints",
+    "/companies/{company_id}/credits",
+    "/companies/{company_id}/requests",
+    "/companies/{company_id}/analytics",
+    "/companies/{company_id}/audit-log",
+    "/companies/{company_id}/subscription",
+    "/companies/{company_id}/posts",
+    "/companies/{company_id}/postgen_integrations",
+    "/companies/{company_id}/users/{user_id}/favorites",
+    "/companies/{company_id}/users/{user_id}/alerts",
+    "/companies/{company_id}/users/{user_id}/notifications",
+    "/analyze/{company_handle}/assets/{asset_slug}",
+    "/industries/active",
+    "/plans",
+];
+
+async fn market_not_built(req: axum::extract::Request) -> web::ApiError {
+    web::ApiError::not_implemented(format!(
+        "{} is not built yet in this version of Tally",
+        req.uri().path()
+    ))
+}
+
+/// Google sign-in needs an OAuth client registered with Google and outbound access to its
+/// token endpoint; neither exists for a self-hosted Tally, so this answers 501 by design.
+async fn google_oauth() -> web::ApiError {
+    web::ApiError::not_implemented(
+        "Google sign-in is not available: it needs an OAuth client registered with Google; \
+         use an API key or POST /api/auth/login",
+    )
+}
+
+fn market_routes() -> Router<Arc<IngestState>> {
+    use market::{companies, connections, keys, reference, users};
+    let built = Router::new()
+        .route("/companies", post(companies::create))
+        .route(
+            "/companies/{company_id}",
+            get(companies::get).patch(companies::patch),
+        )
+        .route(
+            "/companies/{company_id}/users",
+            get(users::list).post(users::create),
+        )
+        .route(
+            "/companies/{company_id}/users/{user_id}",
+            get(users::get).patch(users::patch).delete(users::delete),
+        )
+        .route(
+            "/companies/{company_id}/users/google-oauth",
+            post(google_oauth),
+        )
+        .route("/me", get(users::me))
+        .route(
+            "/companies/{company_id}/api-keys",
+            get(keys::list).post(keys::create),
+        )
+        .route(
+            "/companies/{company_id}/api-keys/{api_key_id}",
+            get(keys::get).patch(keys::patch).delete(keys::delete),
+        )
+        .route(
+            "/companies/{company_id}/api-keys/{api_key_id}/revoke",
+            post(keys::revoke),
+        )
+        .route(
+            "/companies/{company_id}/connections",
+            get(connections::list).post(connections::create),
+        )
+        .route(
+            "/companies/{company_id}/connections/{connection_id}",
+            get(connections::get)
+                .patch(connections::patch)
+                .delete(connections::delete),
+        )
+        .route(
+            "/companies/{company_id}/connections/{connection_id}/test",
+            get(connections::test),
+        )
+        .route(
+            "/companies/{company_id}/connections/{connection_id}/infoschema",
+            get(connections::infoschema),
+        )
+        .route(
+            "/companies/{company_id}/connections/{connection_id}/sample-data",
+            get(connections::sample),
+        )
+        // Clients send the `..` literally (see the contract).
+        .route(
+            "/companies/{company_id}/endpoints/../connections/{connection_id}/describe",
+            get(connections::infoschema),
+        )
+        .route("/cloud-providers", get(reference::providers))
+        .route("/cloud-providers/{provider_id}", get(reference::provider))
+        .route(
+            "/cloud-providers/{provider_id}/storage-engines",
+            get(reference::engines),
+        )
+        .route(
+            "/cloud-providers/{provider_id}/storage-engines/{engine_id}",
+            get(reference::engine),
+        )
+        .route("/industries", get(reference::industries))
+        .route("/industries/{industry_id}", get(reference::industry))
+        .route("/job-functions", get(reference::functions))
+        .route("/job-functions/{function_id}", get(reference::function))
+        .route("/asset_usecases", get(reference::usecases))
+        .route("/asset_usecases/{auc_id}", get(reference::usecase));
+    MARKET_NOT_BUILT.iter().fold(built, |r, path| {
+        r.route(path, any(market_not_built))
+            .route(&format!("{path}/{{*rest}}"), any(market_not_built))
+    })
 }

@@ -29,6 +29,7 @@ async fn collect_answers_503_when_the_log_cannot_write() {
         domain: "d.example".into(),
         timezone: "UTC".into(),
         created_at_ms: 0,
+        company_id: None,
     };
     meta.apply("metadata", &[EntityEvent::WebsiteCreated(site)], &[])
         .await

@@ -224,6 +224,7 @@ fn entity_events() -> Vec<EntityEvent> {
             domain: "blog.example".into(),
             timezone: "UTC".into(),
             created_at_ms: 1,
+            company_id: None,
         }),
         EntityEvent::WebsiteCreated(WebsiteCreated {
             id: "w2".into(),
@@ -231,6 +232,7 @@ fn entity_events() -> Vec<EntityEvent> {
             domain: "shop.example".into(),
             timezone: "Europe/Berlin".into(),
             created_at_ms: 2,
+            company_id: None,
         }),
         EntityEvent::WebsiteUpdated(WebsiteUpdated {
             id: "w1".into(),
@@ -275,6 +277,13 @@ fn entity_events() -> Vec<EntityEvent> {
 
 /// Runs every metadata check against an empty store.
 pub async fn metadata_suite<S: MetadataWriter + MetadataReader>(store: &S) {
+    legacy_events(store).await;
+    companies_users_and_keys(store).await;
+}
+
+/// Events written before companies existed (setup's `UserCreated`, `ApiKeyCreated`) still
+/// replay: the user lands in the operator company with the operator role.
+async fn legacy_events<S: MetadataWriter + MetadataReader>(store: &S) {
     for _ in 0..2 {
         // Applying twice (a redelivery) must leave the same state.
         store
@@ -290,24 +299,30 @@ pub async fn metadata_suite<S: MetadataWriter + MetadataReader>(store: &S) {
             "deleted site is gone"
         );
         assert_eq!(store.user_count().await.expect("users"), 1);
-        let keys = store.keys().await.expect("keys");
+        let keys = store.api_keys("operator").await.expect("keys");
         assert_eq!(
             keys.iter()
-                .map(|k| k.key_last4.as_str())
+                .map(|k| (k.api_key_id, k.state.key_last4.as_str(), k.state.active))
                 .collect::<Vec<_>>(),
-            vec!["1111"]
+            vec![(1, "1111", true), (2, "2222", false)]
         );
         assert_eq!(
             store.key_by_hash("hash1").await.expect("key"),
             Some(KeyOwner {
                 key_id: "k1".into(),
-                user_id: "u1".into()
+                api_key_id: 1,
+                user_id: "u1".into(),
+                company_id: "operator".into(),
+                role_id: 1,
+                expires_at_ms: None,
             })
         );
         assert!(
             store.key_by_hash("hash2").await.expect("key").is_none(),
             "revoked key"
         );
+        let op = store.company("operator").await.expect("company");
+        assert!(op.is_some_and(|c| c.state.is_operator));
     }
     assert_eq!(store.offsets("meta").await.expect("offsets"), offsets(8));
     assert_eq!(
@@ -326,4 +341,295 @@ pub async fn metadata_suite<S: MetadataWriter + MetadataReader>(store: &S) {
         store.setting_or_init("secret", "b").await.expect("again"),
         "a"
     );
+}
+
+fn created(event_id: &str, company: &str, handle: &str, user: &str, email: &str) -> EntityEvent {
+    use schemas::testenv;
+    EntityEvent::CompanyCreated(schemas::CompanyCreated {
+        event_id: event_id.into(),
+        company: testenv::company(company, handle),
+        admin: testenv::user(user, company, email),
+        admin_key: testenv::api_key(&format!("key-{user}"), user, company),
+    })
+}
+
+async fn apply_all<S: MetadataWriter>(store: &S, events: Vec<EntityEvent>) {
+    store.apply("meta2", &events, &[]).await.expect("apply");
+}
+
+async fn rejected_field<S: MetadataReader>(store: &S, event_id: &str) -> Option<String> {
+    store
+        .rejection(event_id)
+        .await
+        .expect("rejection")
+        .map(|r| r.field)
+}
+
+/// Companies, users and keys as the marketplace writes them: uniqueness decided in log order
+/// (the loser is recorded as rejected, with the field at fault), integer key ids in log order,
+/// revocation and user status taking keys out of service.
+async fn companies_users_and_keys<S: MetadataWriter + MetadataReader>(store: &S) {
+    use schemas::{testenv, ApiKeyUpserted, CompanyUpdated, UserUpserted};
+    // Same handle, same domain (other handle), same e-mail: only the first applies.
+    let mut same_domain = created("e3", "c3", "other", "u3", "x@c3.io");
+    if let EntityEvent::CompanyCreated(e) = &mut same_domain {
+        e.company.domain = "acme.example".into();
+    }
+    let events = vec![
+        created("e1", "c1", "acme", "u-a", "admin@acme.io"),
+        created("e2", "c2", "acme", "u-b", "b@acme.io"),
+        same_domain,
+        created("e4", "c4", "globex", "u-d", "admin@acme.io"),
+        created("e5", "c5", "initech", "u-e", "admin@initech.io"),
+    ];
+    for _ in 0..2 {
+        apply_all(store, events.clone()).await; // a redelivery changes nothing
+    }
+    assert_eq!(rejected_field(store, "e1").await, None);
+    assert_eq!(
+        rejected_field(store, "e2").await.as_deref(),
+        Some("company_handle")
+    );
+    assert_eq!(
+        rejected_field(store, "e3").await.as_deref(),
+        Some("company_domain")
+    );
+    assert_eq!(
+        rejected_field(store, "e4").await.as_deref(),
+        Some("email_address")
+    );
+    assert_eq!(rejected_field(store, "e5").await, None);
+    for gone in ["c2", "c3", "c4"] {
+        assert!(store.company(gone).await.expect("company").is_none());
+    }
+    assert!(
+        store.user("u-b").await.expect("user").is_none(),
+        "no orphan admin"
+    );
+    let acme = store.company("c1").await.expect("c1").expect("exists");
+    assert_eq!(
+        (acme.state.handle.as_str(), acme.credits_balance),
+        ("acme", 0)
+    );
+    // Keys are numbered in log order after the legacy ones (1, 2).
+    let k1 = store.api_keys("c1").await.expect("keys");
+    let k5 = store.api_keys("c5").await.expect("keys");
+    assert_eq!((k1.len(), k1[0].api_key_id), (1, 3));
+    assert_eq!((k5.len(), k5[0].api_key_id), (1, 4));
+    assert_eq!(
+        store
+            .api_key_by_number("c1", 3)
+            .await
+            .expect("key")
+            .map(|k| k.state.id),
+        Some("key-u-a".to_string())
+    );
+    assert!(
+        store
+            .api_key_by_number("c5", 3)
+            .await
+            .expect("key")
+            .is_none(),
+        "another company's key number is not found"
+    );
+    assert_eq!(
+        store
+            .company_conflict("acme", "new.example", None)
+            .await
+            .expect("conflict"),
+        Some("company_handle")
+    );
+    assert_eq!(
+        store
+            .company_conflict("acme", "acme.example", Some("c1"))
+            .await
+            .expect("own"),
+        None
+    );
+    assert_eq!(
+        store
+            .login_conflict(Some("admin@initech.io"), None, None)
+            .await
+            .expect("login"),
+        Some("email_address")
+    );
+
+    // Updates: a company may not take another's domain; a user may not take another's e-mail.
+    let mut taken = acme.state.clone();
+    taken.domain = "initech.example".into();
+    let mut renamed = acme.state.clone();
+    renamed.name = "Acme Corp".into();
+    let mut second = testenv::user("u-a2", "c1", "analyst@acme.io");
+    second.role_id = 4;
+    let mut stolen = testenv::user("u-a3", "c1", "admin@initech.io");
+    stolen.role_id = 4;
+    let mut key2 = testenv::api_key("key-u-a2", "u-a2", "c1");
+    key2.role_id = 4;
+    apply_all(
+        store,
+        vec![
+            EntityEvent::CompanyUpdated(CompanyUpdated {
+                event_id: "e6".into(),
+                company: taken,
+            }),
+            EntityEvent::CompanyUpdated(CompanyUpdated {
+                event_id: "e7".into(),
+                company: renamed,
+            }),
+            EntityEvent::UserUpserted(UserUpserted {
+                event_id: "e8".into(),
+                user: second.clone(),
+            }),
+            EntityEvent::UserUpserted(UserUpserted {
+                event_id: "e9".into(),
+                user: stolen,
+            }),
+            EntityEvent::ApiKeyUpserted(ApiKeyUpserted {
+                event_id: "e10".into(),
+                key: key2.clone(),
+            }),
+        ],
+    )
+    .await;
+    assert_eq!(
+        rejected_field(store, "e6").await.as_deref(),
+        Some("company_domain")
+    );
+    assert_eq!(
+        rejected_field(store, "e9").await.as_deref(),
+        Some("email_address")
+    );
+    let acme = store.company("c1").await.expect("c1").expect("exists");
+    assert_eq!(
+        (acme.state.name.as_str(), acme.state.domain.as_str()),
+        ("Acme Corp", "acme.example")
+    );
+    let users = store.users("c1").await.expect("users");
+    assert_eq!(
+        users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+        vec!["u-a", "u-a2"]
+    );
+    let owner = store
+        .key_by_hash("hash-key-u-a2")
+        .await
+        .expect("owner")
+        .expect("active");
+    assert_eq!(
+        (owner.company_id.as_str(), owner.role_id, owner.api_key_id),
+        ("c1", 4, 5)
+    );
+
+    // Revoking keeps the reason; an inactive user's keys stop working.
+    let mut revoked = key2.clone();
+    revoked.active = false;
+    revoked.revoked_at_ms = Some(50);
+    revoked.revoked_by = Some("u-a".into());
+    revoked.revocation_reason = Some("leaked".into());
+    apply_all(
+        store,
+        vec![EntityEvent::ApiKeyUpserted(ApiKeyUpserted {
+            event_id: "e11".into(),
+            key: revoked,
+        })],
+    )
+    .await;
+    assert!(store
+        .key_by_hash("hash-key-u-a2")
+        .await
+        .expect("owner")
+        .is_none());
+    let k = store.api_key("key-u-a2").await.expect("key").expect("kept");
+    assert_eq!(k.state.revocation_reason.as_deref(), Some("leaked"));
+    assert_eq!(k.api_key_id, 5, "the number survives an update");
+    assert!(store
+        .key_by_hash("hash-key-u-a")
+        .await
+        .expect("owner")
+        .is_some());
+    let mut admin = store.user("u-a").await.expect("user").expect("admin");
+    admin.status = "BANNED".into();
+    apply_all(
+        store,
+        vec![EntityEvent::UserUpserted(UserUpserted {
+            event_id: "e12".into(),
+            user: admin,
+        })],
+    )
+    .await;
+    assert!(
+        store
+            .key_by_hash("hash-key-u-a")
+            .await
+            .expect("owner")
+            .is_none(),
+        "a banned user's key stops working"
+    );
+    // A user cannot be moved to another company, and a key needs a user of its company.
+    let mut moved = testenv::user("u-a2", "c5", "analyst@acme.io");
+    moved.role_id = 4;
+    let orphan = testenv::api_key("key-x", "u-e", "c1");
+    apply_all(
+        store,
+        vec![
+            EntityEvent::UserUpserted(UserUpserted {
+                event_id: "e13".into(),
+                user: moved,
+            }),
+            EntityEvent::ApiKeyUpserted(ApiKeyUpserted {
+                event_id: "e14".into(),
+                key: orphan,
+            }),
+        ],
+    )
+    .await;
+    assert_eq!(
+        rejected_field(store, "e13").await.as_deref(),
+        Some("user_id")
+    );
+    assert_eq!(
+        rejected_field(store, "e14").await.as_deref(),
+        Some("user_id")
+    );
+
+    // Connections: stored with their sealed credentials, listed per company, deleted softly;
+    // one cannot move to another company or name a user of another.
+    use schemas::{testenv::connection, ConnectionUpserted};
+    let conn = connection("cn1", "c1", "u-a");
+    let mut moved = conn.clone();
+    moved.company_id = "c5".into();
+    moved.user_id = "u-e".into();
+    let foreign_user = connection("cn2", "c1", "u-e");
+    let upsert = |id: &str, c: schemas::ConnectionState| {
+        EntityEvent::ConnectionUpserted(ConnectionUpserted {
+            event_id: id.into(),
+            connection: c,
+        })
+    };
+    apply_all(
+        store,
+        vec![
+            upsert("e15", conn.clone()),
+            upsert("e16", moved),
+            upsert("e17", foreign_user),
+        ],
+    )
+    .await;
+    assert_eq!(
+        rejected_field(store, "e16").await.as_deref(),
+        Some("connection_id")
+    );
+    assert_eq!(
+        rejected_field(store, "e17").await.as_deref(),
+        Some("user_id")
+    );
+    assert_eq!(
+        store.connection("cn1").await.expect("conn"),
+        Some(conn.clone())
+    );
+    assert!(store.connections("c5").await.expect("list").is_empty());
+    let mut deleted = conn.clone();
+    deleted.deleted = true;
+    apply_all(store, vec![upsert("e18", deleted)]).await;
+    assert!(store.connection("cn1").await.expect("conn").is_none());
+    assert!(store.connections("c1").await.expect("list").is_empty());
 }

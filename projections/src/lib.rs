@@ -10,6 +10,7 @@ mod duck;
 pub mod metadata;
 #[cfg(feature = "postgres")]
 mod pg;
+pub mod reference;
 mod sqlite;
 mod sqlmeta;
 

@@ -1,35 +1,62 @@
-//! The metadata projection's contract: websites, users, API keys and settings, with a writer
-//! that applies entity events together with their offsets and a reader for the HTTP side.
+//! The metadata projection's contract: companies, users, API keys, websites and settings, with
+//! a writer that applies entity events together with their offsets and a reader for the HTTP
+//! side. Uniqueness (handles, domains, e-mails, user names) is decided by the writer in log
+//! order: an event that would break it is not applied, and its rejection is recorded under the
+//! event's id for the command to read back.
 
 use crate::{StoreResult, StoredOffset};
 use async_trait::async_trait;
 use schemas::EntityEvent;
+pub use schemas::{ApiKeyState, CompanyState, UserState};
 use serde::Serialize;
+
+/// A company as stored: its state plus the balance the money path keeps beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Company {
+    pub state: CompanyState,
+    pub credits_balance: i64,
+}
+
+/// An API key as stored: its state plus the integer id the projection assigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub api_key_id: i64,
+    pub state: ApiKeyState,
+}
+
+/// Why the projection did not apply an event: the field at fault (e.g. `company_handle`) and a
+/// sentence for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub field: String,
+    pub reason: String,
+}
+
+/// Which unique value is already taken, if any.
+pub type Conflict = Option<&'static str>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Website {
     pub id: String,
+    /// The owning company (the operator's for websites made before companies existed).
+    pub company_id: Option<String>,
     pub name: String,
     pub domain: String,
     pub timezone: String,
     pub created_at_ms: i64,
 }
 
-/// An API key as listed (never the secret, never the hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ApiKeyInfo {
-    pub id: String,
-    pub user_id: String,
-    pub name: String,
-    pub key_last4: String,
-    pub created_at_ms: i64,
-}
-
-/// Who an active key belongs to.
+/// Who an active key belongs to: the key is active and unrevoked, its user `ACTIVE`. The caller
+/// still checks the expiration against its clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyOwner {
     pub key_id: String,
+    pub api_key_id: i64,
     pub user_id: String,
+    pub company_id: String,
+    /// The key's role (never above its user's).
+    pub role_id: i32,
+    pub expires_at_ms: Option<i64>,
 }
 
 /// Applies entity events. Idempotent: re-applying an event changes nothing.
@@ -54,7 +81,42 @@ pub trait MetadataReader: Send + Sync {
     async fn user_count(&self) -> StoreResult<u64>;
     /// The owner of an active (not revoked) key, by the key's SHA-256 hex.
     async fn key_by_hash(&self, key_hash: &str) -> StoreResult<Option<KeyOwner>>;
-    async fn keys(&self) -> StoreResult<Vec<ApiKeyInfo>>;
+    /// Every key of `company_id`, active or not, in creation order.
+    async fn api_keys(&self, company_id: &str) -> StoreResult<Vec<ApiKey>>;
+    /// A key by its aggregate id.
+    async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKey>>;
+    /// A key of `company_id` by its integer id.
+    async fn api_key_by_number(
+        &self,
+        company_id: &str,
+        api_key_id: i64,
+    ) -> StoreResult<Option<ApiKey>>;
+    async fn company(&self, id: &str) -> StoreResult<Option<Company>>;
+    /// Every company, oldest first.
+    async fn companies(&self) -> StoreResult<Vec<Company>>;
+    /// `company_handle` or `company_domain` if another company (not `except_id`) holds it.
+    async fn company_conflict(
+        &self,
+        handle: &str,
+        domain: &str,
+        except_id: Option<&str>,
+    ) -> StoreResult<Conflict>;
+    /// `email_address` or `username` if another user (not `except_id`) holds it.
+    async fn login_conflict(
+        &self,
+        email: Option<&str>,
+        username: Option<&str>,
+        except_id: Option<&str>,
+    ) -> StoreResult<Conflict>;
+    async fn user(&self, id: &str) -> StoreResult<Option<UserState>>;
+    /// The users of `company_id`, oldest first.
+    async fn users(&self, company_id: &str) -> StoreResult<Vec<UserState>>;
+    /// A live (not deleted) connection.
+    async fn connection(&self, id: &str) -> StoreResult<Option<schemas::ConnectionState>>;
+    /// The live connections of `company_id`, oldest first.
+    async fn connections(&self, company_id: &str) -> StoreResult<Vec<schemas::ConnectionState>>;
+    /// Why the event with `event_id` was not applied, if it was rejected.
+    async fn rejection(&self, event_id: &str) -> StoreResult<Option<Rejection>>;
     /// Next offset `consumer` has applied for `topic`/`partition` (0 if none).
     async fn applied_offset(&self, consumer: &str, topic: &str, partition: u32)
         -> StoreResult<u64>;

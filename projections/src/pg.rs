@@ -7,44 +7,6 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS websites (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    domain TEXT NOT NULL,
-    timezone TEXT NOT NULL,
-    created_at_ms BIGINT NOT NULL,
-    deleted_at_ms BIGINT
-);
-CREATE TABLE IF NOT EXISTS users (
-    id TEXT PRIMARY KEY,
-    username TEXT NOT NULL UNIQUE,
-    password_hash TEXT NOT NULL,
-    role TEXT NOT NULL,
-    created_at_ms BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    key_hash TEXT NOT NULL UNIQUE,
-    key_last4 TEXT NOT NULL,
-    created_at_ms BIGINT NOT NULL,
-    revoked_at_ms BIGINT
-);
-CREATE TABLE IF NOT EXISTS settings (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS projection_offsets (
-    consumer TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    part BIGINT NOT NULL,
-    next_offset BIGINT NOT NULL,
-    PRIMARY KEY (consumer, topic, part)
-);
-";
-
 fn sql_err(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -70,11 +32,14 @@ impl PgMetadata {
             .map_err(sql_err)?;
         // Processes of one deployment start together: an advisory lock serializes their
         // migrations (concurrent CREATE … IF NOT EXISTS can still collide in Postgres).
-        let ddl = format!(
-            "BEGIN; SELECT pg_advisory_xact_lock(7261001); \
-             CREATE SCHEMA IF NOT EXISTS {namespace}; {SCHEMA} COMMIT;"
+        let prelude = format!(
+            "SELECT pg_advisory_xact_lock(7261001); CREATE SCHEMA IF NOT EXISTS {namespace};"
         );
-        sqlx::raw_sql(&ddl).execute(&pool).await.map_err(sql_err)?;
+        if sql_impl::migrate(&pool, &prelude).await.map_err(sql_err)? {
+            tracing::info!(
+                "metadata tables (re)created; the metadata stage rebuilds them from the log"
+            );
+        }
         Ok(Self { pool })
     }
 

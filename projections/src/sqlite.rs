@@ -1,5 +1,6 @@
-//! The embedded metadata store on SQLite (sqlx): websites, users, API keys, settings and the
-//! metadata projection's offsets, each batch applied in one transaction with its offsets.
+//! The embedded metadata store on SQLite (sqlx): companies, users, API keys, websites,
+//! reference data, settings and the metadata projection's offsets, each batch applied in one
+//! transaction with its offsets. The SQL itself is shared with Postgres (`sqlmeta`).
 
 use crate::{StoreError, StoreResult};
 use sqlx::sqlite::{
@@ -7,44 +8,6 @@ use sqlx::sqlite::{
 };
 use std::path::Path;
 use std::time::Duration;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS websites (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    domain TEXT NOT NULL,
-    timezone TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL,
-    deleted_at_ms INTEGER
-);
-CREATE TABLE IF NOT EXISTS users (
-    id TEXT PRIMARY KEY,
-    username TEXT NOT NULL UNIQUE,
-    password_hash TEXT NOT NULL,
-    role TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    key_hash TEXT NOT NULL UNIQUE,
-    key_last4 TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL,
-    revoked_at_ms INTEGER
-);
-CREATE TABLE IF NOT EXISTS settings (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS projection_offsets (
-    consumer TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    part INTEGER NOT NULL,
-    next_offset INTEGER NOT NULL,
-    PRIMARY KEY (consumer, topic, part)
-);
-";
 
 fn sql_err(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -70,10 +33,11 @@ impl SqliteMetadata {
             .connect_with(opts)
             .await
             .map_err(sql_err)?;
-        sqlx::raw_sql(SCHEMA)
-            .execute(&pool)
-            .await
-            .map_err(sql_err)?;
+        if sql_impl::migrate(&pool, "").await.map_err(sql_err)? {
+            tracing::info!(
+                "metadata tables (re)created; the metadata stage rebuilds them from the log"
+            );
+        }
         Ok(Self { pool })
     }
 }

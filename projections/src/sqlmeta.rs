@@ -1,14 +1,181 @@
 //! The metadata store's SQL, written once for both sqlx backends (SQLite and Postgres): the
-//! statements use `$n` placeholders and `ON CONFLICT`, which both accept. Each backend's file
-//! keeps its own connection set-up and DDL and expands [`metadata_sql_impl!`] for its types.
+//! DDL uses types both accept (`BIGINT`, `INTEGER`, `BOOLEAN`, `TEXT`), the statements `$n`
+//! placeholders and `ON CONFLICT`. Each backend's file keeps only its connection set-up and
+//! expands [`metadata_sql_impl!`] for its types.
+//!
+//! Every table but `settings` is a projection of the entities topic. When their shape changes,
+//! [`SCHEMA_VERSION`] goes up and the migration drops and recreates them and forgets the
+//! metadata stage's offsets, so the stage rebuilds them from the log.
+
+/// The version of the projected tables' shape. Bump it when they change.
+pub(crate) const SCHEMA_VERSION: &str = "2";
+
+/// Tables that survive every migration.
+pub(crate) const DURABLE_DDL: &str = "
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS projection_offsets (
+    consumer TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    part BIGINT NOT NULL,
+    next_offset BIGINT NOT NULL,
+    PRIMARY KEY (consumer, topic, part)
+);
+";
+
+/// Projected tables, dropped and rebuilt from the log when [`SCHEMA_VERSION`] changes.
+pub(crate) const PROJECTED_TABLES: &[&str] = &[
+    "websites",
+    "companies",
+    "users",
+    "api_keys",
+    "rejected_events",
+    "connections",
+    "cloud_providers",
+    "storage_engines",
+    "industries",
+    "job_functions",
+    "asset_usecases",
+];
+
+pub(crate) const PROJECTED_DDL: &str = "
+CREATE TABLE IF NOT EXISTS websites (
+    id TEXT PRIMARY KEY,
+    company_id TEXT,
+    name TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    timezone TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    deleted_at_ms BIGINT
+);
+CREATE TABLE IF NOT EXISTS companies (
+    id TEXT PRIMARY KEY,
+    handle TEXT NOT NULL UNIQUE,
+    domain TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    description TEXT,
+    industry_id INTEGER,
+    country_id INTEGER,
+    vendor_share_bp INTEGER NOT NULL,
+    partnership_type TEXT,
+    accepted_eula BOOLEAN NOT NULL,
+    is_operator BOOLEAN NOT NULL,
+    timezone TEXT NOT NULL,
+    credits_balance BIGINT NOT NULL DEFAULT 0,
+    created_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    company_id TEXT NOT NULL,
+    username TEXT UNIQUE,
+    email TEXT UNIQUE,
+    password_hash TEXT,
+    role_id INTEGER NOT NULL,
+    function_id INTEGER,
+    status TEXT NOT NULL,
+    timezone TEXT NOT NULL,
+    marketing_opt_out BOOLEAN NOT NULL,
+    first_name TEXT,
+    last_name TEXT,
+    created_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS users_by_company ON users (company_id);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    api_key_id BIGINT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    company_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    key_last4 TEXT NOT NULL,
+    key_type TEXT NOT NULL,
+    role_id INTEGER NOT NULL,
+    is_system_generated BOOLEAN NOT NULL,
+    endpoint_id TEXT,
+    expires_at_ms BIGINT,
+    active BOOLEAN NOT NULL,
+    revoked_at_ms BIGINT,
+    revoked_by TEXT,
+    revocation_reason TEXT,
+    created_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_keys_by_company ON api_keys (company_id);
+CREATE TABLE IF NOT EXISTS connections (
+    id TEXT PRIMARY KEY,
+    company_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    engine_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    description TEXT,
+    credential_type TEXT NOT NULL,
+    provider_domain TEXT,
+    credentials_sealed TEXT NOT NULL,
+    verified_usage_ability BOOLEAN NOT NULL,
+    deleted BOOLEAN NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS connections_by_company ON connections (company_id);
+CREATE TABLE IF NOT EXISTS rejected_events (
+    event_id TEXT PRIMARY KEY,
+    field TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cloud_providers (
+    provider_id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    parent_company TEXT,
+    marketing_homepage_url TEXT
+);
+CREATE TABLE IF NOT EXISTS storage_engines (
+    engine_id INTEGER PRIMARY KEY,
+    provider_id INTEGER NOT NULL,
+    service_name TEXT NOT NULL,
+    engine_type TEXT NOT NULL,
+    integration_complete BOOLEAN NOT NULL,
+    test_func_complete BOOLEAN NOT NULL
+);
+CREATE TABLE IF NOT EXISTS industries (
+    industry_id INTEGER PRIMARY KEY,
+    industry_name TEXT NOT NULL UNIQUE,
+    short_name TEXT NOT NULL,
+    slug TEXT NOT NULL,
+    naisc_code TEXT NOT NULL,
+    description TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS job_functions (
+    function_id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS asset_usecases (
+    auc_id INTEGER PRIMARY KEY,
+    auc_name TEXT NOT NULL UNIQUE,
+    slug TEXT NOT NULL,
+    auc_description TEXT NOT NULL
+);
+";
+
+/// The company that legacy (pre-company) setup users are placed in when their `UserCreated`
+/// events are replayed.
+pub(crate) const LEGACY_OPERATOR_COMPANY: &str = "operator";
 
 /// Implements `MetadataWriter` and `MetadataReader` for `$store` (a struct with a `pool` field)
-/// on database `$db` with row type `$row`.
+/// on database `$db` with row type `$row`, and `migrate` for its `open`.
 macro_rules! metadata_sql_impl {
     ($store:ident, $db:ty, $row:ty) => {
         mod sql_impl {
             use super::$store;
             use crate::metadata::*;
+            use crate::reference;
+            use crate::sqlmeta::{
+                DURABLE_DDL, LEGACY_OPERATOR_COMPANY, PROJECTED_DDL, PROJECTED_TABLES,
+                SCHEMA_VERSION,
+            };
             use crate::{StoreError, StoreResult, StoredOffset};
             use async_trait::async_trait;
             use schemas::EntityEvent;
@@ -18,18 +185,454 @@ macro_rules! metadata_sql_impl {
                 StoreError::Backend(e.to_string())
             }
 
-            async fn apply_one(
-                tx: &mut Transaction<'_, $db>,
-                event: &EntityEvent,
+            type Tx<'a> = Transaction<'a, $db>;
+
+            /// Creates the tables, rebuilding the projected ones when their version changed,
+            /// and writes the reference data. `prelude` runs first in the same transaction (on
+            /// Postgres: the schema and an advisory lock). Returns true if it rebuilt.
+            pub(crate) async fn migrate(
+                pool: &sqlx::Pool<$db>,
+                prelude: &str,
+            ) -> Result<bool, sqlx::Error> {
+                let mut tx = pool.begin().await?;
+                if !prelude.is_empty() {
+                    sqlx::raw_sql(prelude).execute(&mut *tx).await?;
+                }
+                sqlx::raw_sql(DURABLE_DDL).execute(&mut *tx).await?;
+                let version: Option<String> =
+                    sqlx::query_scalar("SELECT value FROM settings WHERE name = 'metadata_schema'")
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let rebuild = version.as_deref() != Some(SCHEMA_VERSION);
+                if rebuild {
+                    for table in PROJECTED_TABLES {
+                        let drop = format!("DROP TABLE IF EXISTS {table}");
+                        sqlx::raw_sql(&drop).execute(&mut *tx).await?;
+                    }
+                    sqlx::query("DELETE FROM projection_offsets WHERE consumer = 'metadata'")
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("INSERT INTO settings (name, value) VALUES ('metadata_schema', $1) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value")
+                        .bind(SCHEMA_VERSION)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::raw_sql(PROJECTED_DDL).execute(&mut *tx).await?;
+                write_reference(&mut tx).await?;
+                tx.commit().await?;
+                Ok(rebuild)
+            }
+
+            async fn write_reference(tx: &mut Tx<'_>) -> Result<(), sqlx::Error> {
+                for p in reference::CLOUD_PROVIDERS {
+                    sqlx::query("INSERT INTO cloud_providers (provider_id, name, parent_company, marketing_homepage_url) VALUES ($1, $2, $3, $4) \
+                                 ON CONFLICT (provider_id) DO UPDATE SET name = EXCLUDED.name, parent_company = EXCLUDED.parent_company, marketing_homepage_url = EXCLUDED.marketing_homepage_url")
+                        .bind(p.provider_id).bind(p.name).bind(p.parent_company).bind(p.marketing_homepage_url)
+                        .execute(&mut **tx).await?;
+                }
+                for e in reference::STORAGE_ENGINES {
+                    sqlx::query("INSERT INTO storage_engines (engine_id, provider_id, service_name, engine_type, integration_complete, test_func_complete) VALUES ($1, $2, $3, $4, $5, $6) \
+                                 ON CONFLICT (engine_id) DO UPDATE SET provider_id = EXCLUDED.provider_id, service_name = EXCLUDED.service_name, engine_type = EXCLUDED.engine_type, \
+                                 integration_complete = EXCLUDED.integration_complete, test_func_complete = EXCLUDED.test_func_complete")
+                        .bind(e.engine_id).bind(e.provider_id).bind(e.service_name).bind(e.engine_type)
+                        .bind(e.integration_complete).bind(e.test_func_complete)
+                        .execute(&mut **tx).await?;
+                }
+                for i in reference::INDUSTRIES {
+                    sqlx::query("INSERT INTO industries (industry_id, industry_name, short_name, slug, naisc_code, description) VALUES ($1, $2, $3, $4, $5, $6) \
+                                 ON CONFLICT (industry_id) DO UPDATE SET industry_name = EXCLUDED.industry_name, short_name = EXCLUDED.short_name, slug = EXCLUDED.slug, \
+                                 naisc_code = EXCLUDED.naisc_code, description = EXCLUDED.description")
+                        .bind(i.industry_id).bind(i.industry_name).bind(i.short_name).bind(i.slug).bind(i.naisc_code).bind(i.description)
+                        .execute(&mut **tx).await?;
+                }
+                for f in reference::JOB_FUNCTIONS {
+                    sqlx::query("INSERT INTO job_functions (function_id, name) VALUES ($1, $2) ON CONFLICT (function_id) DO UPDATE SET name = EXCLUDED.name")
+                        .bind(f.function_id).bind(f.name)
+                        .execute(&mut **tx).await?;
+                }
+                for u in reference::ASSET_USECASES {
+                    sqlx::query("INSERT INTO asset_usecases (auc_id, auc_name, slug, auc_description) VALUES ($1, $2, $3, $4) \
+                                 ON CONFLICT (auc_id) DO UPDATE SET auc_name = EXCLUDED.auc_name, slug = EXCLUDED.slug, auc_description = EXCLUDED.auc_description")
+                        .bind(u.auc_id).bind(u.auc_name).bind(u.slug).bind(u.auc_description)
+                        .execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            /// The outcome of applying one event: applied, or rejected for a reason.
+            type Outcome = Result<(), Rejection>;
+
+            fn reject(field: &str, reason: impl Into<String>) -> Outcome {
+                Err(Rejection {
+                    field: field.to_string(),
+                    reason: reason.into(),
+                })
+            }
+
+            async fn exists(
+                tx: &mut Tx<'_>,
+                sql: &'static str,
+                id: &str,
+            ) -> Result<bool, sqlx::Error> {
+                Ok(sqlx::query(sql)
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .is_some())
+            }
+
+            async fn company_conflict_in(
+                ex: impl sqlx::Executor<'_, Database = $db>,
+                handle: &str,
+                domain: &str,
+                except_id: &str,
+            ) -> Result<Conflict, sqlx::Error> {
+                let row = sqlx::query(
+                    "SELECT handle = $1 AS same_handle FROM companies \
+                     WHERE (handle = $1 OR domain = $2) AND id <> $3 LIMIT 1",
+                )
+                .bind(handle)
+                .bind(domain)
+                .bind(except_id)
+                .fetch_optional(ex)
+                .await?;
+                Ok(match row {
+                    None => None,
+                    Some(r) if r.try_get::<bool, _>("same_handle")? => Some("company_handle"),
+                    Some(_) => Some("company_domain"),
+                })
+            }
+
+            async fn login_conflict_in(
+                ex: impl sqlx::Executor<'_, Database = $db>,
+                email: Option<&str>,
+                username: Option<&str>,
+                except_id: &str,
+            ) -> Result<Conflict, sqlx::Error> {
+                let row = sqlx::query(
+                    "SELECT email = $1 AS same_email FROM users \
+                     WHERE (email = $1 OR username = $2) AND id <> $3 LIMIT 1",
+                )
+                .bind(email)
+                .bind(username)
+                .bind(except_id)
+                .fetch_optional(ex)
+                .await?;
+                Ok(match row {
+                    None => None,
+                    Some(r) if r.try_get::<Option<bool>, _>("same_email")? == Some(true) => {
+                        Some("email_address")
+                    }
+                    Some(_) => Some("username"),
+                })
+            }
+
+            async fn write_company(
+                tx: &mut Tx<'_>,
+                c: &CompanyState,
             ) -> Result<(), sqlx::Error> {
+                sqlx::query(
+                    "INSERT INTO companies (id, handle, domain, name, description, industry_id, country_id, vendor_share_bp, \
+                     partnership_type, accepted_eula, is_operator, timezone, created_at_ms, updated_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                     ON CONFLICT (id) DO UPDATE SET handle = EXCLUDED.handle, domain = EXCLUDED.domain, name = EXCLUDED.name, \
+                     description = EXCLUDED.description, industry_id = EXCLUDED.industry_id, country_id = EXCLUDED.country_id, \
+                     vendor_share_bp = EXCLUDED.vendor_share_bp, partnership_type = EXCLUDED.partnership_type, \
+                     accepted_eula = EXCLUDED.accepted_eula, timezone = EXCLUDED.timezone, updated_at_ms = EXCLUDED.updated_at_ms",
+                )
+                .bind(&c.id)
+                .bind(&c.handle)
+                .bind(&c.domain)
+                .bind(&c.name)
+                .bind(&c.description)
+                .bind(c.industry_id)
+                .bind(c.country_id)
+                .bind(c.vendor_share_bp)
+                .bind(&c.partnership_type)
+                .bind(c.accepted_eula)
+                .bind(c.is_operator)
+                .bind(&c.timezone)
+                .bind(c.created_at_ms)
+                .bind(c.updated_at_ms)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn write_user(tx: &mut Tx<'_>, u: &UserState) -> Result<(), sqlx::Error> {
+                sqlx::query(
+                    "INSERT INTO users (id, company_id, username, email, password_hash, role_id, function_id, status, timezone, \
+                     marketing_opt_out, first_name, last_name, created_at_ms, updated_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                     ON CONFLICT (id) DO UPDATE SET username = EXCLUDED.username, email = EXCLUDED.email, \
+                     password_hash = EXCLUDED.password_hash, role_id = EXCLUDED.role_id, function_id = EXCLUDED.function_id, \
+                     status = EXCLUDED.status, timezone = EXCLUDED.timezone, marketing_opt_out = EXCLUDED.marketing_opt_out, \
+                     first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name, updated_at_ms = EXCLUDED.updated_at_ms",
+                )
+                .bind(&u.id)
+                .bind(&u.company_id)
+                .bind(&u.username)
+                .bind(&u.email)
+                .bind(&u.password_hash)
+                .bind(u.role_id)
+                .bind(u.function_id)
+                .bind(&u.status)
+                .bind(&u.timezone)
+                .bind(u.marketing_opt_out)
+                .bind(&u.first_name)
+                .bind(&u.last_name)
+                .bind(u.created_at_ms)
+                .bind(u.updated_at_ms)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            /// Inserts a new key with the next integer id (in log order, so a replay assigns
+            /// the same numbers), or updates the metadata and state of an existing one.
+            async fn write_key(tx: &mut Tx<'_>, k: &ApiKeyState) -> Result<(), sqlx::Error> {
+                sqlx::query(
+                    "INSERT INTO api_keys (id, api_key_id, user_id, company_id, name, key_hash, key_last4, key_type, role_id, \
+                     is_system_generated, endpoint_id, expires_at_ms, active, revoked_at_ms, revoked_by, revocation_reason, \
+                     created_at_ms, updated_at_ms) \
+                     SELECT $1, COALESCE(MAX(api_key_id), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 \
+                     FROM api_keys WHERE TRUE \
+                     ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, role_id = EXCLUDED.role_id, \
+                     expires_at_ms = EXCLUDED.expires_at_ms, active = EXCLUDED.active, revoked_at_ms = EXCLUDED.revoked_at_ms, \
+                     revoked_by = EXCLUDED.revoked_by, revocation_reason = EXCLUDED.revocation_reason, \
+                     updated_at_ms = EXCLUDED.updated_at_ms",
+                )
+                .bind(&k.id)
+                .bind(&k.user_id)
+                .bind(&k.company_id)
+                .bind(&k.name)
+                .bind(&k.key_hash)
+                .bind(&k.key_last4)
+                .bind(&k.key_type)
+                .bind(k.role_id)
+                .bind(k.is_system_generated)
+                .bind(&k.endpoint_id)
+                .bind(k.expires_at_ms)
+                .bind(k.active)
+                .bind(k.revoked_at_ms)
+                .bind(&k.revoked_by)
+                .bind(&k.revocation_reason)
+                .bind(k.created_at_ms)
+                .bind(k.updated_at_ms)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn apply_company_created(
+                tx: &mut Tx<'_>,
+                e: &schemas::CompanyCreated,
+            ) -> Result<Outcome, sqlx::Error> {
+                let c = &e.company;
+                if exists(tx, "SELECT 1 FROM companies WHERE id = $1", &c.id).await? {
+                    return Ok(Ok(())); // a redelivery of an applied event
+                }
+                if let Some(f) = company_conflict_in(&mut **tx, &c.handle, &c.domain, &c.id).await? {
+                    return Ok(reject(f, format!("{f} is already taken")));
+                }
+                let a = &e.admin;
+                if let Some(f) =
+                    login_conflict_in(&mut **tx, a.email.as_deref(), a.username.as_deref(), &a.id).await?
+                {
+                    return Ok(reject(f, format!("{f} is already taken")));
+                }
+                write_company(tx, c).await?;
+                write_user(tx, a).await?;
+                write_key(tx, &e.admin_key).await?;
+                Ok(Ok(()))
+            }
+
+            async fn apply_company_updated(
+                tx: &mut Tx<'_>,
+                c: &CompanyState,
+            ) -> Result<Outcome, sqlx::Error> {
+                if !exists(tx, "SELECT 1 FROM companies WHERE id = $1", &c.id).await? {
+                    return Ok(reject("company_id", "no such company"));
+                }
+                if let Some(f) = company_conflict_in(&mut **tx, &c.handle, &c.domain, &c.id).await? {
+                    return Ok(reject(f, format!("{f} is already taken")));
+                }
+                write_company(tx, c).await?;
+                Ok(Ok(()))
+            }
+
+            async fn apply_user(tx: &mut Tx<'_>, u: &UserState) -> Result<Outcome, sqlx::Error> {
+                if !exists(tx, "SELECT 1 FROM companies WHERE id = $1", &u.company_id).await? {
+                    return Ok(reject("company_id", "no such company"));
+                }
+                let owner: Option<String> =
+                    sqlx::query_scalar("SELECT company_id FROM users WHERE id = $1")
+                        .bind(&u.id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                if owner.is_some_and(|c| c != u.company_id) {
+                    return Ok(reject("user_id", "a user cannot move between companies"));
+                }
+                if let Some(f) =
+                    login_conflict_in(&mut **tx, u.email.as_deref(), u.username.as_deref(), &u.id).await?
+                {
+                    return Ok(reject(f, format!("{f} is already taken")));
+                }
+                write_user(tx, u).await?;
+                Ok(Ok(()))
+            }
+
+            async fn apply_key(tx: &mut Tx<'_>, k: &ApiKeyState) -> Result<Outcome, sqlx::Error> {
+                let owner: Option<String> =
+                    sqlx::query_scalar("SELECT company_id FROM users WHERE id = $1")
+                        .bind(&k.user_id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                if owner.as_deref() != Some(k.company_id.as_str()) {
+                    return Ok(reject("user_id", "no such user in this company"));
+                }
+                write_key(tx, k).await?;
+                Ok(Ok(()))
+            }
+
+            async fn apply_connection(
+                tx: &mut Tx<'_>,
+                c: &schemas::ConnectionState,
+            ) -> Result<Outcome, sqlx::Error> {
+                let owner: Option<String> =
+                    sqlx::query_scalar("SELECT company_id FROM connections WHERE id = $1")
+                        .bind(&c.id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                if owner.is_some_and(|o| o != c.company_id) {
+                    return Ok(reject("connection_id", "a connection cannot move between companies"));
+                }
+                let user: Option<String> =
+                    sqlx::query_scalar("SELECT company_id FROM users WHERE id = $1")
+                        .bind(&c.user_id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                if user.as_deref() != Some(c.company_id.as_str()) {
+                    return Ok(reject("user_id", "no such user in this company"));
+                }
+                sqlx::query(
+                    "INSERT INTO connections (id, company_id, user_id, engine_id, name, description, credential_type, \
+                     provider_domain, credentials_sealed, verified_usage_ability, deleted, created_at_ms, updated_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                     ON CONFLICT (id) DO UPDATE SET engine_id = EXCLUDED.engine_id, name = EXCLUDED.name, \
+                     description = EXCLUDED.description, credential_type = EXCLUDED.credential_type, \
+                     provider_domain = EXCLUDED.provider_domain, credentials_sealed = EXCLUDED.credentials_sealed, \
+                     verified_usage_ability = EXCLUDED.verified_usage_ability, deleted = EXCLUDED.deleted, \
+                     updated_at_ms = EXCLUDED.updated_at_ms",
+                )
+                .bind(&c.id)
+                .bind(&c.company_id)
+                .bind(&c.user_id)
+                .bind(c.engine_id)
+                .bind(&c.name)
+                .bind(&c.description)
+                .bind(&c.credential_type)
+                .bind(&c.provider_domain)
+                .bind(&c.credentials_sealed)
+                .bind(c.verified_usage_ability)
+                .bind(c.deleted)
+                .bind(c.created_at_ms)
+                .bind(c.updated_at_ms)
+                .execute(&mut **tx)
+                .await?;
+                Ok(Ok(()))
+            }
+
+            /// Places a pre-company setup user (an old log's `UserCreated`) in the operator
+            /// company, creating that company the first time.
+            async fn apply_legacy_user(
+                tx: &mut Tx<'_>,
+                u: &schemas::UserCreated,
+            ) -> Result<(), sqlx::Error> {
+                let company = CompanyState {
+                    id: LEGACY_OPERATOR_COMPANY.into(),
+                    handle: "operator".into(),
+                    domain: "operator.invalid".into(),
+                    name: "Operator".into(),
+                    description: None,
+                    industry_id: None,
+                    country_id: None,
+                    vendor_share_bp: 8_500,
+                    partnership_type: None,
+                    accepted_eula: true,
+                    is_operator: true,
+                    timezone: "UTC".into(),
+                    created_at_ms: u.created_at_ms,
+                    updated_at_ms: u.created_at_ms,
+                };
+                if !exists(tx, "SELECT 1 FROM companies WHERE id = $1", &company.id).await? {
+                    write_company(tx, &company).await?;
+                }
+                let user = UserState {
+                    id: u.id.clone(),
+                    company_id: company.id,
+                    username: Some(u.username.clone()),
+                    email: None,
+                    password_hash: Some(u.password_hash.clone()),
+                    role_id: 1,
+                    function_id: None,
+                    status: "ACTIVE".into(),
+                    timezone: "UTC".into(),
+                    marketing_opt_out: false,
+                    first_name: None,
+                    last_name: None,
+                    created_at_ms: u.created_at_ms,
+                    updated_at_ms: u.created_at_ms,
+                };
+                write_user(tx, &user).await
+            }
+
+            async fn apply_legacy_key(
+                tx: &mut Tx<'_>,
+                k: &schemas::ApiKeyCreated,
+            ) -> Result<(), sqlx::Error> {
+                let company: Option<String> =
+                    sqlx::query_scalar("SELECT company_id FROM users WHERE id = $1")
+                        .bind(&k.user_id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                let Some(company_id) = company else {
+                    return Ok(());
+                };
+                let key = ApiKeyState {
+                    id: k.id.clone(),
+                    user_id: k.user_id.clone(),
+                    company_id,
+                    name: k.name.clone(),
+                    key_hash: k.key_hash.clone(),
+                    key_last4: k.key_last4.clone(),
+                    key_type: "analytics".into(),
+                    role_id: 1,
+                    is_system_generated: false,
+                    endpoint_id: None,
+                    expires_at_ms: None,
+                    active: true,
+                    revoked_at_ms: None,
+                    revoked_by: None,
+                    revocation_reason: None,
+                    created_at_ms: k.created_at_ms,
+                    updated_at_ms: k.created_at_ms,
+                };
+                write_key(tx, &key).await
+            }
+
+            async fn apply_one(tx: &mut Tx<'_>, event: &EntityEvent) -> Result<Outcome, sqlx::Error> {
                 match event {
                     EntityEvent::WebsiteCreated(w) => {
-                        sqlx::query("INSERT INTO websites (id, name, domain, timezone, created_at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
+                        // A v1 event names no company: the site is the operator's.
+                        sqlx::query("INSERT INTO websites (id, name, domain, timezone, created_at_ms, company_id) VALUES ($1, $2, $3, $4, $5, \
+                                     COALESCE($6, (SELECT id FROM companies WHERE is_operator ORDER BY created_at_ms, id LIMIT 1))) ON CONFLICT DO NOTHING")
                             .bind(&w.id)
                             .bind(&w.name)
                             .bind(&w.domain)
                             .bind(&w.timezone)
                             .bind(w.created_at_ms)
+                            .bind(&w.company_id)
                             .execute(&mut **tx)
                             .await?;
                     }
@@ -54,51 +657,127 @@ macro_rules! metadata_sql_impl {
                         .execute(&mut **tx)
                         .await?;
                     }
-                    EntityEvent::UserCreated(u) => {
-                        sqlx::query("INSERT INTO users (id, username, password_hash, role, created_at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
-                            .bind(&u.id)
-                            .bind(&u.username)
-                            .bind(&u.password_hash)
-                            .bind(&u.role)
-                            .bind(u.created_at_ms)
-                            .execute(&mut **tx)
-                            .await?;
-                    }
-                    EntityEvent::ApiKeyCreated(k) => {
-                        sqlx::query(
-                            "INSERT INTO api_keys (id, user_id, name, key_hash, key_last4, created_at_ms) \
-                             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(&k.id)
-                        .bind(&k.user_id)
-                        .bind(&k.name)
-                        .bind(&k.key_hash)
-                        .bind(&k.key_last4)
-                        .bind(k.created_at_ms)
-                        .execute(&mut **tx)
-                        .await?;
-                    }
+                    EntityEvent::UserCreated(u) => apply_legacy_user(tx, u).await?,
+                    EntityEvent::ApiKeyCreated(k) => apply_legacy_key(tx, k).await?,
                     EntityEvent::ApiKeyRevoked(k) => {
                         sqlx::query(
-                            "UPDATE api_keys SET revoked_at_ms = $1 WHERE id = $2 AND revoked_at_ms IS NULL",
+                            "UPDATE api_keys SET active = FALSE, revoked_at_ms = $1, updated_at_ms = $1 \
+                             WHERE id = $2 AND revoked_at_ms IS NULL",
                         )
                         .bind(k.revoked_at_ms)
                         .bind(&k.id)
                         .execute(&mut **tx)
                         .await?;
                     }
+                    EntityEvent::CompanyCreated(e) => return apply_company_created(tx, e).await,
+                    EntityEvent::CompanyUpdated(e) => return apply_company_updated(tx, &e.company).await,
+                    EntityEvent::UserUpserted(e) => return apply_user(tx, &e.user).await,
+                    EntityEvent::ApiKeyUpserted(e) => return apply_key(tx, &e.key).await,
+                    EntityEvent::ConnectionUpserted(e) => return apply_connection(tx, &e.connection).await,
                 }
-                Ok(())
+                Ok(Ok(()))
+            }
+
+            fn company_from(row: &$row) -> Result<Company, sqlx::Error> {
+                Ok(Company {
+                    state: CompanyState {
+                        id: row.try_get("id")?,
+                        handle: row.try_get("handle")?,
+                        domain: row.try_get("domain")?,
+                        name: row.try_get("name")?,
+                        description: row.try_get("description")?,
+                        industry_id: row.try_get("industry_id")?,
+                        country_id: row.try_get("country_id")?,
+                        vendor_share_bp: row.try_get("vendor_share_bp")?,
+                        partnership_type: row.try_get("partnership_type")?,
+                        accepted_eula: row.try_get("accepted_eula")?,
+                        is_operator: row.try_get("is_operator")?,
+                        timezone: row.try_get("timezone")?,
+                        created_at_ms: row.try_get("created_at_ms")?,
+                        updated_at_ms: row.try_get("updated_at_ms")?,
+                    },
+                    credits_balance: row.try_get("credits_balance")?,
+                })
+            }
+
+            fn user_from(row: &$row) -> Result<UserState, sqlx::Error> {
+                Ok(UserState {
+                    id: row.try_get("id")?,
+                    company_id: row.try_get("company_id")?,
+                    username: row.try_get("username")?,
+                    email: row.try_get("email")?,
+                    password_hash: row.try_get("password_hash")?,
+                    role_id: row.try_get("role_id")?,
+                    function_id: row.try_get("function_id")?,
+                    status: row.try_get("status")?,
+                    timezone: row.try_get("timezone")?,
+                    marketing_opt_out: row.try_get("marketing_opt_out")?,
+                    first_name: row.try_get("first_name")?,
+                    last_name: row.try_get("last_name")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                    updated_at_ms: row.try_get("updated_at_ms")?,
+                })
+            }
+
+            fn key_from(row: &$row) -> Result<ApiKey, sqlx::Error> {
+                Ok(ApiKey {
+                    api_key_id: row.try_get("api_key_id")?,
+                    state: ApiKeyState {
+                        id: row.try_get("id")?,
+                        user_id: row.try_get("user_id")?,
+                        company_id: row.try_get("company_id")?,
+                        name: row.try_get("name")?,
+                        key_hash: row.try_get("key_hash")?,
+                        key_last4: row.try_get("key_last4")?,
+                        key_type: row.try_get("key_type")?,
+                        role_id: row.try_get("role_id")?,
+                        is_system_generated: row.try_get("is_system_generated")?,
+                        endpoint_id: row.try_get("endpoint_id")?,
+                        expires_at_ms: row.try_get("expires_at_ms")?,
+                        active: row.try_get("active")?,
+                        revoked_at_ms: row.try_get("revoked_at_ms")?,
+                        revoked_by: row.try_get("revoked_by")?,
+                        revocation_reason: row.try_get("revocation_reason")?,
+                        created_at_ms: row.try_get("created_at_ms")?,
+                        updated_at_ms: row.try_get("updated_at_ms")?,
+                    },
+                })
+            }
+
+            fn connection_from(row: &$row) -> Result<schemas::ConnectionState, sqlx::Error> {
+                Ok(schemas::ConnectionState {
+                    id: row.try_get("id")?,
+                    company_id: row.try_get("company_id")?,
+                    user_id: row.try_get("user_id")?,
+                    engine_id: row.try_get("engine_id")?,
+                    name: row.try_get("name")?,
+                    description: row.try_get("description")?,
+                    credential_type: row.try_get("credential_type")?,
+                    provider_domain: row.try_get("provider_domain")?,
+                    credentials_sealed: row.try_get("credentials_sealed")?,
+                    verified_usage_ability: row.try_get("verified_usage_ability")?,
+                    deleted: row.try_get("deleted")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                    updated_at_ms: row.try_get("updated_at_ms")?,
+                })
             }
 
             fn website_from(row: &$row) -> Result<Website, sqlx::Error> {
                 Ok(Website {
                     id: row.try_get("id")?,
+                    company_id: row.try_get("company_id")?,
                     name: row.try_get("name")?,
                     domain: row.try_get("domain")?,
                     timezone: row.try_get("timezone")?,
                     created_at_ms: row.try_get("created_at_ms")?,
                 })
+            }
+
+            fn all<T>(
+                rows: &[$row],
+                from: fn(&$row) -> Result<T, sqlx::Error>,
+            ) -> StoreResult<Vec<T>> {
+                rows.iter().map(from).collect::<Result<_, _>>().map_err(sql_err)
             }
 
             #[async_trait]
@@ -111,7 +790,17 @@ macro_rules! metadata_sql_impl {
                 ) -> StoreResult<()> {
                     let mut tx = self.pool.begin().await.map_err(sql_err)?;
                     for e in events {
-                        apply_one(&mut tx, e).await.map_err(sql_err)?;
+                        if let Err(r) = apply_one(&mut tx, e).await.map_err(sql_err)? {
+                            let id = e.event_id().unwrap_or_default();
+                            tracing::info!(event_id = id, field = %r.field, reason = %r.reason, "entity event rejected");
+                            sqlx::query("INSERT INTO rejected_events (event_id, field, reason) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                                .bind(id)
+                                .bind(&r.field)
+                                .bind(&r.reason)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(sql_err)?;
+                        }
                     }
                     for o in offsets {
                         sqlx::query("INSERT INTO projection_offsets (consumer, topic, part, next_offset) VALUES ($1, $2, $3, $4) ON CONFLICT (consumer, topic, part) DO UPDATE SET next_offset = EXCLUDED.next_offset")
@@ -165,10 +854,7 @@ macro_rules! metadata_sql_impl {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(sql_err)?;
-                    rows.iter()
-                        .map(website_from)
-                        .collect::<Result<_, _>>()
-                        .map_err(sql_err)
+                    all(&rows, website_from)
                 }
 
                 async fn user_count(&self) -> StoreResult<u64> {
@@ -181,7 +867,9 @@ macro_rules! metadata_sql_impl {
 
                 async fn key_by_hash(&self, key_hash: &str) -> StoreResult<Option<KeyOwner>> {
                     let row = sqlx::query(
-                        "SELECT id, user_id FROM api_keys WHERE key_hash = $1 AND revoked_at_ms IS NULL",
+                        "SELECT k.id, k.api_key_id, k.user_id, k.company_id, k.role_id, k.expires_at_ms \
+                         FROM api_keys k JOIN users u ON u.id = k.user_id \
+                         WHERE k.key_hash = $1 AND k.active AND k.revoked_at_ms IS NULL AND u.status = 'ACTIVE'",
                     )
                     .bind(key_hash)
                     .fetch_optional(&self.pool)
@@ -190,33 +878,138 @@ macro_rules! metadata_sql_impl {
                     row.map(|r| {
                         Ok(KeyOwner {
                             key_id: r.try_get("id")?,
+                            api_key_id: r.try_get("api_key_id")?,
                             user_id: r.try_get("user_id")?,
+                            company_id: r.try_get("company_id")?,
+                            role_id: r.try_get("role_id")?,
+                            expires_at_ms: r.try_get("expires_at_ms")?,
                         })
                     })
                     .transpose()
                     .map_err(sql_err)
                 }
 
-                async fn keys(&self) -> StoreResult<Vec<ApiKeyInfo>> {
-                    let rows = sqlx::query(
-                        "SELECT id, user_id, name, key_last4, created_at_ms FROM api_keys WHERE revoked_at_ms IS NULL \
-                         ORDER BY created_at_ms, id",
-                    )
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(sql_err)?;
-                    rows.iter()
-                        .map(|r| {
-                            Ok(ApiKeyInfo {
-                                id: r.try_get("id")?,
-                                user_id: r.try_get("user_id")?,
-                                name: r.try_get("name")?,
-                                key_last4: r.try_get("key_last4")?,
-                                created_at_ms: r.try_get("created_at_ms")?,
-                            })
-                        })
-                        .collect::<Result<_, sqlx::Error>>()
+                async fn api_keys(&self, company_id: &str) -> StoreResult<Vec<ApiKey>> {
+                    let rows = sqlx::query("SELECT * FROM api_keys WHERE company_id = $1 ORDER BY api_key_id")
+                        .bind(company_id)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    all(&rows, key_from)
+                }
+
+                async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKey>> {
+                    let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    row.as_ref().map(key_from).transpose().map_err(sql_err)
+                }
+
+                async fn api_key_by_number(
+                    &self,
+                    company_id: &str,
+                    api_key_id: i64,
+                ) -> StoreResult<Option<ApiKey>> {
+                    let row = sqlx::query("SELECT * FROM api_keys WHERE company_id = $1 AND api_key_id = $2")
+                        .bind(company_id)
+                        .bind(api_key_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    row.as_ref().map(key_from).transpose().map_err(sql_err)
+                }
+
+                async fn company(&self, id: &str) -> StoreResult<Option<Company>> {
+                    let row = sqlx::query("SELECT * FROM companies WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    row.as_ref().map(company_from).transpose().map_err(sql_err)
+                }
+
+                async fn companies(&self) -> StoreResult<Vec<Company>> {
+                    let rows = sqlx::query("SELECT * FROM companies ORDER BY created_at_ms, id")
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    all(&rows, company_from)
+                }
+
+                async fn company_conflict(
+                    &self,
+                    handle: &str,
+                    domain: &str,
+                    except_id: Option<&str>,
+                ) -> StoreResult<Conflict> {
+                    company_conflict_in(&self.pool, handle, domain, except_id.unwrap_or(""))
+                        .await
                         .map_err(sql_err)
+                }
+
+                async fn login_conflict(
+                    &self,
+                    email: Option<&str>,
+                    username: Option<&str>,
+                    except_id: Option<&str>,
+                ) -> StoreResult<Conflict> {
+                    login_conflict_in(&self.pool, email, username, except_id.unwrap_or(""))
+                        .await
+                        .map_err(sql_err)
+                }
+
+                async fn user(&self, id: &str) -> StoreResult<Option<UserState>> {
+                    let row = sqlx::query("SELECT * FROM users WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    row.as_ref().map(user_from).transpose().map_err(sql_err)
+                }
+
+                async fn users(&self, company_id: &str) -> StoreResult<Vec<UserState>> {
+                    let rows = sqlx::query("SELECT * FROM users WHERE company_id = $1 ORDER BY created_at_ms, id")
+                        .bind(company_id)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    all(&rows, user_from)
+                }
+
+                async fn connection(&self, id: &str) -> StoreResult<Option<schemas::ConnectionState>> {
+                    let row = sqlx::query("SELECT * FROM connections WHERE id = $1 AND NOT deleted")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    row.as_ref().map(connection_from).transpose().map_err(sql_err)
+                }
+
+                async fn connections(&self, company_id: &str) -> StoreResult<Vec<schemas::ConnectionState>> {
+                    let rows = sqlx::query("SELECT * FROM connections WHERE company_id = $1 AND NOT deleted ORDER BY created_at_ms, id")
+                        .bind(company_id)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    all(&rows, connection_from)
+                }
+
+                async fn rejection(&self, event_id: &str) -> StoreResult<Option<Rejection>> {
+                    let row = sqlx::query("SELECT field, reason FROM rejected_events WHERE event_id = $1")
+                        .bind(event_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    row.map(|r| {
+                        Ok(Rejection {
+                            field: r.try_get("field")?,
+                            reason: r.try_get("reason")?,
+                        })
+                    })
+                    .transpose()
+                    .map_err(sql_err)
                 }
 
                 async fn applied_offset(

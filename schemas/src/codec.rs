@@ -80,6 +80,11 @@ wire!(WebsiteDeleted, "tally.entities.WebsiteDeleted");
 wire!(UserCreated, "tally.entities.UserCreated");
 wire!(ApiKeyCreated, "tally.entities.ApiKeyCreated");
 wire!(ApiKeyRevoked, "tally.entities.ApiKeyRevoked");
+wire!(CompanyCreated, "tally.entities.CompanyCreated");
+wire!(CompanyUpdated, "tally.entities.CompanyUpdated");
+wire!(UserUpserted, "tally.entities.UserUpserted");
+wire!(ApiKeyUpserted, "tally.entities.ApiKeyUpserted");
+wire!(ConnectionUpserted, "tally.entities.ConnectionUpserted");
 wire!(DeadLetter, "tally.ops.DeadLetter");
 
 /// Encodes `value` with the newest schema of its subject.
@@ -160,6 +165,11 @@ pub fn encode_entity(event: &EntityEvent) -> Result<Vec<u8>, CodecError> {
         EntityEvent::UserCreated(e) => encode(e),
         EntityEvent::ApiKeyCreated(e) => encode(e),
         EntityEvent::ApiKeyRevoked(e) => encode(e),
+        EntityEvent::CompanyCreated(e) => encode(e),
+        EntityEvent::CompanyUpdated(e) => encode(e),
+        EntityEvent::UserUpserted(e) => encode(e),
+        EntityEvent::ApiKeyUpserted(e) => encode(e),
+        EntityEvent::ConnectionUpserted(e) => encode(e),
     }
 }
 
@@ -174,6 +184,11 @@ pub fn decode_entity(bytes: &[u8]) -> Result<EntityEvent, CodecError> {
         UserCreated::SUBJECT => EntityEvent::UserCreated(decode_datum(id, datum)?),
         ApiKeyCreated::SUBJECT => EntityEvent::ApiKeyCreated(decode_datum(id, datum)?),
         ApiKeyRevoked::SUBJECT => EntityEvent::ApiKeyRevoked(decode_datum(id, datum)?),
+        CompanyCreated::SUBJECT => EntityEvent::CompanyCreated(decode_datum(id, datum)?),
+        CompanyUpdated::SUBJECT => EntityEvent::CompanyUpdated(decode_datum(id, datum)?),
+        UserUpserted::SUBJECT => EntityEvent::UserUpserted(decode_datum(id, datum)?),
+        ApiKeyUpserted::SUBJECT => EntityEvent::ApiKeyUpserted(decode_datum(id, datum)?),
+        ConnectionUpserted::SUBJECT => EntityEvent::ConnectionUpserted(decode_datum(id, datum)?),
         other => {
             return Err(CodecError::WrongSubject {
                 id,
@@ -228,6 +243,7 @@ mod tests {
                 domain: "d.com".into(),
                 timezone: "UTC".into(),
                 created_at_ms: 1,
+                company_id: None,
             }),
             EntityEvent::WebsiteUpdated(WebsiteUpdated {
                 id: "w".into(),
@@ -258,6 +274,36 @@ mod tests {
             EntityEvent::ApiKeyRevoked(ApiKeyRevoked {
                 id: "k".into(),
                 revoked_at_ms: 6,
+            }),
+            EntityEvent::CompanyCreated(CompanyCreated {
+                event_id: "e1".into(),
+                company: crate::testenv::company("c", "acme"),
+                admin: crate::testenv::user("u", "c", "a@acme.io"),
+                admin_key: crate::testenv::api_key("k", "u", "c"),
+            }),
+            EntityEvent::CompanyUpdated(CompanyUpdated {
+                event_id: "e2".into(),
+                company: CompanyState {
+                    description: Some("d".into()),
+                    industry_id: Some(31),
+                    ..crate::testenv::company("c", "acme")
+                },
+            }),
+            EntityEvent::UserUpserted(UserUpserted {
+                event_id: "e3".into(),
+                user: crate::testenv::user("u2", "c", "b@acme.io"),
+            }),
+            EntityEvent::ApiKeyUpserted(ApiKeyUpserted {
+                event_id: "e4".into(),
+                key: ApiKeyState {
+                    expires_at_ms: Some(9),
+                    revocation_reason: Some("leaked".into()),
+                    ..crate::testenv::api_key("k2", "u2", "c")
+                },
+            }),
+            EntityEvent::ConnectionUpserted(ConnectionUpserted {
+                event_id: "e5".into(),
+                connection: crate::testenv::connection("cn", "c", "u"),
             }),
         ];
         for e in events {

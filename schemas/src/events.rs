@@ -71,6 +71,9 @@ pub struct WebsiteCreated {
     pub domain: String,
     pub timezone: String,
     pub created_at_ms: i64,
+    /// The owning company (v2). Websites from v1 events belong to the operator's company.
+    #[serde(default)]
+    pub company_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +116,126 @@ pub struct ApiKeyRevoked {
     pub revoked_at_ms: i64,
 }
 
+/// A company's whole state, as carried by the company events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompanyState {
+    pub id: String,
+    pub handle: String,
+    pub domain: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub industry_id: Option<i32>,
+    pub country_id: Option<i32>,
+    /// The seller's share of revenue in basis points (8,500 = 85 %): integers, no float drift.
+    pub vendor_share_bp: i32,
+    pub partnership_type: Option<String>,
+    pub accepted_eula: bool,
+    pub is_operator: bool,
+    pub timezone: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A user's whole state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserState {
+    pub id: String,
+    pub company_id: String,
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub password_hash: Option<String>,
+    pub role_id: i32,
+    pub function_id: Option<i32>,
+    /// `ACTIVE`, `PENDING`, `INACTIVE` or `BANNED`.
+    pub status: String,
+    pub timezone: String,
+    pub marketing_opt_out: bool,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// An API key's whole state (the SHA-256 of the secret, never the secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyState {
+    /// The aggregate id; the integer `api_key_id` clients see is assigned by the projection in
+    /// log order, so a replay assigns the same numbers.
+    pub id: String,
+    pub user_id: String,
+    pub company_id: String,
+    pub name: String,
+    pub key_hash: String,
+    pub key_last4: String,
+    /// `analytics`, `mcp` or `endpoint`.
+    pub key_type: String,
+    pub role_id: i32,
+    pub is_system_generated: bool,
+    pub endpoint_id: Option<String>,
+    pub expires_at_ms: Option<i64>,
+    /// False once deleted (deactivated) or revoked.
+    pub active: bool,
+    pub revoked_at_ms: Option<i64>,
+    pub revoked_by: Option<String>,
+    pub revocation_reason: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A tenant company created together with its first admin and the admin's key. One event, so
+/// the projection accepts or rejects the three together (a taken handle, domain or e-mail
+/// rejects all of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompanyCreated {
+    pub event_id: String,
+    pub company: CompanyState,
+    pub admin: UserState,
+    pub admin_key: ApiKeyState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompanyUpdated {
+    pub event_id: String,
+    pub company: CompanyState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserUpserted {
+    pub event_id: String,
+    pub user: UserState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyUpserted {
+    pub event_id: String,
+    pub key: ApiKeyState,
+}
+
+/// A connection to a seller's database. The credentials are sealed (AES-256-GCM, bound to the
+/// connection id) before they reach the log: they are never on a topic in clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionState {
+    pub id: String,
+    pub company_id: String,
+    pub user_id: String,
+    pub engine_id: i32,
+    pub name: String,
+    pub description: Option<String>,
+    pub credential_type: String,
+    pub provider_domain: Option<String>,
+    pub credentials_sealed: String,
+    pub verified_usage_ability: bool,
+    pub deleted: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionUpserted {
+    pub event_id: String,
+    pub connection: ConnectionState,
+}
+
 /// A record some consumer could not decode or apply, parked for operators.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -129,6 +252,9 @@ pub struct DeadLetter {
 }
 
 /// Every event on the entities topic; the schema id in the wire header says which one it is.
+// `CompanyCreated` (a company, its admin and key) is the large one. Entity events are decoded
+// one at a time into batches of at most 1,000, so boxing it would buy nothing measurable.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum EntityEvent {
     WebsiteCreated(WebsiteCreated),
@@ -137,6 +263,11 @@ pub enum EntityEvent {
     UserCreated(UserCreated),
     ApiKeyCreated(ApiKeyCreated),
     ApiKeyRevoked(ApiKeyRevoked),
+    CompanyCreated(CompanyCreated),
+    CompanyUpdated(CompanyUpdated),
+    UserUpserted(UserUpserted),
+    ApiKeyUpserted(ApiKeyUpserted),
+    ConnectionUpserted(ConnectionUpserted),
 }
 
 impl EntityEvent {
@@ -149,6 +280,24 @@ impl EntityEvent {
             Self::UserCreated(e) => &e.id,
             Self::ApiKeyCreated(e) => &e.id,
             Self::ApiKeyRevoked(e) => &e.id,
+            Self::CompanyCreated(e) => &e.company.id,
+            Self::CompanyUpdated(e) => &e.company.id,
+            Self::UserUpserted(e) => &e.user.id,
+            Self::ApiKeyUpserted(e) => &e.key.id,
+            Self::ConnectionUpserted(e) => &e.connection.id,
+        }
+    }
+
+    /// The id of this event, for the state-carrying events that have one: the projection
+    /// records a rejection (a taken handle, say) under it, and the command reads it back.
+    pub fn event_id(&self) -> Option<&str> {
+        match self {
+            Self::CompanyCreated(e) => Some(&e.event_id),
+            Self::CompanyUpdated(e) => Some(&e.event_id),
+            Self::UserUpserted(e) => Some(&e.event_id),
+            Self::ApiKeyUpserted(e) => Some(&e.event_id),
+            Self::ConnectionUpserted(e) => Some(&e.event_id),
+            _ => None,
         }
     }
 }

@@ -12,7 +12,9 @@ pub use codec::{
     decode, decode_entity, encode, encode_entity, encode_with, CodecError, WireRecord,
 };
 pub use events::{
-    ApiKeyCreated, ApiKeyRevoked, CollectedEvent, DeadLetter, EnrichedEvent, EntityEvent,
-    UserCreated, WebsiteCreated, WebsiteDeleted, WebsiteUpdated,
+    ApiKeyCreated, ApiKeyRevoked, ApiKeyState, ApiKeyUpserted, CollectedEvent, CompanyCreated,
+    CompanyState, CompanyUpdated, ConnectionState, ConnectionUpserted, DeadLetter, EnrichedEvent,
+    EntityEvent, UserCreated, UserState, UserUpserted, WebsiteCreated, WebsiteDeleted,
+    WebsiteUpdated,
 };
 pub use registry::{schema_by_id, SchemaEntry, REGISTRY};

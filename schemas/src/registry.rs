@@ -77,6 +77,42 @@ pub const REGISTRY: &[SchemaEntry] = &[
         "api_key_revoked.v1.avsc"
     ),
     entry!(10, "tally.ops.DeadLetter", 1, "dead_letter.v1.avsc"),
+    entry!(
+        11,
+        "tally.entities.CompanyCreated",
+        1,
+        "company_created.v1.avsc"
+    ),
+    entry!(
+        12,
+        "tally.entities.CompanyUpdated",
+        1,
+        "company_updated.v1.avsc"
+    ),
+    entry!(
+        13,
+        "tally.entities.UserUpserted",
+        1,
+        "user_upserted.v1.avsc"
+    ),
+    entry!(
+        14,
+        "tally.entities.ApiKeyUpserted",
+        1,
+        "api_key_upserted.v1.avsc"
+    ),
+    entry!(
+        15,
+        "tally.entities.WebsiteCreated",
+        2,
+        "website_created.v2.avsc"
+    ),
+    entry!(
+        16,
+        "tally.entities.ConnectionUpserted",
+        1,
+        "connection_upserted.v1.avsc"
+    ),
 ];
 
 struct Parsed {

@@ -25,3 +25,85 @@ pub fn unique_prefix() -> String {
         .unwrap_or(0);
     format!("t{}x{nanos}", std::process::id())
 }
+
+/// A company state for tests (and conformance suites): `handle` also names the domain.
+pub fn company(id: &str, handle: &str) -> crate::CompanyState {
+    crate::CompanyState {
+        id: id.into(),
+        handle: handle.into(),
+        domain: format!("{handle}.example"),
+        name: handle.to_uppercase(),
+        description: None,
+        industry_id: None,
+        country_id: None,
+        vendor_share_bp: 8_500,
+        partnership_type: None,
+        accepted_eula: true,
+        is_operator: false,
+        timezone: "UTC".into(),
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    }
+}
+
+/// An active company admin for tests.
+pub fn user(id: &str, company_id: &str, email: &str) -> crate::UserState {
+    crate::UserState {
+        id: id.into(),
+        company_id: company_id.into(),
+        username: None,
+        email: Some(email.into()),
+        password_hash: None,
+        role_id: 2,
+        function_id: None,
+        status: "ACTIVE".into(),
+        timezone: "UTC".into(),
+        marketing_opt_out: false,
+        first_name: None,
+        last_name: None,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    }
+}
+
+/// An active analytics key for tests; its hash is derived from its id.
+pub fn api_key(id: &str, user_id: &str, company_id: &str) -> crate::ApiKeyState {
+    crate::ApiKeyState {
+        id: id.into(),
+        user_id: user_id.into(),
+        company_id: company_id.into(),
+        name: "key".into(),
+        key_hash: format!("hash-{id}"),
+        key_last4: "1234".into(),
+        key_type: "analytics".into(),
+        role_id: 2,
+        is_system_generated: false,
+        endpoint_id: None,
+        expires_at_ms: None,
+        active: true,
+        revoked_at_ms: None,
+        revoked_by: None,
+        revocation_reason: None,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    }
+}
+
+/// A Postgres connection (engine 1) for tests, with an opaque sealed credential.
+pub fn connection(id: &str, company_id: &str, user_id: &str) -> crate::ConnectionState {
+    crate::ConnectionState {
+        id: id.into(),
+        company_id: company_id.into(),
+        user_id: user_id.into(),
+        engine_id: 1,
+        name: "warehouse".into(),
+        description: None,
+        credential_type: "USERNAME_PASSWORD".into(),
+        provider_domain: None,
+        credentials_sealed: "v1:00".into(),
+        verified_usage_ability: false,
+        deleted: false,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    }
+}

@@ -93,7 +93,7 @@ async fn each_error_code_has_its_status_and_body() {
     assert_error(s, &b, 404, "not_found");
     let (s, b) = c.get("/api/no/such/route").await;
     assert_error(s, &b, 404, "not_found");
-    let (s, b) = c.get("/api/assets/123").await;
+    let (s, b) = c.get("/api/reports/123").await;
     assert_error(s, &b, 501, "not_implemented");
     let r = c
         .req(reqwest::Method::PATCH, "/api/collect")

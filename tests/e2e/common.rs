@@ -87,6 +87,11 @@ pub fn embedded_settings(dir: &Path) -> tally::Settings {
         metadata_url: None,
         kafka_message_timeout_ms: 5000,
         kafka_stall_window_secs: 30,
+        vendor_share: 0.85,
+        secret_key: None,
+        source_allow_cidrs: String::new(),
+        execution_timeout_ms: 10_000,
+        source_pool_size: 16,
     }
 }
 
@@ -167,6 +172,60 @@ impl Client {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The same server with another key.
+    pub fn with_key(&self, key: &str) -> Client {
+        Client {
+            key: Some(key.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// Any method with an optional JSON body: (status, body).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut r = self.req(method, path);
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        let r = r.send().await.expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Creates a tenant company (as the operator): (company id, its admin's client).
+    pub async fn company(&self, handle: &str) -> (String, Client) {
+        let (status, body) = self
+            .post(
+                "/companies",
+                &json!({
+                    "company_handle": handle,
+                    "company_domain": format!("{handle}.example"),
+                    "company_name": handle.to_uppercase(),
+                    "admin": {"email_address": format!("admin@{handle}.example"), "password": "correct horse"},
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["data"]["company_id"]
+            .as_str()
+            .expect("company_id")
+            .to_string();
+        let key = body["data"]["api_key"].as_str().expect("api_key");
+        (id, self.with_key(key))
+    }
+
     /// Runs first-run setup and keeps the returned key.
     pub async fn setup(&mut self) {
         let (status, body) = self
@@ -217,6 +276,13 @@ pub async fn start_app(settings: tally::Settings) -> (tally::App, Client) {
     (app, c)
 }
 
+/// Tally started in-process on a data dir whose setup is done, with the operator's key.
+pub async fn start_app_with_key(settings: tally::Settings, key: &str) -> (tally::App, Client) {
+    let app = tally::start(settings).await.expect("start");
+    let c = Client::new(format!("http://{}", app.addr)).with_key(key);
+    (app, c)
+}
+
 /// The real binary in `dir` on a fresh port, up and set up, with one website:
 /// (process, client, site, port).
 pub async fn start_binary_with_site(dir: &Path) -> (ChildGuard, Client, String, u16) {
@@ -264,6 +330,10 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The credentials key every spawned test process uses.
+pub const TEST_SECRET_KEY: &str =
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
 /// The real binary, started with `serve` in `dir` on `port`.
 pub fn spawn_binary(dir: &Path, port: u16) -> ChildGuard {
     spawn_role(dir, &["serve"], port, &[])
@@ -279,6 +349,8 @@ pub fn spawn_role(dir: &Path, args: &[&str], port: u16, extra: &[(&str, String)]
         .env("TALLY_COLLECT_RATE_LIMIT", "0")
         .env("TALLY_TRUSTED_PROXIES", "127.0.0.1/32")
         .env("TALLY_LOG", "warn")
+        // Every process of a split deployment shares one credentials key.
+        .env("TALLY_SECRET_KEY", TEST_SECRET_KEY)
         .envs(backend_env(dir))
         .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(child_log(args, port))

@@ -3,6 +3,8 @@
 mod bad_input;
 mod commands;
 mod common;
+mod connections;
 mod crash;
 mod dashboards;
+mod market;
 mod split;

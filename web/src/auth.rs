@@ -1,7 +1,9 @@
 //! API-key authentication. Keys are random secrets shown once; only their SHA-256 is stored.
-//! Accepted as `x-api-key: sk_…` or `Authorization: Bearer sk_…`. Lookups are cached briefly
-//! (revocations made through this process evict at once; others expire within the TTL).
+//! Accepted as `x-api-key: sk_…` or `Authorization: Bearer sk_…`. A key works while it is
+//! active, unrevoked and unexpired and its user is `ACTIVE`. Lookups are cached briefly
+//! (changes made through this process evict at once; others expire within the TTL).
 
+use crate::roles::{allowed, Action, Role};
 use crate::ApiError;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -17,8 +19,51 @@ const CACHE_TTL: Duration = Duration::from_secs(5);
 /// The authenticated caller, available to handlers as a request extension.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    /// The key's aggregate id.
     pub key_id: String,
+    pub api_key_id: i64,
     pub user_id: String,
+    pub company_id: String,
+    /// The key's role (never above its user's).
+    pub role: Role,
+}
+
+impl Caller {
+    fn from_owner(o: &KeyOwner) -> Option<Caller> {
+        Some(Caller {
+            key_id: o.key_id.clone(),
+            api_key_id: o.api_key_id,
+            user_id: o.user_id.clone(),
+            company_id: o.company_id.clone(),
+            role: Role::from_id(o.role_id)?,
+        })
+    }
+
+    /// `403 forbidden` unless the caller's role may do `action`.
+    pub fn require(&self, action: Action) -> Result<(), ApiError> {
+        if allowed(self.role, action) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "the {} role may not do this",
+                self.role.name()
+            )))
+        }
+    }
+
+    /// `403 forbidden` unless the caller may act on `company_id` (its own; the operator any)
+    /// and its role may do `action`.
+    pub fn require_in(&self, company_id: &str, action: Action) -> Result<(), ApiError> {
+        if self.role != Role::Operator && self.company_id != company_id {
+            return Err(ApiError::forbidden("this key cannot act on that company"));
+        }
+        self.require(action)
+    }
+}
+
+/// Whether `caller` may see website `w`: its company's, or any for the operator.
+pub fn owns_website(caller: &Caller, w: &projections::Website) -> bool {
+    caller.role == Role::Operator || w.company_id.as_deref() == Some(caller.company_id.as_str())
 }
 
 /// Key verification with a short-lived cache.
@@ -45,36 +90,42 @@ impl Auth {
         }
     }
 
-    /// The caller for a presented key, if the key is active.
+    /// The caller for a presented key, if the key is in service now.
     pub async fn verify(&self, key: &str) -> Result<Option<Caller>, ApiError> {
         let hash = hash_key(key);
-        if let Some(hit) = self.cache.get(&hash) {
-            if hit.1.elapsed() < CACHE_TTL {
-                return Ok(Some(Caller {
-                    key_id: hit.0.key_id.clone(),
-                    user_id: hit.0.user_id.clone(),
-                }));
-            }
+        let cached = self
+            .cache
+            .get(&hash)
+            .filter(|hit| hit.1.elapsed() < CACHE_TTL)
+            .map(|hit| hit.0.clone());
+        let owner = match cached {
+            Some(owner) => owner,
+            None => match self.metadata.key_by_hash(&hash).await? {
+                Some(owner) => {
+                    self.cache.insert(hash, (owner.clone(), Instant::now()));
+                    owner
+                }
+                None => {
+                    self.cache.remove(&hash);
+                    return Ok(None);
+                }
+            },
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        if owner.expires_at_ms.is_some_and(|exp| exp <= now_ms) {
+            return Ok(None);
         }
-        match self.metadata.key_by_hash(&hash).await? {
-            Some(owner) => {
-                let caller = Caller {
-                    key_id: owner.key_id.clone(),
-                    user_id: owner.user_id.clone(),
-                };
-                self.cache.insert(hash, (owner, Instant::now()));
-                Ok(Some(caller))
-            }
-            None => {
-                self.cache.remove(&hash);
-                Ok(None)
-            }
-        }
+        Ok(Caller::from_owner(&owner))
     }
 
-    /// Forgets a revoked key at once.
+    /// Forgets a changed or revoked key at once.
     pub fn evict_key_id(&self, key_id: &str) {
         self.cache.retain(|_, (owner, _)| owner.key_id != key_id);
+    }
+
+    /// Forgets every key of a user whose status or role changed.
+    pub fn evict_user(&self, user_id: &str) {
+        self.cache.retain(|_, (owner, _)| owner.user_id != user_id);
     }
 }
 
@@ -108,7 +159,7 @@ pub async fn require_api_key(
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        Ok(None) => ApiError::unauthorized("invalid or revoked API key").into_response(),
+        Ok(None) => ApiError::unauthorized("invalid, revoked or expired API key").into_response(),
         Err(e) => e.into_response(),
     }
 }

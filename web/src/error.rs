@@ -37,6 +37,17 @@ impl ApiError {
     pub fn unauthorized(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", msg)
     }
+    pub fn forbidden(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", msg)
+    }
+    /// A unique value is taken; `field` names it (also in `details.field`).
+    pub fn conflict_on(field: &str, msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", msg)
+            .with_details(serde_json::json!({ "field": field }))
+    }
+    pub fn not_implemented(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", msg)
+    }
     pub fn not_found(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", msg)
     }
@@ -94,6 +105,33 @@ impl From<projections::StoreError> for ApiError {
                 tracing::error!(error = %other, "store error");
                 ApiError::unavailable("storage is temporarily unavailable")
             }
+        }
+    }
+}
+
+impl From<sources::model::SourceError> for ApiError {
+    /// A seller's database failing is not Tally's fault and not the caller's: `502`, or `504`
+    /// for a timeout; a refused destination or bad credentials shape is the caller's (`4xx`).
+    fn from(e: sources::model::SourceError) -> Self {
+        use sources::model::SourceError as E;
+        match e {
+            E::Guard(g @ sources::GuardError::Resolve { .. }) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "source_error", g.to_string())
+            }
+            E::Guard(g) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "destination_not_allowed",
+                g.to_string(),
+            ),
+            E::Invalid(msg) => ApiError::bad_request(msg),
+            E::Connect(msg) | E::Query(msg) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "source_error", msg)
+            }
+            E::Timeout(t) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "source_timeout",
+                format!("the source did not answer within {} ms", t.as_millis()),
+            ),
         }
     }
 }

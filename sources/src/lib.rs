@@ -1,0 +1,14 @@
+//! Connectors to the sellers' own databases: the only crate that talks to them. It holds the
+//! network guard every outbound connection passes, the credentials box, the read-only SQL
+//! check and placeholder compiler, and the engine connectors (PostgreSQL so far).
+
+pub mod guard;
+pub mod model;
+pub mod postgres;
+pub mod registry;
+pub mod secrets;
+pub mod sql;
+
+pub use guard::{GuardError, NetworkGuard};
+pub use registry::{Connector, Driver, Registry, RegistryConfig};
+pub use secrets::{SecretBox, SecretError};

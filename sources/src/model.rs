@@ -1,0 +1,153 @@
+//! What every source connector speaks: credentials, bound parameter values, limits, result
+//! rows, schema information and errors. Plain types, no I/O.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Duration;
+
+/// A network engine's credentials, as sent on connection create (write-only).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkCredentials {
+    pub host: String,
+    pub port: Option<u16>,
+    pub database: String,
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+    /// `disable` only for now (TLS to sources is not built yet).
+    pub ssl_mode: Option<String>,
+}
+
+/// A value bound to a placeholder by the driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Null,
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    /// `YYYY-MM-DD`
+    Date(chrono::NaiveDate),
+    Timestamp(chrono::DateTime<chrono::Utc>),
+}
+
+/// Bounds on one execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub timeout: Duration,
+    /// Rows returned at most; more are cut and `truncated` is set.
+    pub max_rows: usize,
+    /// Bytes of JSON row data returned at most; more are cut and `truncated` is set.
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+}
+
+/// Rows of a query, values in column order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rows {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<Value>>,
+    pub truncated: bool,
+}
+
+impl Rows {
+    /// Column names made unique: a repeated name gets `_2`, `_3` …
+    pub fn unique_names(&self) -> Vec<String> {
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        self.columns
+            .iter()
+            .map(|c| {
+                let n = seen.entry(c.name.as_str()).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    c.name.clone()
+                } else {
+                    format!("{}_{}", c.name, n)
+                }
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ColumnInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub nullable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableInfo {
+    pub schema: String,
+    pub table: String,
+    pub columns: Vec<ColumnInfo>,
+}
+
+/// What `test` found: a failed connection is a report, never an error.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TestReport {
+    /// `ok` or `failed`.
+    pub status: &'static str,
+    pub latency_ms: Option<f64>,
+    pub can_read: bool,
+    pub can_read_schema: bool,
+    pub tables_found: Option<usize>,
+    /// The driver's reason for a failure (never the credentials).
+    pub error: Option<String>,
+}
+
+/// Why a source call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Guard(#[from] crate::GuardError),
+    #[error("cannot connect to the source: {0}")]
+    Connect(String),
+    #[error("the source refused the query: {0}")]
+    Query(String),
+    #[error("the query ran longer than {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Filters for the information schema.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemaFilter {
+    pub schemas: Vec<String>,
+    pub tables: Vec<String>,
+}
+
+impl SchemaFilter {
+    pub fn admits(&self, schema: &str, table: &str) -> bool {
+        (self.schemas.is_empty() || self.schemas.iter().any(|s| s == schema))
+            && (self.tables.is_empty() || self.tables.iter().any(|t| t == table))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_column_names_get_suffixes() {
+        let col = |n: &str| Column {
+            name: n.into(),
+            type_name: "int".into(),
+        };
+        let rows = Rows {
+            columns: vec![col("a"), col("b"), col("a"), col("a")],
+            rows: vec![],
+            truncated: false,
+        };
+        assert_eq!(rows.unique_names(), vec!["a", "b", "a_2", "a_3"]);
+    }
+}

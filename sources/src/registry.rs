@@ -1,0 +1,251 @@
+//! The sources registry: turns a stored connection into a pooled connector. It owns the
+//! network guard and the credentials box, so credentials are opened only here, just before a
+//! connection is made, and every destination passes the guard. Pools are kept per connection
+//! and renewed when the connection changes.
+
+use crate::model::*;
+use crate::postgres::PgSource;
+use crate::sql::SqlDialect;
+use crate::{NetworkGuard, SecretBox};
+use dashmap::DashMap;
+use schemas::ConnectionState;
+use std::time::Duration;
+
+/// The connector family of an engine Tally can reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Postgres,
+}
+
+impl Driver {
+    /// The driver for a storage engine's `driver` name, if built.
+    pub fn from_name(name: &str) -> Option<Driver> {
+        match name {
+            "postgres" => Some(Driver::Postgres),
+            _ => None,
+        }
+    }
+
+    pub fn dialect(self) -> SqlDialect {
+        match self {
+            Driver::Postgres => SqlDialect::Postgres,
+        }
+    }
+}
+
+/// A live connector to one seller database.
+#[derive(Clone)]
+pub enum Connector {
+    Postgres(PgSource),
+}
+
+impl Connector {
+    pub async fn test(&self) -> TestReport {
+        match self {
+            Connector::Postgres(p) => p.test().await,
+        }
+    }
+
+    pub async fn tables(&self, filter: &SchemaFilter) -> Result<Vec<TableInfo>, SourceError> {
+        match self {
+            Connector::Postgres(p) => p.tables(filter).await,
+        }
+    }
+
+    pub async fn query(
+        &self,
+        sql: &str,
+        binds: &[Param],
+        limits: Limits,
+    ) -> Result<Rows, SourceError> {
+        match self {
+            Connector::Postgres(p) => p.query(sql, binds, limits).await,
+        }
+    }
+
+    /// Up to `limit` rows of one table, which must exist (its name comes from the schema, then
+    /// quoted: no text from the caller reaches the SQL unquoted).
+    pub async fn sample(
+        &self,
+        schema: &str,
+        table: &str,
+        limits: Limits,
+    ) -> Result<Rows, SourceError> {
+        let filter = SchemaFilter {
+            schemas: vec![schema.to_string()],
+            tables: vec![table.to_string()],
+        };
+        if self.tables(&filter).await?.is_empty() {
+            return Err(SourceError::Invalid(format!(
+                "no table {schema}.{table} in this source"
+            )));
+        }
+        let sql = format!(
+            "SELECT * FROM {}.{}",
+            quote_ident(schema),
+            quote_ident(table)
+        );
+        self.query(&sql, &[], limits).await
+    }
+
+    async fn close(&self) {
+        match self {
+            Connector::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// `"name"` with inner quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Settings of the registry.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryConfig {
+    /// The statement timeout of every source session (`TALLY_EXECUTION_TIMEOUT_MS`).
+    pub execution_timeout: Duration,
+    /// Connections pooled per seller connection.
+    pub pool_size: u32,
+}
+
+pub struct Registry {
+    guard: NetworkGuard,
+    secrets: SecretBox,
+    cfg: RegistryConfig,
+    pools: DashMap<String, (i64, Connector)>,
+}
+
+impl Registry {
+    pub fn new(guard: NetworkGuard, secrets: SecretBox, cfg: RegistryConfig) -> Registry {
+        Registry {
+            guard,
+            secrets,
+            cfg,
+            pools: DashMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> RegistryConfig {
+        self.cfg
+    }
+
+    /// Checks a credentials object for `driver` and its destination, before it is stored.
+    pub async fn check(
+        &self,
+        driver: Driver,
+        credentials: &serde_json::Value,
+    ) -> Result<(), SourceError> {
+        match driver {
+            Driver::Postgres => {
+                let c = network_credentials(credentials)?;
+                self.guard.resolve(&c.host, c.port.unwrap_or(5432)).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Seals a credentials object for connection `connection_id`.
+    pub fn seal(&self, connection_id: &str, credentials: &serde_json::Value) -> String {
+        self.secrets
+            .seal(connection_id, credentials.to_string().as_bytes())
+    }
+
+    /// The pooled connector for `conn`, (re)built when the connection changed.
+    pub async fn connector(
+        &self,
+        conn: &ConnectionState,
+        driver: Driver,
+    ) -> Result<Connector, SourceError> {
+        if let Some(hit) = self.pools.get(&conn.id) {
+            if hit.0 == conn.updated_at_ms {
+                return Ok(hit.1.clone());
+            }
+        }
+        let plain = self
+            .secrets
+            .open(&conn.id, &conn.credentials_sealed)
+            .map_err(|e| SourceError::Invalid(e.to_string()))?;
+        let creds: serde_json::Value = serde_json::from_slice(&plain)
+            .map_err(|_| SourceError::Invalid("stored credentials are unreadable".into()))?;
+        let connector = match driver {
+            Driver::Postgres => Connector::Postgres(
+                PgSource::connect(
+                    &self.guard,
+                    &network_credentials(&creds)?,
+                    self.cfg.pool_size,
+                    self.cfg.execution_timeout,
+                )
+                .await?,
+            ),
+        };
+        if let Some((_, (_, old))) = self.pools.remove(&conn.id) {
+            old.close().await;
+        }
+        self.pools
+            .insert(conn.id.clone(), (conn.updated_at_ms, connector.clone()));
+        Ok(connector)
+    }
+
+    /// Closes the pool of a deleted or changed connection.
+    pub async fn forget(&self, connection_id: &str) {
+        if let Some((_, (_, old))) = self.pools.remove(connection_id) {
+            old.close().await;
+        }
+    }
+}
+
+/// The network credentials in `value`, with a clear message for a wrong shape.
+pub fn network_credentials(value: &serde_json::Value) -> Result<NetworkCredentials, SourceError> {
+    let c: NetworkCredentials = serde_json::from_value(value.clone()).map_err(|e| {
+        SourceError::Invalid(format!(
+            "credentials must be {{\"host\", \"port\"?, \"database\", \"username\", \"password\", \"ssl_mode\"?}}: {e}"
+        ))
+    })?;
+    if c.host.trim().is_empty() || c.host.len() > 253 {
+        return Err(SourceError::Invalid(
+            "credentials.host must be a host name or address".into(),
+        ));
+    }
+    if c.database.is_empty()
+        || c.username.is_empty()
+        || c.database.len() > 128
+        || c.username.len() > 128
+    {
+        return Err(SourceError::Invalid(
+            "credentials.database and credentials.username are required (≤ 128 characters)".into(),
+        ));
+    }
+    if c.password.len() > 1024 {
+        return Err(SourceError::Invalid(
+            "credentials.password is longer than 1024 characters".into(),
+        ));
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_and_credentials_checked() {
+        assert_eq!(quote_ident("sales"), "\"sales\"");
+        assert_eq!(
+            quote_ident("a\"; DROP TABLE x; --"),
+            "\"a\"\"; DROP TABLE x; --\""
+        );
+        let ok = serde_json::json!({"host": "db.example", "database": "d", "username": "u", "password": "p"});
+        assert!(network_credentials(&ok).is_ok());
+        for bad in [
+            serde_json::json!({"host": "db.example"}),
+            serde_json::json!({"host": "", "database": "d", "username": "u"}),
+            serde_json::json!({"host": "h", "database": "d", "username": "u", "extra": 1}),
+            serde_json::json!("text"),
+        ] {
+            assert!(network_credentials(&bad).is_err(), "{bad}");
+        }
+        assert_eq!(Driver::from_name("postgres"), Some(Driver::Postgres));
+        assert_eq!(Driver::from_name("oracle"), None);
+    }
+}
