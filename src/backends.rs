@@ -20,8 +20,8 @@ pub trait AnalyticsStore: AnalyticsWriter + AnalyticsReader {}
 impl<T: AnalyticsWriter + AnalyticsReader> AnalyticsStore for T {}
 
 /// Both halves of a metadata backend.
-pub trait MetadataStore: MetadataWriter + MetadataReader {}
-impl<T: MetadataWriter + MetadataReader> MetadataStore for T {}
+pub trait MetadataStore: MetadataWriter + MetadataReader + projections::MoneyStore {}
+impl<T: MetadataWriter + MetadataReader + projections::MoneyStore> MetadataStore for T {}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogPlan {
@@ -240,6 +240,9 @@ impl Backends {
             // One partition keeps entity events in a single total order.
             (topics::ENTITIES, 1),
             (topics::DLQ, 1),
+            // Money movements, keyed by company: read by metering, billing and alerts.
+            (topics::USAGE, s.partitions),
+            (topics::BILLING, s.partitions),
         ] {
             log.create_topic(&s.topic(name), partitions).await?;
         }

@@ -69,6 +69,11 @@ pub struct Settings {
         value_parser = parse_share)]
     pub vendor_share: f64,
 
+    /// Credits per USD: prices in USD become whole credits at this rate, rounded up.
+    #[arg(long, env = "TALLY_CREDITS_PER_USD", default_value_t = 100,
+        value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+    pub credits_per_usd: i64,
+
     /// 64 hex characters: the AES-256-GCM key that seals source credentials. Unset on `serve`,
     /// a key is generated once into `DATA_DIR/secret.key`; split roles must all set the same.
     #[arg(long, env = "TALLY_SECRET_KEY", hide_env_values = true)]
@@ -196,6 +201,7 @@ pub(crate) mod tests {
             kafka_message_timeout_ms: 5000,
             kafka_stall_window_secs: 30,
             vendor_share: 0.85,
+            credits_per_usd: 100,
             secret_key: None,
             source_allow_cidrs: String::new(),
             execution_timeout_ms: 10_000,

@@ -4,6 +4,7 @@
 
 pub mod backends;
 pub mod config;
+pub mod outbox;
 pub mod sourcing;
 
 use anyhow::Context;
@@ -341,6 +342,24 @@ pub async fn start_roles(s: Settings, roles: Roles) -> anyhow::Result<App> {
     let stages = spawn_stages(&s, &b, &roles.stages, sole_member, &stages_stop_rx).await?;
     let retention = (roles.stages.contains(&StageName::Analytics))
         .then(|| spawn_retention(&b, &s, stop_rx.clone()));
+    // The relay stops with the stages (after HTTP has drained), so every committed movement
+    // of the last requests is published.
+    let money: Arc<dyn projections::MoneyStore> = b.metadata.clone();
+    let money_tasks = roles.ingest.then(|| {
+        [
+            outbox::spawn_relay(
+                money.clone(),
+                b.log.clone(),
+                s.namespace.clone(),
+                stages_stop_rx.clone(),
+            ),
+            outbox::spawn_sweeper(
+                money.clone(),
+                Duration::from_millis(s.execution_timeout_ms),
+                stages_stop_rx.clone(),
+            ),
+        ]
+    });
 
     let app = app
         .route("/metrics", get(metrics_endpoint))
@@ -383,6 +402,9 @@ pub async fn start_roles(s: Settings, roles: Roles) -> anyhow::Result<App> {
         if let Some(r) = retention {
             r.abort();
         }
+        for task in money_tasks.into_iter().flatten() {
+            let _ = task.await;
+        }
         b.close();
         tracing::info!("tally stopped");
         served.map_err(anyhow::Error::from)
@@ -421,10 +443,12 @@ async fn ingest_state(
     icfg.trusted_proxies = proxies;
     icfg.max_event_age = Duration::from_secs(s.max_event_age_hours * 3600);
     icfg.vendor_share_bp = (s.vendor_share * 10_000.0).round() as i32;
+    icfg.credits_per_usd = s.credits_per_usd;
     let registry = sourcing::registry(s, role).await?;
     let state = Arc::new(
         ingest::IngestState::new(b.log.clone(), b.metadata.clone(), auth, geo, secret, icfg)
-            .with_sources(Arc::new(registry)),
+            .with_sources(Arc::new(registry))
+            .with_money(b.metadata.clone()),
     );
     if let Some(limiter) = state.limiter.clone() {
         let mut stop = stop.clone();
@@ -622,4 +646,66 @@ pub async fn replay(s: &Settings) -> anyhow::Result<u64> {
     running.await??;
     b.close();
     Ok(total)
+}
+
+/// What `tally reconcile` found: one line per check, and whether all agree.
+pub struct Reconciliation {
+    pub lines: Vec<String>,
+    pub ok: bool,
+}
+
+/// Compares, per company, the balance with the sum of its ledger rows, and across the system
+/// the executions answered with the usage records on the log and with the ledger's debits and
+/// refunds. Run it when the outbox has drained (it says how many records still wait).
+pub async fn reconcile(s: &Settings) -> anyhow::Result<Reconciliation> {
+    let b = Backends::open(s).await?;
+    let mut lines = Vec::new();
+    let mut ok = true;
+    let mut check = |what: String, equal: bool| {
+        ok &= equal;
+        lines.push(format!("{} {what}", if equal { "ok  " } else { "DIFF" }));
+    };
+    for c in b.metadata.balance_checks().await? {
+        check(
+            format!(
+                "company {}: balance {} = ledger sum {}",
+                c.company_id, c.balance, c.ledger_sum
+            ),
+            c.balance == c.ledger_sum,
+        );
+    }
+    let n = b.metadata.money_counts().await?;
+    let pending = b.metadata.unpublished_count().await?;
+    let usage_on_log: u64 = b
+        .log
+        .end_offsets(&s.topic(topics::USAGE))
+        .await?
+        .iter()
+        .map(|p| p.next_offset)
+        .sum();
+    let settled = (n.executions_succeeded + n.executions_failed) as u64;
+    check(
+        format!("executions answered {settled} = usage records on the log {usage_on_log} (outbox records still to publish: {pending})"),
+        settled == usage_on_log && pending == 0,
+    );
+    check(
+        format!(
+            "charged executions {} = ledger debits {}",
+            n.charged, n.debits
+        ),
+        n.charged == n.debits,
+    );
+    check(
+        format!(
+            "failed charged executions {} = refunds {}",
+            n.charged_failed, n.refunds
+        ),
+        n.charged_failed == n.refunds,
+    );
+    lines.push(format!(
+        "     executions still held (running or awaiting a refund): {}",
+        n.executions_held
+    ));
+    b.close();
+    Ok(Reconciliation { lines, ok })
 }

@@ -37,6 +37,10 @@ enum Command {
     /// Drop the analytics projection and rebuild it from the log (run while processors are
     /// stopped).
     Replay(Settings),
+    /// Check the money: each company's balance against its ledger, and executions against
+    /// the usage records on the log and the ledger's debits and refunds. Exits 1 on any
+    /// difference.
+    Reconcile(Settings),
     /// Make a stage re-read its input topic from the start (run while Tally is stopped).
     Rewind {
         #[command(flatten)]
@@ -74,6 +78,16 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Rewind { settings, stage } => tally::rewind(&settings, &stage).await,
+            Command::Reconcile(settings) => {
+                let r = tally::reconcile(&settings).await?;
+                for line in &r.lines {
+                    println!("{line}");
+                }
+                if !r.ok {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
         }
     })
 }

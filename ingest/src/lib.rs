@@ -42,6 +42,8 @@ pub struct IngestConfig {
     pub projection_wait: Duration,
     /// The seller's share of revenue for companies that do not set one (basis points).
     pub vendor_share_bp: i32,
+    /// Credits per USD (`TALLY_CREDITS_PER_USD`).
+    pub credits_per_usd: i64,
 }
 
 impl IngestConfig {
@@ -55,6 +57,7 @@ impl IngestConfig {
             max_clock_skew: Duration::from_secs(60),
             projection_wait: Duration::from_secs(10),
             vendor_share_bp: market::companies::DEFAULT_VENDOR_SHARE_BP,
+            credits_per_usd: 100,
         }
     }
 }
@@ -74,6 +77,10 @@ pub struct IngestState {
     idempotency: Arc<web::IdempotencyCache>,
     /// Sellers' databases; `None` in processes that do not reach them.
     pub sources: Option<Arc<sources::Registry>>,
+    /// Balances, the ledger and the outbox.
+    pub money: Option<Arc<dyn projections::MoneyStore>>,
+    /// The operator's company id (receives platform fees), once known.
+    platform_company: std::sync::OnceLock<String>,
 }
 
 impl IngestState {
@@ -98,7 +105,15 @@ impl IngestState {
             setup_lock: tokio::sync::Mutex::new(()),
             idempotency: Arc::new(web::IdempotencyCache::new()),
             sources: None,
+            money: None,
+            platform_company: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Gives the process access to credits (the money path).
+    pub fn with_money(mut self, money: Arc<dyn projections::MoneyStore>) -> Self {
+        self.money = Some(money);
+        self
     }
 
     /// Gives the process access to sellers' databases.
@@ -145,9 +160,14 @@ const MARKET_NOT_BUILT: &[&str] = &[
     "/companies/{company_id}/objects",
     "/companies/{company_id}/users/logout",
     "/companies/{company_id}/api-keys/{api_key_id}/stats",
-    "/companies/{company_id}/assets",
+    "/companies/{company_id}/assets/statistics",
+    "/companies/{company_id}/assets/{asset_id}/statistics",
+    "/companies/{company_id}/assets/{asset_id}/infoschema",
+    "/companies/{company_id}/assets/{asset_id}/scan_column",
+    "/companies/{company_id}/assets/{asset_id}/test",
+    "/companies/{company_id}/assets/{asset_id}/predicted_price",
+    "/companies/{company_id}/assets/{asset_id}/prices/discount",
     "/companies/{company_id}/endpoints",
-    "/companies/{company_id}/credits",
     "/companies/{company_id}/requests",
     "/companies/{company_id}/analytics",
     "/companies/{company_id}/audit-log",
@@ -157,7 +177,6 @@ const MARKET_NOT_BUILT: &[&str] = &[
     "/companies/{company_id}/users/{user_id}/favorites",
     "/companies/{company_id}/users/{user_id}/alerts",
     "/companies/{company_id}/users/{user_id}/notifications",
-    "/analyze/{company_handle}/assets/{asset_slug}",
     "/industries/active",
     "/plans",
 ];
@@ -179,7 +198,7 @@ async fn google_oauth() -> web::ApiError {
 }
 
 fn market_routes() -> Router<Arc<IngestState>> {
-    use market::{companies, connections, keys, reference, users};
+    use market::{analyze, assets, companies, connections, keys, money, reference, users};
     let built = Router::new()
         .route("/companies", post(companies::create))
         .route(
@@ -237,6 +256,37 @@ fn market_routes() -> Router<Arc<IngestState>> {
         .route(
             "/companies/{company_id}/endpoints/../connections/{connection_id}/describe",
             get(connections::infoschema),
+        )
+        .route(
+            "/companies/{company_id}/assets",
+            get(assets::list).post(assets::create),
+        )
+        .route("/companies/{company_id}/assets/search", get(assets::search))
+        .route(
+            "/companies/{company_id}/assets/{asset_id}",
+            get(assets::get).patch(assets::patch).delete(assets::delete),
+        )
+        .route(
+            "/companies/{company_id}/assets/{asset_id}/prices",
+            get(money::prices).post(money::set_price),
+        )
+        .route(
+            "/companies/{company_id}/assets/{asset_id}/prices/active",
+            get(money::active_price),
+        )
+        .route(
+            "/companies/{company_id}/assets/{asset_id}/prices/calculate_credits",
+            post(money::calculate_credits),
+        )
+        .route(
+            "/companies/{company_id}/assets/{asset_id}/prices/{aph_id}",
+            get(money::price),
+        )
+        .route("/companies/{company_id}/credits", post(money::top_up))
+        .route("/companies/{company_id}/credits/ledger", get(money::ledger))
+        .route(
+            "/analyze/{company_handle}/assets/{asset_slug}",
+            get(analyze::get).post(analyze::post),
         )
         .route("/cloud-providers", get(reference::providers))
         .route("/cloud-providers/{provider_id}", get(reference::provider))

@@ -627,6 +627,89 @@ async fn companies_users_and_keys<S: MetadataWriter + MetadataReader>(store: &S)
         Some(conn.clone())
     );
     assert!(store.connections("c5").await.expect("list").is_empty());
+    // Assets: a slug is unique per company among live assets; the connection must be the
+    // company's; what another company sees is only what is shared and sold.
+    use schemas::{testenv::asset, AssetUpserted};
+    let put = |id: &str, a: schemas::AssetState| {
+        EntityEvent::AssetUpserted(AssetUpserted {
+            event_id: id.into(),
+            asset: a,
+        })
+    };
+    let mut private = asset("a2", "c1", "cn1", "internal");
+    private.visibility = "PRIVATE".into();
+    let same_slug = asset("a3", "c1", "cn1", "sales");
+    let foreign_conn = asset("a4", "c5", "cn1", "theirs");
+    apply_all(
+        store,
+        vec![
+            put("e20", asset("a1", "c1", "cn1", "sales")),
+            put("e21", private),
+            put("e22", same_slug),
+            put("e23", foreign_conn),
+        ],
+    )
+    .await;
+    assert_eq!(rejected_field(store, "e22").await.as_deref(), Some("slug"));
+    assert_eq!(
+        rejected_field(store, "e23").await.as_deref(),
+        Some("connection_id")
+    );
+    let own: Vec<_> = store
+        .visible_assets("c1")
+        .await
+        .expect("own")
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    let other: Vec<_> = store
+        .visible_assets("c5")
+        .await
+        .expect("other")
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(
+        (own, other),
+        (
+            vec!["a1".to_string(), "a2".to_string()],
+            vec!["a1".to_string()]
+        )
+    );
+    assert_eq!(
+        store
+            .asset_by_slug("c1", "sales")
+            .await
+            .expect("slug")
+            .map(|a| a.id)
+            .as_deref(),
+        Some("a1")
+    );
+    assert_eq!(
+        store
+            .company_by_handle("acme")
+            .await
+            .expect("handle")
+            .map(|c| c.state.id)
+            .as_deref(),
+        Some("c1")
+    );
+    let mut gone = asset("a1", "c1", "cn1", "sales");
+    gone.deleted = true;
+    apply_all(
+        store,
+        vec![
+            put("e24", gone),
+            put("e25", asset("a5", "c1", "cn1", "sales")),
+        ],
+    )
+    .await;
+    assert_eq!(
+        rejected_field(store, "e25").await,
+        None,
+        "a deleted asset frees its slug"
+    );
+
     let mut deleted = conn.clone();
     deleted.deleted = true;
     apply_all(store, vec![upsert("e18", deleted)]).await;

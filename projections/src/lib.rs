@@ -8,17 +8,20 @@ mod ch;
 pub mod conformance;
 mod duck;
 pub mod metadata;
+pub mod money;
 #[cfg(feature = "postgres")]
 mod pg;
 pub mod reference;
 mod sqlite;
 mod sqlmeta;
+mod sqlmoney;
 
 pub use analytics::*;
 #[cfg(feature = "clickhouse")]
 pub use ch::ClickHouseAnalytics;
 pub use duck::DuckAnalytics;
 pub use metadata::*;
+pub use money::*;
 #[cfg(feature = "postgres")]
 pub use pg::PgMetadata;
 pub use sqlite::SqliteMetadata;

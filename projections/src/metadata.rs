@@ -24,6 +24,17 @@ pub struct ApiKey {
     pub state: ApiKeyState,
 }
 
+/// One row of an asset's price history; `date_ended_ms` is `None` while it is in force.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Price {
+    pub aph_id: String,
+    pub asset_id: String,
+    pub price_usd: f64,
+    pub credits: i64,
+    pub date_created_ms: i64,
+    pub date_ended_ms: Option<i64>,
+}
+
 /// Why the projection did not apply an event: the field at fault (e.g. `company_handle`) and a
 /// sentence for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +126,20 @@ pub trait MetadataReader: Send + Sync {
     async fn connection(&self, id: &str) -> StoreResult<Option<schemas::ConnectionState>>;
     /// The live connections of `company_id`, oldest first.
     async fn connections(&self, company_id: &str) -> StoreResult<Vec<schemas::ConnectionState>>;
+    /// A live asset.
+    async fn asset(&self, id: &str) -> StoreResult<Option<schemas::AssetState>>;
+    /// A live asset of `company_id` by slug.
+    async fn asset_by_slug(
+        &self,
+        company_id: &str,
+        slug: &str,
+    ) -> StoreResult<Option<schemas::AssetState>>;
+    /// Live assets `company_id` may see: its own, and every shared asset sold in the
+    /// marketplace; oldest first.
+    async fn visible_assets(&self, company_id: &str) -> StoreResult<Vec<schemas::AssetState>>;
+    async fn company_by_handle(&self, handle: &str) -> StoreResult<Option<Company>>;
+    /// An asset's price history, newest first.
+    async fn prices(&self, asset_id: &str) -> StoreResult<Vec<Price>>;
     /// Why the event with `event_id` was not applied, if it was rejected.
     async fn rejection(&self, event_id: &str) -> StoreResult<Option<Rejection>>;
     /// Next offset `consumer` has applied for `topic`/`partition` (0 if none).

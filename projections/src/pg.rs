@@ -56,3 +56,4 @@ impl PgMetadata {
 }
 
 crate::sqlmeta::metadata_sql_impl!(PgMetadata, sqlx::Postgres, sqlx::postgres::PgRow);
+crate::sqlmoney::money_sql_impl!(PgMetadata, sqlx::Postgres);

@@ -43,3 +43,4 @@ impl SqliteMetadata {
 }
 
 crate::sqlmeta::metadata_sql_impl!(SqliteMetadata, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+crate::sqlmoney::money_sql_impl!(SqliteMetadata, sqlx::Sqlite);

@@ -33,6 +33,8 @@ pub(crate) const PROJECTED_TABLES: &[&str] = &[
     "api_keys",
     "rejected_events",
     "connections",
+    "assets",
+    "asset_prices",
     "cloud_providers",
     "storage_engines",
     "industries",
@@ -63,7 +65,6 @@ CREATE TABLE IF NOT EXISTS companies (
     accepted_eula BOOLEAN NOT NULL,
     is_operator BOOLEAN NOT NULL,
     timezone TEXT NOT NULL,
-    credits_balance BIGINT NOT NULL DEFAULT 0,
     created_at_ms BIGINT NOT NULL,
     updated_at_ms BIGINT NOT NULL
 );
@@ -121,6 +122,47 @@ CREATE TABLE IF NOT EXISTS connections (
     updated_at_ms BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS connections_by_company ON connections (company_id);
+CREATE TABLE IF NOT EXISTS assets (
+    id TEXT PRIMARY KEY,
+    company_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    connection_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    slug TEXT NOT NULL,
+    description TEXT,
+    asset_type TEXT NOT NULL,
+    visibility TEXT NOT NULL,
+    sell_in_marketplace BOOLEAN NOT NULL,
+    allow_params BOOLEAN NOT NULL,
+    source TEXT NOT NULL,
+    require_customization BOOLEAN NOT NULL,
+    accept_terms BOOLEAN NOT NULL,
+    industry_id INTEGER,
+    auc_id INTEGER,
+    tags TEXT NOT NULL,
+    sql_logic TEXT NOT NULL,
+    params_json TEXT NOT NULL,
+    extra_json TEXT NOT NULL,
+    cached BOOLEAN NOT NULL,
+    timeout_ms INTEGER,
+    version INTEGER NOT NULL,
+    deleted BOOLEAN NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);
+-- A deleted asset frees its slug; live slugs are unique per company.
+CREATE UNIQUE INDEX IF NOT EXISTS assets_live_slug ON assets (company_id, slug) WHERE NOT deleted;
+CREATE INDEX IF NOT EXISTS assets_by_company ON assets (company_id);
+CREATE TABLE IF NOT EXISTS asset_prices (
+    aph_id TEXT PRIMARY KEY,
+    company_id TEXT NOT NULL,
+    asset_id TEXT NOT NULL,
+    price_usd DOUBLE PRECISION NOT NULL,
+    credits BIGINT NOT NULL,
+    date_created_ms BIGINT NOT NULL,
+    date_ended_ms BIGINT
+);
+CREATE INDEX IF NOT EXISTS asset_prices_by_asset ON asset_prices (asset_id, date_created_ms);
 CREATE TABLE IF NOT EXISTS rejected_events (
     event_id TEXT PRIMARY KEY,
     field TEXT NOT NULL,
@@ -166,12 +208,24 @@ pub(crate) const LEGACY_OPERATOR_COMPANY: &str = "operator";
 
 /// Implements `MetadataWriter` and `MetadataReader` for `$store` (a struct with a `pool` field)
 /// on database `$db` with row type `$row`, and `migrate` for its `open`.
+/// A companies query with the live balance (from the durable `balances` table) beside it.
+macro_rules! const_format_company {
+    ($tail:literal) => {
+        concat!(
+            "SELECT companies.*, COALESCE((SELECT credits FROM balances b WHERE b.company_id = companies.id), 0) AS credits_balance FROM companies ",
+            $tail
+        )
+    };
+}
+pub(crate) use const_format_company;
+
 macro_rules! metadata_sql_impl {
     ($store:ident, $db:ty, $row:ty) => {
         mod sql_impl {
             use super::$store;
             use crate::metadata::*;
             use crate::reference;
+            use crate::sqlmeta::const_format_company;
             use crate::sqlmeta::{
                 DURABLE_DDL, LEGACY_OPERATOR_COMPANY, PROJECTED_DDL, PROJECTED_TABLES,
                 SCHEMA_VERSION,
@@ -199,6 +253,7 @@ macro_rules! metadata_sql_impl {
                     sqlx::raw_sql(prelude).execute(&mut *tx).await?;
                 }
                 sqlx::raw_sql(DURABLE_DDL).execute(&mut *tx).await?;
+                sqlx::raw_sql(crate::sqlmoney::MONEY_DDL).execute(&mut *tx).await?;
                 let version: Option<String> =
                     sqlx::query_scalar("SELECT value FROM settings WHERE name = 'metadata_schema'")
                         .fetch_optional(&mut *tx)
@@ -543,6 +598,116 @@ macro_rules! metadata_sql_impl {
                 Ok(Ok(()))
             }
 
+            async fn apply_asset(
+                tx: &mut Tx<'_>,
+                a: &schemas::AssetState,
+            ) -> Result<Outcome, sqlx::Error> {
+                let owner: Option<String> =
+                    sqlx::query_scalar("SELECT company_id FROM assets WHERE id = $1")
+                        .bind(&a.id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                if owner.is_some_and(|o| o != a.company_id) {
+                    return Ok(reject("asset_id", "an asset cannot move between companies"));
+                }
+                let conn: Option<String> =
+                    sqlx::query_scalar("SELECT company_id FROM connections WHERE id = $1 AND NOT deleted")
+                        .bind(&a.connection_id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                if !a.deleted && conn.as_deref() != Some(a.company_id.as_str()) {
+                    return Ok(reject("connection_id", "no such connection in this company"));
+                }
+                if !a.deleted {
+                    let taken: Option<String> = sqlx::query_scalar(
+                        "SELECT id FROM assets WHERE company_id = $1 AND slug = $2 AND NOT deleted AND id <> $3",
+                    )
+                    .bind(&a.company_id)
+                    .bind(&a.slug)
+                    .bind(&a.id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    if taken.is_some() {
+                        return Ok(reject("slug", "slug is already taken in this company"));
+                    }
+                }
+                let tags = serde_json::to_string(&a.tags).unwrap_or_else(|_| "[]".into());
+                sqlx::query(
+                    "INSERT INTO assets (id, company_id, user_id, connection_id, name, slug, description, asset_type, visibility, \
+                     sell_in_marketplace, allow_params, source, require_customization, accept_terms, industry_id, auc_id, tags, \
+                     sql_logic, params_json, extra_json, cached, timeout_ms, version, deleted, created_at_ms, updated_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26) \
+                     ON CONFLICT (id) DO UPDATE SET connection_id = EXCLUDED.connection_id, name = EXCLUDED.name, slug = EXCLUDED.slug, \
+                     description = EXCLUDED.description, asset_type = EXCLUDED.asset_type, visibility = EXCLUDED.visibility, \
+                     sell_in_marketplace = EXCLUDED.sell_in_marketplace, allow_params = EXCLUDED.allow_params, source = EXCLUDED.source, \
+                     require_customization = EXCLUDED.require_customization, accept_terms = EXCLUDED.accept_terms, \
+                     industry_id = EXCLUDED.industry_id, auc_id = EXCLUDED.auc_id, tags = EXCLUDED.tags, sql_logic = EXCLUDED.sql_logic, \
+                     params_json = EXCLUDED.params_json, extra_json = EXCLUDED.extra_json, cached = EXCLUDED.cached, \
+                     timeout_ms = EXCLUDED.timeout_ms, version = EXCLUDED.version, deleted = EXCLUDED.deleted, \
+                     updated_at_ms = EXCLUDED.updated_at_ms",
+                )
+                .bind(&a.id)
+                .bind(&a.company_id)
+                .bind(&a.user_id)
+                .bind(&a.connection_id)
+                .bind(&a.name)
+                .bind(&a.slug)
+                .bind(&a.description)
+                .bind(&a.asset_type)
+                .bind(&a.visibility)
+                .bind(a.sell_in_marketplace)
+                .bind(a.allow_params)
+                .bind(&a.source)
+                .bind(a.require_customization)
+                .bind(a.accept_terms)
+                .bind(a.industry_id)
+                .bind(a.auc_id)
+                .bind(tags)
+                .bind(&a.sql_logic)
+                .bind(&a.params_json)
+                .bind(&a.extra_json)
+                .bind(a.cached)
+                .bind(a.timeout_ms)
+                .bind(a.version)
+                .bind(a.deleted)
+                .bind(a.created_at_ms)
+                .bind(a.updated_at_ms)
+                .execute(&mut **tx)
+                .await?;
+                Ok(Ok(()))
+            }
+
+            /// A new price ends the one in force (type 2 history).
+            async fn apply_price(tx: &mut Tx<'_>, p: &schemas::PriceSet) -> Result<Outcome, sqlx::Error> {
+                if exists(tx, "SELECT 1 FROM asset_prices WHERE aph_id = $1", &p.aph_id).await? {
+                    return Ok(Ok(()));
+                }
+                let owner: Option<String> = sqlx::query_scalar("SELECT company_id FROM assets WHERE id = $1")
+                    .bind(&p.asset_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                if owner.as_deref() != Some(p.company_id.as_str()) {
+                    return Ok(reject("asset_id", "no such asset in this company"));
+                }
+                sqlx::query("UPDATE asset_prices SET date_ended_ms = $1 WHERE asset_id = $2 AND date_ended_ms IS NULL")
+                    .bind(p.set_at_ms)
+                    .bind(&p.asset_id)
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO asset_prices (aph_id, company_id, asset_id, price_usd, credits, date_created_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&p.aph_id)
+                .bind(&p.company_id)
+                .bind(&p.asset_id)
+                .bind(p.price_usd)
+                .bind(p.credits)
+                .bind(p.set_at_ms)
+                .execute(&mut **tx)
+                .await?;
+                Ok(Ok(()))
+            }
+
             /// Places a pre-company setup user (an old log's `UserCreated`) in the operator
             /// company, creating that company the first time.
             async fn apply_legacy_user(
@@ -674,6 +839,8 @@ macro_rules! metadata_sql_impl {
                     EntityEvent::UserUpserted(e) => return apply_user(tx, &e.user).await,
                     EntityEvent::ApiKeyUpserted(e) => return apply_key(tx, &e.key).await,
                     EntityEvent::ConnectionUpserted(e) => return apply_connection(tx, &e.connection).await,
+                    EntityEvent::AssetUpserted(e) => return apply_asset(tx, &e.asset).await,
+                    EntityEvent::PriceSet(p) => return apply_price(tx, p).await,
                 }
                 Ok(Ok(()))
             }
@@ -756,6 +923,38 @@ macro_rules! metadata_sql_impl {
                     provider_domain: row.try_get("provider_domain")?,
                     credentials_sealed: row.try_get("credentials_sealed")?,
                     verified_usage_ability: row.try_get("verified_usage_ability")?,
+                    deleted: row.try_get("deleted")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                    updated_at_ms: row.try_get("updated_at_ms")?,
+                })
+            }
+
+            fn asset_from(row: &$row) -> Result<schemas::AssetState, sqlx::Error> {
+                let tags: String = row.try_get("tags")?;
+                Ok(schemas::AssetState {
+                    id: row.try_get("id")?,
+                    company_id: row.try_get("company_id")?,
+                    user_id: row.try_get("user_id")?,
+                    connection_id: row.try_get("connection_id")?,
+                    name: row.try_get("name")?,
+                    slug: row.try_get("slug")?,
+                    description: row.try_get("description")?,
+                    asset_type: row.try_get("asset_type")?,
+                    visibility: row.try_get("visibility")?,
+                    sell_in_marketplace: row.try_get("sell_in_marketplace")?,
+                    allow_params: row.try_get("allow_params")?,
+                    source: row.try_get("source")?,
+                    require_customization: row.try_get("require_customization")?,
+                    accept_terms: row.try_get("accept_terms")?,
+                    industry_id: row.try_get("industry_id")?,
+                    auc_id: row.try_get("auc_id")?,
+                    tags: serde_json::from_str(&tags).unwrap_or_default(),
+                    sql_logic: row.try_get("sql_logic")?,
+                    params_json: row.try_get("params_json")?,
+                    extra_json: row.try_get("extra_json")?,
+                    cached: row.try_get("cached")?,
+                    timeout_ms: row.try_get("timeout_ms")?,
+                    version: row.try_get("version")?,
                     deleted: row.try_get("deleted")?,
                     created_at_ms: row.try_get("created_at_ms")?,
                     updated_at_ms: row.try_get("updated_at_ms")?,
@@ -922,7 +1121,7 @@ macro_rules! metadata_sql_impl {
                 }
 
                 async fn company(&self, id: &str) -> StoreResult<Option<Company>> {
-                    let row = sqlx::query("SELECT * FROM companies WHERE id = $1")
+                    let row = sqlx::query(const_format_company!("WHERE id = $1"))
                         .bind(id)
                         .fetch_optional(&self.pool)
                         .await
@@ -931,7 +1130,7 @@ macro_rules! metadata_sql_impl {
                 }
 
                 async fn companies(&self) -> StoreResult<Vec<Company>> {
-                    let rows = sqlx::query("SELECT * FROM companies ORDER BY created_at_ms, id")
+                    let rows = sqlx::query(const_format_company!("ORDER BY created_at_ms, id"))
                         .fetch_all(&self.pool)
                         .await
                         .map_err(sql_err)?;
@@ -994,6 +1193,67 @@ macro_rules! metadata_sql_impl {
                         .await
                         .map_err(sql_err)?;
                     all(&rows, connection_from)
+                }
+
+                async fn asset(&self, id: &str) -> StoreResult<Option<schemas::AssetState>> {
+                    let row = sqlx::query("SELECT * FROM assets WHERE id = $1 AND NOT deleted")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    row.as_ref().map(asset_from).transpose().map_err(sql_err)
+                }
+
+                async fn asset_by_slug(&self, company_id: &str, slug: &str) -> StoreResult<Option<schemas::AssetState>> {
+                    let row = sqlx::query("SELECT * FROM assets WHERE company_id = $1 AND slug = $2 AND NOT deleted")
+                        .bind(company_id)
+                        .bind(slug)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    row.as_ref().map(asset_from).transpose().map_err(sql_err)
+                }
+
+                async fn visible_assets(&self, company_id: &str) -> StoreResult<Vec<schemas::AssetState>> {
+                    let rows = sqlx::query(
+                        "SELECT * FROM assets WHERE NOT deleted AND (company_id = $1 OR (visibility = 'SHARED' AND sell_in_marketplace)) \
+                         ORDER BY created_at_ms, id",
+                    )
+                    .bind(company_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(sql_err)?;
+                    all(&rows, asset_from)
+                }
+
+                async fn company_by_handle(&self, handle: &str) -> StoreResult<Option<Company>> {
+                    let row = sqlx::query(const_format_company!("WHERE handle = $1"))
+                        .bind(handle)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    row.as_ref().map(company_from).transpose().map_err(sql_err)
+                }
+
+                async fn prices(&self, asset_id: &str) -> StoreResult<Vec<Price>> {
+                    let rows = sqlx::query("SELECT * FROM asset_prices WHERE asset_id = $1 ORDER BY date_created_ms DESC, aph_id DESC")
+                        .bind(asset_id)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    rows.iter()
+                        .map(|r| {
+                            Ok(Price {
+                                aph_id: r.try_get("aph_id")?,
+                                asset_id: r.try_get("asset_id")?,
+                                price_usd: r.try_get("price_usd")?,
+                                credits: r.try_get("credits")?,
+                                date_created_ms: r.try_get("date_created_ms")?,
+                                date_ended_ms: r.try_get("date_ended_ms")?,
+                            })
+                        })
+                        .collect::<Result<_, sqlx::Error>>()
+                        .map_err(sql_err)
                 }
 
                 async fn rejection(&self, event_id: &str) -> StoreResult<Option<Rejection>> {

@@ -85,6 +85,10 @@ wire!(CompanyUpdated, "tally.entities.CompanyUpdated");
 wire!(UserUpserted, "tally.entities.UserUpserted");
 wire!(ApiKeyUpserted, "tally.entities.ApiKeyUpserted");
 wire!(ConnectionUpserted, "tally.entities.ConnectionUpserted");
+wire!(AssetUpserted, "tally.entities.AssetUpserted");
+wire!(PriceSet, "tally.entities.PriceSet");
+wire!(UsageRecorded, "tally.usage.UsageRecorded");
+wire!(LedgerEntryPosted, "tally.billing.LedgerEntryPosted");
 wire!(DeadLetter, "tally.ops.DeadLetter");
 
 /// Encodes `value` with the newest schema of its subject.
@@ -170,6 +174,8 @@ pub fn encode_entity(event: &EntityEvent) -> Result<Vec<u8>, CodecError> {
         EntityEvent::UserUpserted(e) => encode(e),
         EntityEvent::ApiKeyUpserted(e) => encode(e),
         EntityEvent::ConnectionUpserted(e) => encode(e),
+        EntityEvent::AssetUpserted(e) => encode(e),
+        EntityEvent::PriceSet(e) => encode(e),
     }
 }
 
@@ -189,6 +195,8 @@ pub fn decode_entity(bytes: &[u8]) -> Result<EntityEvent, CodecError> {
         UserUpserted::SUBJECT => EntityEvent::UserUpserted(decode_datum(id, datum)?),
         ApiKeyUpserted::SUBJECT => EntityEvent::ApiKeyUpserted(decode_datum(id, datum)?),
         ConnectionUpserted::SUBJECT => EntityEvent::ConnectionUpserted(decode_datum(id, datum)?),
+        AssetUpserted::SUBJECT => EntityEvent::AssetUpserted(decode_datum(id, datum)?),
+        PriceSet::SUBJECT => EntityEvent::PriceSet(decode_datum(id, datum)?),
         other => {
             return Err(CodecError::WrongSubject {
                 id,
@@ -305,11 +313,61 @@ mod tests {
                 event_id: "e5".into(),
                 connection: crate::testenv::connection("cn", "c", "u"),
             }),
+            EntityEvent::AssetUpserted(AssetUpserted {
+                event_id: "e6".into(),
+                asset: AssetState {
+                    tags: vec!["retail".into(), "weekly".into()],
+                    timeout_ms: Some(500),
+                    ..crate::testenv::asset("a", "c", "cn", "sales-by-region")
+                },
+            }),
+            EntityEvent::PriceSet(PriceSet {
+                event_id: "e7".into(),
+                aph_id: "p".into(),
+                company_id: "c".into(),
+                asset_id: "a".into(),
+                price_usd: 0.25,
+                credits: 25,
+                set_at_ms: 7,
+            }),
         ];
         for e in events {
             let bytes = encode_entity(&e).unwrap();
             assert_eq!(decode_entity(&bytes).unwrap(), e);
         }
+    }
+
+    #[test]
+    fn usage_and_ledger_records_round_trip() {
+        let u = UsageRecorded {
+            execution_id: "x".into(),
+            buyer_company_id: "b".into(),
+            seller_company_id: "s".into(),
+            asset_id: "a".into(),
+            api_key_id: 3,
+            user_id: "u".into(),
+            credits: 25,
+            rows: 1,
+            duration_ms: 1.5,
+            status: "succeeded".into(),
+            mode: "live".into(),
+            at_ms: 9,
+        };
+        assert_eq!(decode::<UsageRecorded>(&encode(&u).unwrap()).unwrap(), u);
+        let l = LedgerEntryPosted {
+            entry_id: "e".into(),
+            company_id: "b".into(),
+            kind: "debit".into(),
+            credits: -25,
+            balance_after: 75,
+            execution_id: Some("x".into()),
+            counterparty_company_id: Some("s".into()),
+            at_ms: 9,
+        };
+        assert_eq!(
+            decode::<LedgerEntryPosted>(&encode(&l).unwrap()).unwrap(),
+            l
+        );
     }
 
     #[test]

@@ -236,6 +236,98 @@ pub struct ConnectionUpserted {
     pub connection: ConnectionState,
 }
 
+/// An analytics asset: one read-only query over a connection, executed in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetState {
+    pub id: String,
+    pub company_id: String,
+    pub user_id: String,
+    pub connection_id: String,
+    pub name: String,
+    /// Unique per company; the `{asset_slug}` of `/analyze/{company_handle}/assets/{asset_slug}`.
+    pub slug: String,
+    pub description: Option<String>,
+    /// `CALCULATION`, `VISUALIZATION` or `DATA`.
+    pub asset_type: String,
+    /// `PRIVATE` or `SHARED`.
+    pub visibility: String,
+    pub sell_in_marketplace: bool,
+    pub allow_params: bool,
+    /// `MANUAL` or `AUTOMATIC`.
+    pub source: String,
+    pub require_customization: bool,
+    pub accept_terms: bool,
+    pub industry_id: Option<i32>,
+    pub auc_id: Option<i32>,
+    pub tags: Vec<String>,
+    pub sql_logic: String,
+    /// The declared parameters, as a JSON list of `{name, type, required, default, allowed}`.
+    pub params_json: String,
+    /// The contract's other fields (chart settings, coverage, limits …) as a JSON object.
+    pub extra_json: String,
+    pub cached: bool,
+    pub timeout_ms: Option<i32>,
+    /// Goes up with every change (the result cache and prices key on it).
+    pub version: i32,
+    pub deleted: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetUpserted {
+    pub event_id: String,
+    pub asset: AssetState,
+}
+
+/// A new price for an asset; it ends the one in force (price history is a type 2 dimension).
+/// `credits` is the price in whole credits, fixed when the price is set (USD × credits per
+/// USD, rounded up), so every charge under it is the same integer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriceSet {
+    pub event_id: String,
+    pub aph_id: String,
+    pub company_id: String,
+    pub asset_id: String,
+    pub price_usd: f64,
+    pub credits: i64,
+    pub set_at_ms: i64,
+}
+
+/// One execution, charged or not, as committed by the money path (on `tally.usage`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageRecorded {
+    pub execution_id: String,
+    pub buyer_company_id: String,
+    pub seller_company_id: String,
+    pub asset_id: String,
+    pub api_key_id: i64,
+    pub user_id: String,
+    /// Credits finally charged (0 for a failed or free execution).
+    pub credits: i64,
+    pub rows: i64,
+    pub duration_ms: f64,
+    /// `succeeded` or `failed`.
+    pub status: String,
+    /// `live` (test keys come with the next issue).
+    pub mode: String,
+    pub at_ms: i64,
+}
+
+/// One ledger row, as committed (on `tally.billing`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntryPosted {
+    pub entry_id: String,
+    pub company_id: String,
+    /// `topup`, `debit`, `seller_credit`, `platform_fee` or `refund`.
+    pub kind: String,
+    pub credits: i64,
+    pub balance_after: i64,
+    pub execution_id: Option<String>,
+    pub counterparty_company_id: Option<String>,
+    pub at_ms: i64,
+}
+
 /// A record some consumer could not decode or apply, parked for operators.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -268,6 +360,8 @@ pub enum EntityEvent {
     UserUpserted(UserUpserted),
     ApiKeyUpserted(ApiKeyUpserted),
     ConnectionUpserted(ConnectionUpserted),
+    AssetUpserted(AssetUpserted),
+    PriceSet(PriceSet),
 }
 
 impl EntityEvent {
@@ -285,6 +379,8 @@ impl EntityEvent {
             Self::UserUpserted(e) => &e.user.id,
             Self::ApiKeyUpserted(e) => &e.key.id,
             Self::ConnectionUpserted(e) => &e.connection.id,
+            Self::AssetUpserted(e) => &e.asset.id,
+            Self::PriceSet(e) => &e.asset_id,
         }
     }
 
@@ -297,6 +393,8 @@ impl EntityEvent {
             Self::UserUpserted(e) => Some(&e.event_id),
             Self::ApiKeyUpserted(e) => Some(&e.event_id),
             Self::ConnectionUpserted(e) => Some(&e.event_id),
+            Self::AssetUpserted(e) => Some(&e.event_id),
+            Self::PriceSet(e) => Some(&e.event_id),
             _ => None,
         }
     }

@@ -12,9 +12,10 @@ pub use codec::{
     decode, decode_entity, encode, encode_entity, encode_with, CodecError, WireRecord,
 };
 pub use events::{
-    ApiKeyCreated, ApiKeyRevoked, ApiKeyState, ApiKeyUpserted, CollectedEvent, CompanyCreated,
-    CompanyState, CompanyUpdated, ConnectionState, ConnectionUpserted, DeadLetter, EnrichedEvent,
-    EntityEvent, UserCreated, UserState, UserUpserted, WebsiteCreated, WebsiteDeleted,
+    ApiKeyCreated, ApiKeyRevoked, ApiKeyState, ApiKeyUpserted, AssetState, AssetUpserted,
+    CollectedEvent, CompanyCreated, CompanyState, CompanyUpdated, ConnectionState,
+    ConnectionUpserted, DeadLetter, EnrichedEvent, EntityEvent, LedgerEntryPosted, PriceSet,
+    UsageRecorded, UserCreated, UserState, UserUpserted, WebsiteCreated, WebsiteDeleted,
     WebsiteUpdated,
 };
 pub use registry::{schema_by_id, SchemaEntry, REGISTRY};

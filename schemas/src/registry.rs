@@ -113,6 +113,20 @@ pub const REGISTRY: &[SchemaEntry] = &[
         1,
         "connection_upserted.v1.avsc"
     ),
+    entry!(
+        17,
+        "tally.entities.AssetUpserted",
+        1,
+        "asset_upserted.v1.avsc"
+    ),
+    entry!(18, "tally.entities.PriceSet", 1, "price_set.v1.avsc"),
+    entry!(19, "tally.usage.UsageRecorded", 1, "usage_recorded.v1.avsc"),
+    entry!(
+        20,
+        "tally.billing.LedgerEntryPosted",
+        1,
+        "ledger_entry_posted.v1.avsc"
+    ),
 ];
 
 struct Parsed {

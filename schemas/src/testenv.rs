@@ -107,3 +107,35 @@ pub fn connection(id: &str, company_id: &str, user_id: &str) -> crate::Connectio
         updated_at_ms: 1,
     }
 }
+
+/// A shared, sold DATA asset for tests.
+pub fn asset(id: &str, company_id: &str, connection_id: &str, slug: &str) -> crate::AssetState {
+    crate::AssetState {
+        id: id.into(),
+        company_id: company_id.into(),
+        user_id: "u".into(),
+        connection_id: connection_id.into(),
+        name: slug.replace('-', " "),
+        slug: slug.into(),
+        description: None,
+        asset_type: "DATA".into(),
+        visibility: "SHARED".into(),
+        sell_in_marketplace: true,
+        allow_params: false,
+        source: "MANUAL".into(),
+        require_customization: false,
+        accept_terms: true,
+        industry_id: Some(7),
+        auc_id: None,
+        tags: vec![],
+        sql_logic: "SELECT 1".into(),
+        params_json: "[]".into(),
+        extra_json: "{}".into(),
+        cached: false,
+        timeout_ms: None,
+        version: 1,
+        deleted: false,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    }
+}

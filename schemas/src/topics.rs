@@ -7,6 +7,10 @@ pub const COLLECT_RAW: &str = "collect.raw";
 pub const COLLECT_ENRICHED: &str = "collect.enriched";
 /// Entity (command) events, keyed by aggregate id.
 pub const ENTITIES: &str = "entities";
+/// Executions as committed by the money path (`UsageRecorded`), keyed by buyer company id.
+pub const USAGE: &str = "usage";
+/// Ledger rows as committed (`LedgerEntryPosted`), keyed by company id.
+pub const BILLING: &str = "billing";
 /// Records a consumer could not decode or apply.
 pub const DLQ: &str = "dlq";
 

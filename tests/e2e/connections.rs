@@ -7,11 +7,11 @@ use serde_json::{json, Value};
 use std::path::Path;
 
 /// The seller database's URL, if the services are running (required under the test script).
-fn source_url() -> Option<String> {
+pub fn source_url() -> Option<String> {
     schemas::testenv::service_url("TALLY_TEST_SOURCE_POSTGRES")
 }
 
-fn credentials(url: &str, password: &str) -> Value {
+pub fn credentials(url: &str, password: &str) -> Value {
     let u = url::Url::parse(url).expect("url");
     json!({
         "host": u.host_str().expect("host"),
@@ -22,7 +22,7 @@ fn credentials(url: &str, password: &str) -> Value {
     })
 }
 
-fn url_password(url: &str) -> String {
+pub fn url_password(url: &str) -> String {
     url::Url::parse(url)
         .expect("url")
         .password()
@@ -49,8 +49,8 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     hits
 }
 
-async fn seed_table(url: &str, table: &str) {
-    let admin = tokio_postgres_like::connect(url).await;
+pub async fn seed_table(url: &str, table: &str) {
+    let admin = seller_db::connect(url).await;
     admin
         .run(&format!(
             "CREATE TABLE IF NOT EXISTS {table} (region text, amount numeric(10,2)); \
@@ -59,8 +59,8 @@ async fn seed_table(url: &str, table: &str) {
         .await;
 }
 
-/// A tiny helper over the seller database, through `tally`'s own dependency tree (sqlx).
-mod tokio_postgres_like {
+/// The seller's own access to its database (sqlx), to create and inspect test tables.
+pub mod seller_db {
     pub struct Admin(sqlx::PgPool);
 
     pub async fn connect(url: &str) -> Admin {
@@ -77,6 +77,17 @@ mod tokio_postgres_like {
                 .execute(&self.0)
                 .await
                 .expect("seller sql");
+        }
+
+        /// The table's rows as text, in a fixed order: equal before and after means unchanged.
+        pub async fn fingerprint(&self, table: &str) -> String {
+            let q = format!(
+                "SELECT COALESCE(string_agg(t::text, '|' ORDER BY t::text), '') FROM {table} t"
+            );
+            sqlx::query_scalar(&q)
+                .fetch_one(&self.0)
+                .await
+                .expect("fingerprint")
         }
     }
 }

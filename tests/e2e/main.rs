@@ -7,4 +7,5 @@ mod connections;
 mod crash;
 mod dashboards;
 mod market;
+mod money;
 mod split;

@@ -312,8 +312,8 @@ async fn reference_data_and_unbuilt_parts() {
     assert_eq!(anonymous.get("/industries").await.0, 401);
 
     for path in [
-        "/companies/x/assets",
-        "/analyze/acme/assets/a",
+        "/companies/x/endpoints",
+        "/companies/x/assets/statistics",
         "/industries/active",
         "/plans",
     ] {

@@ -4,9 +4,13 @@
 //! metadata projection has applied it; a rejection by the projection (a handle taken in the
 //! meantime) becomes `409 conflict` naming the field.
 
+pub mod analyze;
+pub mod assets;
 pub mod companies;
 pub mod connections;
 pub mod keys;
+pub mod money;
+pub mod params;
 pub mod reference;
 pub mod users;
 

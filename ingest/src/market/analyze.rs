@@ -1,0 +1,458 @@
+//! Execution in place: `GET|POST /analyze/{company_handle}/assets/{asset_slug}` runs the asset's
+//! query at the seller's source (read-only, with the timeout, row cap and size cap) with the
+//! caller's parameters bound by the driver, and answers the rows. Raw data never leaves the
+//! seller beyond the asset's own result. A company runs its own assets free; another
+//! company's asset needs a price in force (`409 not_for_sale` without one), and the money
+//! moves in two steps around the run (see `projections::money`): the buyer's debit is held
+//! before the source runs (`402 insufficient_credits` if short: nothing runs), and the run
+//! settles it, crediting the seller and the platform on success and refunding the buyer on a
+//! failure or timeout. An `Idempotency-Key` makes the execution id, so a retry is never
+//! charged twice.
+
+use super::assets::specs_of;
+use super::money::{active, money};
+use super::params::bind_values;
+use super::*;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use projections::reference::storage_engine;
+use projections::{split, Company, Hold, HoldOutcome};
+use schemas::AssetState;
+use serde_json::Map;
+use sha2::{Digest, Sha256};
+use sources::model::{Limits, Param, Rows};
+use sources::sql::compile;
+use sources::Driver;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use web::roles::Action;
+use web::{market, Caller};
+
+/// Rows an execution returns at most.
+pub const MAX_ROWS: usize = 10_000;
+/// Bytes of row data an execution returns at most.
+pub const MAX_BYTES: usize = 16 << 20;
+
+/// The asset `slug` of the company with `handle`, if the caller may run it.
+async fn runnable(
+    s: &IngestState,
+    caller: &Caller,
+    handle: &str,
+    slug: &str,
+) -> ApiResult<(AssetState, Company)> {
+    caller.require(Action::ExecuteAssets)?;
+    let not_found = || ApiError::not_found(format!("no asset {slug:?} of company {handle:?}"));
+    let company = s
+        .metadata
+        .company_by_handle(handle)
+        .await?
+        .ok_or_else(not_found)?;
+    let asset = s
+        .metadata
+        .asset_by_slug(&company.state.id, slug)
+        .await?
+        .ok_or_else(not_found)?;
+    let own = asset.company_id == caller.company_id;
+    let for_sale = asset.visibility == "SHARED" && asset.sell_in_marketplace;
+    if !(own || for_sale) {
+        return Err(not_found());
+    }
+    Ok((asset, company))
+}
+
+/// Query-string parameters (every value a string), minus Tally's own `format`.
+fn query_params(q: &HashMap<String, String>) -> Map<String, Value> {
+    q.iter()
+        .filter(|(k, _)| k.as_str() != "format")
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect()
+}
+
+fn body_params(body: &[u8]) -> ApiResult<Map<String, Value>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    let v: Value = web::parse_json(body)?;
+    match v.get("params") {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(_) => Err(ApiError::bad_request("params must be a JSON object")),
+    }
+}
+
+/// Everything an execution needs, checked before any money moves.
+struct Prepared {
+    connector: sources::Connector,
+    sql: String,
+    binds: Vec<Param>,
+    limits: Limits,
+}
+
+/// Checks the parameters and finds the source of `asset`: a bad parameter is a `400` here,
+/// before anything is charged.
+async fn prepare(
+    s: &IngestState,
+    asset: &AssetState,
+    given: &Map<String, Value>,
+) -> ApiResult<Prepared> {
+    let specs = specs_of(asset);
+    let values = bind_values(&specs, given)?;
+    let conn = s
+        .metadata
+        .connection(&asset.connection_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the asset's connection was deleted",
+            )
+        })?;
+    let driver = storage_engine(conn.engine_id)
+        .and_then(|e| e.driver)
+        .and_then(Driver::from_name)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the asset's engine is no longer reachable",
+            )
+        })?;
+    let names: Vec<&str> = specs.iter().map(|p| p.name.as_str()).collect();
+    let compiled = compile(&asset.sql_logic, driver.dialect(), &names)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let binds: Vec<_> = compiled
+        .binds
+        .iter()
+        .map(|n| values.get(n).cloned().unwrap_or(Param::Null))
+        .collect();
+    let registry = s
+        .sources
+        .as_ref()
+        .ok_or_else(|| ApiError::not_implemented("this process has no access to sources"))?;
+    let global = registry.config().execution_timeout;
+    let timeout = asset
+        .timeout_ms
+        .map(|ms| Duration::from_millis(ms.max(1) as u64).min(global))
+        .unwrap_or(global);
+    let limits = Limits {
+        timeout,
+        max_rows: MAX_ROWS,
+        max_bytes: MAX_BYTES,
+    };
+    let connector = registry.connector(&conn, driver).await?;
+    Ok(Prepared {
+        connector,
+        sql: compiled.sql,
+        binds,
+        limits,
+    })
+}
+
+fn objects(rows: &Rows) -> Vec<Value> {
+    let names = rows.unique_names();
+    rows.rows
+        .iter()
+        .map(|r| Value::Object(names.iter().cloned().zip(r.iter().cloned()).collect()))
+        .collect()
+}
+
+fn csv_cell(v: &Value) -> String {
+    let s = match v {
+        Value::Null => return String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+fn formatted(format: &str, rows: &Rows) -> ApiResult<Option<Response>> {
+    let (body, mime) = match format {
+        "json" => return Ok(None),
+        "csv" => {
+            let mut out = rows
+                .unique_names()
+                .iter()
+                .map(|n| csv_cell(&Value::String(n.clone())))
+                .collect::<Vec<_>>()
+                .join(",");
+            out.push('\n');
+            for r in &rows.rows {
+                out.push_str(&r.iter().map(csv_cell).collect::<Vec<_>>().join(","));
+                out.push('\n');
+            }
+            (out, "text/csv; charset=utf-8")
+        }
+        "ndjson" => {
+            let mut out = String::new();
+            for o in objects(rows) {
+                out.push_str(&o.to_string());
+                out.push('\n');
+            }
+            (out, "application/x-ndjson")
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "format {other:?} is not one of json, csv, ndjson"
+            )))
+        }
+    };
+    let mut resp = body.into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    if rows.truncated {
+        resp.headers_mut()
+            .insert("x-tally-truncated", HeaderValue::from_static("true"));
+    }
+    Ok(Some(resp))
+}
+
+/// The operator's company, which receives the platform fee (looked up once).
+async fn platform_company(s: &IngestState) -> ApiResult<String> {
+    if let Some(id) = s.platform_company.get() {
+        return Ok(id.clone());
+    }
+    let id = s
+        .metadata
+        .companies()
+        .await?
+        .into_iter()
+        .find(|c| c.state.is_operator)
+        .map(|c| c.state.id)
+        .ok_or_else(|| ApiError::internal("no operator company: run setup"))?;
+    let _ = s.platform_company.set(id.clone());
+    Ok(id)
+}
+
+/// The execution id: derived from the buyer and its `Idempotency-Key` (so a retry is the same
+/// execution), else fresh.
+fn execution_id(buyer: &str, key: Option<&str>) -> String {
+    match key {
+        Some(k) => {
+            let h = Sha256::digest(format!("{buyer}\n{k}").as_bytes());
+            uuid::Builder::from_sha1_bytes(h[..16].try_into().unwrap_or([0; 16]))
+                .into_uuid()
+                .to_string()
+        }
+        None => new_id(),
+    }
+}
+
+/// The price of `asset` for `caller` in credits: 0 for its own company, else the price in
+/// force (`409 not_for_sale` without one).
+async fn cost(s: &IngestState, caller: &Caller, asset: &AssetState) -> ApiResult<i64> {
+    if asset.company_id == caller.company_id {
+        return Ok(0);
+    }
+    let prices = s.metadata.prices(&asset.id).await?;
+    active(&prices).map(|p| p.credits).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "not_for_sale",
+            "this asset has no price in force, so it is not for sale",
+        )
+    })
+}
+
+async fn execute(
+    s: &IngestState,
+    caller: &Caller,
+    handle: &str,
+    slug: &str,
+    given: Map<String, Value>,
+    format: &str,
+    idempotency_key: Option<&str>,
+) -> ApiResult<Response> {
+    let (asset, seller) = runnable(s, caller, handle, slug).await?;
+    let price = cost(s, caller, &asset).await?;
+    let prepared = prepare(s, &asset, &given).await?;
+    let store = money(s)?;
+    let execution_id = execution_id(&caller.company_id, idempotency_key);
+    let (seller_share, platform_fee) = split(price, seller.state.vendor_share_bp);
+    let hold = Hold {
+        execution_id: execution_id.clone(),
+        buyer_company_id: caller.company_id.clone(),
+        seller_company_id: asset.company_id.clone(),
+        platform_company_id: platform_company(s).await?,
+        asset_id: asset.id.clone(),
+        api_key_id: caller.api_key_id,
+        user_id: caller.user_id.clone(),
+        cost: price,
+        seller_share,
+        platform_fee,
+        at_ms: crate::commands::now_ms(),
+    };
+    let mut replayed = false;
+    match store.hold(&hold).await? {
+        HoldOutcome::Held { .. } => {}
+        HoldOutcome::Insufficient { balance } => {
+            metrics::counter!("tally_executions_total", "status" => "insufficient_credits")
+                .increment(1);
+            return Err(ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_credits",
+                format!("this execution costs {price} credits and the balance is {balance}"),
+            )
+            .with_details(json!({ "balance": balance, "cost": price })));
+        }
+        // A retry of an execution that succeeded: run it again, charge nothing.
+        HoldOutcome::AlreadyHeld { status } if status == "succeeded" => replayed = true,
+        HoldOutcome::AlreadyHeld { status } => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                "the execution with this Idempotency-Key is {status}; retry later or use a new key"
+            ),
+            )
+            .with_details(json!({ "execution_id": execution_id })))
+        }
+    }
+    let started = Instant::now();
+    let result = prepared
+        .connector
+        .query(&prepared.sql, &prepared.binds, prepared.limits)
+        .await;
+    let took = started.elapsed();
+    let duration_ms = (took.as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
+    let rows = match result {
+        Ok(rows) => rows,
+        Err(e) => {
+            if !replayed {
+                store
+                    .settle(
+                        &execution_id,
+                        false,
+                        0,
+                        duration_ms,
+                        crate::commands::now_ms(),
+                    )
+                    .await?;
+            }
+            metrics::counter!("tally_executions_total", "status" => "failed").increment(1);
+            let err = ApiError::from(e);
+            return Err(
+                err.with_details(json!({ "execution_id": execution_id, "credits_charged": 0 }))
+            );
+        }
+    };
+    let balance = if replayed {
+        store.balance(&caller.company_id).await?
+    } else {
+        store
+            .settle(
+                &execution_id,
+                true,
+                rows.rows.len() as i64,
+                duration_ms,
+                crate::commands::now_ms(),
+            )
+            .await?
+    };
+    let charged = if replayed { 0 } else { price };
+    metrics::counter!("tally_executions_total", "status" => "succeeded").increment(1);
+    metrics::counter!("tally_credits_charged_total").increment(charged as u64);
+    if let Some(mut resp) = formatted(format, &rows)? {
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&execution_id) {
+            h.insert("x-tally-execution-id", v);
+        }
+        h.insert("x-tally-credits-charged", HeaderValue::from(charged));
+        h.insert("x-tally-credits-remaining", HeaderValue::from(balance));
+        return Ok(resp);
+    }
+    let mut data = json!({
+        "execution_id": execution_id,
+        "asset_id": asset.id,
+        "columns": rows.columns,
+        "rows": objects(&rows),
+        "row_count": rows.rows.len(),
+        "truncated": rows.truncated,
+        "duration_ms": duration_ms,
+        "cached": false,
+        "credits_charged": charged,
+        "credits_remaining": balance,
+    });
+    if replayed {
+        data["replayed"] = json!(true);
+    }
+    if asset.asset_type == "CALCULATION" && rows.columns.len() == 1 && rows.rows.len() == 1 {
+        data["value"] = rows.rows[0][0].clone();
+    }
+    Ok(market("Asset executed", data).into_response())
+}
+
+fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .map(str::to_string)
+}
+
+/// `GET /analyze/{company_handle}/assets/{asset_slug}`: parameters in the query string.
+pub async fn get(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path((handle, slug)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    let format = q.get("format").cloned().unwrap_or_else(|| "json".into());
+    let key = idempotency_key(&headers);
+    execute(
+        &s,
+        &caller,
+        &handle,
+        &slug,
+        query_params(&q),
+        &format,
+        key.as_deref(),
+    )
+    .await
+}
+
+/// `POST /analyze/{company_handle}/assets/{asset_slug}`: `{"params": {...}}`.
+pub async fn post(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path((handle, slug)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let format = q.get("format").cloned().unwrap_or_else(|| "json".into());
+    let key = idempotency_key(&headers);
+    execute(
+        &s,
+        &caller,
+        &handle,
+        &slug,
+        body_params(&body)?,
+        &format,
+        key.as_deref(),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_are_quoted_when_needed() {
+        assert_eq!(csv_cell(&json!("plain")), "plain");
+        assert_eq!(csv_cell(&json!("a,b")), "\"a,b\"");
+        assert_eq!(csv_cell(&json!("say \"hi\"")), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_cell(&json!(null)), "");
+        assert_eq!(csv_cell(&json!(1.5)), "1.5");
+    }
+}

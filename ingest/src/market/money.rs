@@ -1,0 +1,281 @@
+//! Prices and credits. An asset's price history (`…/assets/{asset_id}/prices`) is a type 2
+//! dimension through the log: a new price ends the one in force; the price is fixed in whole
+//! credits when it is set (`TALLY_CREDITS_PER_USD`, rounded up). Credits are topped up by the
+//! operator (`POST /companies/{id}/credits`, `Idempotency-Key` required) and every movement is
+//! a ledger row (`GET /companies/{id}/credits/ledger`).
+
+use super::companies::scoped;
+use super::*;
+use crate::commands::now_ms;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use projections::{credits_for_usd, MoneyStore, Price, TopUpOutcome};
+use schemas::PriceSet;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use web::roles::Action;
+use web::{market, market_page, parse_json, Caller, Paging};
+
+/// The largest single top-up, and the largest price, in credits.
+const MAX_CREDITS: i64 = 1_000_000_000_000;
+
+pub(crate) fn money(s: &IngestState) -> ApiResult<&Arc<dyn MoneyStore>> {
+    s.money
+        .as_ref()
+        .ok_or_else(|| ApiError::not_implemented("this process has no access to credits"))
+}
+
+fn price_json(p: &Price) -> Value {
+    json!({
+        "aph_id": p.aph_id,
+        "asset_id": p.asset_id,
+        "price_usd": p.price_usd,
+        "price_credits": p.credits,
+        "active": p.date_ended_ms.is_none(),
+        "date_created": rfc3339(p.date_created_ms),
+        "date_ended": p.date_ended_ms.map(rfc3339),
+    })
+}
+
+/// The price in force, if any (the newest without an end).
+pub(crate) fn active(prices: &[Price]) -> Option<&Price> {
+    prices.iter().find(|p| p.date_ended_ms.is_none())
+}
+
+async fn own_asset_prices(
+    s: &IngestState,
+    caller: &Caller,
+    company_id: &str,
+    asset_id: &str,
+    action: Action,
+) -> ApiResult<Vec<Price>> {
+    scoped(s, caller, company_id, action).await?;
+    let asset = s
+        .metadata
+        .asset(asset_id)
+        .await?
+        .filter(|a| a.company_id == company_id)
+        .ok_or_else(|| ApiError::not_found(format!("no asset {asset_id:?} in this company")))?;
+    Ok(s.metadata.prices(&asset.id).await?)
+}
+
+/// `GET /companies/{company_id}/assets/{asset_id}/prices`: newest first.
+pub async fn prices(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path((company_id, asset_id)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let all = own_asset_prices(&s, &caller, &company_id, &asset_id, Action::ManagePrices).await?;
+    let paging = Paging::from_query(&q, 50, 500)?;
+    let rows: Vec<Value> = paging.slice(&all).iter().map(price_json).collect();
+    let n = rows.len();
+    Ok(market_page(
+        "Prices retrieved",
+        rows,
+        all.len() as u64,
+        paging.limit as u64,
+        paging.offset as u64,
+        n,
+    )
+    .into_response())
+}
+
+/// `GET …/prices/active`
+pub async fn active_price(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path((company_id, asset_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let all = own_asset_prices(&s, &caller, &company_id, &asset_id, Action::ReadAssets).await?;
+    let p = active(&all).ok_or_else(|| ApiError::not_found("this asset has no price in force"))?;
+    Ok(market("Active price retrieved", price_json(p)).into_response())
+}
+
+/// `GET …/prices/{aph_id}`
+pub async fn price(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path((company_id, asset_id, aph_id)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let all = own_asset_prices(&s, &caller, &company_id, &asset_id, Action::ManagePrices).await?;
+    let p = all
+        .iter()
+        .find(|p| p.aph_id == aph_id)
+        .ok_or_else(|| ApiError::not_found(format!("no price {aph_id:?} for this asset")))?;
+    Ok(market("Price retrieved", price_json(p)).into_response())
+}
+
+#[derive(Deserialize)]
+struct PriceBody {
+    price_usd: Option<f64>,
+}
+
+fn credits(s: &IngestState, usd: f64) -> ApiResult<i64> {
+    credits_for_usd(usd, s.cfg.credits_per_usd)
+        .filter(|c| *c <= MAX_CREDITS)
+        .ok_or_else(|| ApiError::bad_request("price_usd must be a number from 0 to 1,000,000,000"))
+}
+
+/// `POST …/prices`: a new price in force from now; the previous one ends. `0` is free.
+pub async fn set_price(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path((company_id, asset_id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    own_asset_prices(&s, &caller, &company_id, &asset_id, Action::ManagePrices).await?;
+    let b: PriceBody = parse_json(&body)?;
+    let usd = *required("price_usd", &b.price_usd)?;
+    let event = PriceSet {
+        event_id: new_id(),
+        aph_id: new_id(),
+        company_id,
+        asset_id,
+        price_usd: usd,
+        credits: credits(&s, usd)?,
+        set_at_ms: now_ms(),
+    };
+    let (aph_id, price_credits) = (event.aph_id.clone(), event.credits);
+    s.command_checked(vec![EntityEvent::PriceSet(event)])
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        market(
+            "Price set",
+            json!({ "aph_id": aph_id, "price_credits": price_credits }),
+        ),
+    )
+        .into_response())
+}
+
+/// `POST …/prices/calculate_credits`: USD → whole credits, rounded up; nothing is saved.
+pub async fn calculate_credits(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path((company_id, asset_id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    own_asset_prices(&s, &caller, &company_id, &asset_id, Action::ReadAssets).await?;
+    let b: PriceBody = parse_json(&body)?;
+    let usd = *required("price_usd", &b.price_usd)?;
+    Ok(market(
+        "Credits calculated",
+        json!({
+            "price_usd": usd,
+            "credits": credits(&s, usd)?,
+            "credits_per_usd": s.cfg.credits_per_usd,
+        }),
+    )
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct TopUpBody {
+    credits: Option<i64>,
+    reason: Option<String>,
+}
+
+/// `POST /companies/{company_id}/credits` (operator): adds credits once per `Idempotency-Key`.
+pub async fn top_up(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path(company_id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    scoped(&s, &caller, &company_id, Action::TopUpCredits).await?;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::bad_request("an Idempotency-Key header (1 to 255 characters) is required")
+        })?;
+    let b: TopUpBody = parse_json(&body)?;
+    let amount = *required("credits", &b.credits)?;
+    if !(1..=MAX_CREDITS).contains(&amount) {
+        return Err(ApiError::bad_request(
+            "credits must be a whole number from 1 to 1,000,000,000,000",
+        ));
+    }
+    let reason = opt_text("reason", b.reason.as_deref(), 500)?;
+    let hash = hex::encode(Sha256::digest(&body));
+    let outcome = money(&s)?
+        .top_up(&company_id, amount, reason.as_deref(), key, &hash, now_ms())
+        .await?;
+    match outcome {
+        TopUpOutcome::Done { balance, entry_id } => Ok((
+            StatusCode::CREATED,
+            market(
+                "Credits added",
+                json!({ "balance": balance, "entry_id": entry_id }),
+            ),
+        )
+            .into_response()),
+        TopUpOutcome::Replayed { balance, entry_id } => {
+            let mut resp = (
+                StatusCode::CREATED,
+                market(
+                    "Credits added",
+                    json!({ "balance": balance, "entry_id": entry_id }),
+                ),
+            )
+                .into_response();
+            resp.headers_mut().insert(
+                "idempotent-replayed",
+                axum::http::HeaderValue::from_static("true"),
+            );
+            Ok(resp)
+        }
+        TopUpOutcome::KeyReused => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different body",
+        )),
+    }
+}
+
+/// `GET /companies/{company_id}/credits/ledger`: newest first, paginated.
+pub async fn ledger(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path(company_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    scoped(&s, &caller, &company_id, Action::ReadLedger).await?;
+    let paging = Paging::from_query(&q, 50, 500)?;
+    let (entries, total) = money(&s)?
+        .ledger(&company_id, paging.limit, paging.offset)
+        .await?;
+    let rows: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "entry_id": e.entry_id,
+                "kind": e.kind,
+                "credits": e.credits,
+                "balance_after": e.balance_after,
+                "execution_id": e.execution_id,
+                "counterparty_company_id": e.counterparty_company_id,
+                "reason": e.reason,
+                "date_created": rfc3339(e.created_at_ms),
+            })
+        })
+        .collect();
+    let n = rows.len();
+    Ok(market_page(
+        "Ledger retrieved",
+        rows,
+        total,
+        paging.limit as u64,
+        paging.offset as u64,
+        n,
+    )
+    .into_response())
+}

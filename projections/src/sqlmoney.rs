@@ -1,0 +1,491 @@
+//! The money store's SQL, once for SQLite and Postgres (see `money.rs` for the rules). Every
+//! operation is one transaction; the conditional `UPDATE … WHERE credits >= cost RETURNING`
+//! is what keeps a balance from going negative under any concurrency, and the `CHECK` on the
+//! column is the backstop. Outbox payloads are the Avro records themselves, hex-encoded.
+
+/// Durable money tables: never dropped by a migration.
+pub(crate) const MONEY_DDL: &str = "
+CREATE TABLE IF NOT EXISTS balances (
+    company_id TEXT PRIMARY KEY,
+    credits BIGINT NOT NULL CHECK (credits >= 0)
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    entry_id TEXT PRIMARY KEY,
+    company_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    credits BIGINT NOT NULL,
+    balance_after BIGINT NOT NULL,
+    execution_id TEXT,
+    counterparty_company_id TEXT,
+    reason TEXT,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_by_company ON ledger (company_id, created_at_ms);
+CREATE TABLE IF NOT EXISTS topups (
+    company_id TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    body_hash TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    PRIMARY KEY (company_id, idempotency_key)
+);
+CREATE TABLE IF NOT EXISTS executions (
+    execution_id TEXT PRIMARY KEY,
+    buyer_company_id TEXT NOT NULL,
+    seller_company_id TEXT NOT NULL,
+    platform_company_id TEXT NOT NULL,
+    asset_id TEXT NOT NULL,
+    api_key_id BIGINT NOT NULL,
+    user_id TEXT NOT NULL,
+    cost BIGINT NOT NULL,
+    seller_share BIGINT NOT NULL,
+    platform_fee BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    result_rows BIGINT,
+    duration_ms DOUBLE PRECISION,
+    created_at_ms BIGINT NOT NULL,
+    settled_at_ms BIGINT
+);
+CREATE INDEX IF NOT EXISTS executions_held ON executions (status, created_at_ms);
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT PRIMARY KEY,
+    topic TEXT NOT NULL,
+    record_key TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    claimed_at_ms BIGINT,
+    published_at_ms BIGINT
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (published_at_ms, id);
+";
+
+macro_rules! money_sql_impl {
+    ($store:ident, $db:ty) => {
+        mod money_impl {
+            use super::$store;
+            use crate::money::*;
+            use crate::{StoreError, StoreResult};
+            use async_trait::async_trait;
+            use sqlx::{Row, Transaction};
+
+            type Tx<'a> = Transaction<'a, $db>;
+
+            fn sql_err(e: sqlx::Error) -> StoreError {
+                StoreError::Backend(e.to_string())
+            }
+
+            fn new_id() -> String {
+                uuid::Uuid::now_v7().to_string()
+            }
+
+            async fn outbox(
+                tx: &mut Tx<'_>,
+                topic: &str,
+                key: &str,
+                payload: Vec<u8>,
+                at_ms: i64,
+            ) -> Result<(), sqlx::Error> {
+                sqlx::query("INSERT INTO outbox (id, topic, record_key, payload, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(new_id())
+                    .bind(topic)
+                    .bind(key)
+                    .bind(hex::encode(payload))
+                    .bind(at_ms)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
+            /// Adds `delta` to a balance (creating it) and returns the new balance; `None` if a
+            /// debit would take it below zero.
+            async fn add(tx: &mut Tx<'_>, company: &str, delta: i64) -> Result<Option<i64>, sqlx::Error> {
+                if delta < 0 {
+                    return sqlx::query_scalar(
+                        "UPDATE balances SET credits = credits + $1 WHERE company_id = $2 AND credits + $1 >= 0 RETURNING credits",
+                    )
+                    .bind(delta)
+                    .bind(company)
+                    .fetch_optional(&mut **tx)
+                    .await;
+                }
+                sqlx::query_scalar(
+                    "INSERT INTO balances (company_id, credits) VALUES ($1, $2) \
+                     ON CONFLICT (company_id) DO UPDATE SET credits = balances.credits + EXCLUDED.credits RETURNING credits",
+                )
+                .bind(company)
+                .bind(delta)
+                .fetch_optional(&mut **tx)
+                .await
+            }
+
+            /// A ledger row and its `LedgerEntryPosted` in the outbox.
+            #[allow(clippy::too_many_arguments)]
+            async fn post(
+                tx: &mut Tx<'_>,
+                company: &str,
+                kind: &str,
+                credits: i64,
+                balance_after: i64,
+                execution_id: Option<&str>,
+                counterparty: Option<&str>,
+                reason: Option<&str>,
+                at_ms: i64,
+            ) -> Result<String, StoreError> {
+                let entry_id = new_id();
+                sqlx::query(
+                    "INSERT INTO ledger (entry_id, company_id, kind, credits, balance_after, execution_id, counterparty_company_id, reason, created_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&entry_id)
+                .bind(company)
+                .bind(kind)
+                .bind(credits)
+                .bind(balance_after)
+                .bind(execution_id)
+                .bind(counterparty)
+                .bind(reason)
+                .bind(at_ms)
+                .execute(&mut **tx)
+                .await
+                .map_err(sql_err)?;
+                let record = schemas::LedgerEntryPosted {
+                    entry_id: entry_id.clone(),
+                    company_id: company.to_string(),
+                    kind: kind.to_string(),
+                    credits,
+                    balance_after,
+                    execution_id: execution_id.map(str::to_string),
+                    counterparty_company_id: counterparty.map(str::to_string),
+                    at_ms,
+                };
+                let payload = schemas::encode(&record).map_err(|e| StoreError::Backend(e.to_string()))?;
+                outbox(tx, "billing", company, payload, at_ms).await.map_err(sql_err)?;
+                Ok(entry_id)
+            }
+
+            async fn balance_in(tx: &mut Tx<'_>, company: &str) -> Result<i64, sqlx::Error> {
+                Ok(sqlx::query_scalar::<_, i64>("SELECT credits FROM balances WHERE company_id = $1")
+                    .bind(company)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .unwrap_or(0))
+            }
+
+            fn entry_from(r: &<$db as sqlx::Database>::Row) -> Result<LedgerEntry, sqlx::Error> {
+                Ok(LedgerEntry {
+                    entry_id: r.try_get("entry_id")?,
+                    company_id: r.try_get("company_id")?,
+                    kind: r.try_get("kind")?,
+                    credits: r.try_get("credits")?,
+                    balance_after: r.try_get("balance_after")?,
+                    execution_id: r.try_get("execution_id")?,
+                    counterparty_company_id: r.try_get("counterparty_company_id")?,
+                    reason: r.try_get("reason")?,
+                    created_at_ms: r.try_get("created_at_ms")?,
+                })
+            }
+
+            #[async_trait]
+            impl MoneyStore for $store {
+                async fn balance(&self, company_id: &str) -> StoreResult<i64> {
+                    Ok(sqlx::query_scalar::<_, i64>("SELECT credits FROM balances WHERE company_id = $1")
+                        .bind(company_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(sql_err)?
+                        .unwrap_or(0))
+                }
+
+                async fn top_up(
+                    &self,
+                    company_id: &str,
+                    credits: i64,
+                    reason: Option<&str>,
+                    idempotency_key: &str,
+                    body_hash: &str,
+                    at_ms: i64,
+                ) -> StoreResult<TopUpOutcome> {
+                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                    let seen = sqlx::query("SELECT body_hash, entry_id FROM topups WHERE company_id = $1 AND idempotency_key = $2")
+                        .bind(company_id)
+                        .bind(idempotency_key)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(sql_err)?;
+                    if let Some(r) = seen {
+                        let hash: String = r.try_get("body_hash").map_err(sql_err)?;
+                        if hash != body_hash {
+                            return Ok(TopUpOutcome::KeyReused);
+                        }
+                        let balance = balance_in(&mut tx, company_id).await.map_err(sql_err)?;
+                        return Ok(TopUpOutcome::Replayed { balance, entry_id: r.try_get("entry_id").map_err(sql_err)? });
+                    }
+                    let balance = add(&mut tx, company_id, credits)
+                        .await
+                        .map_err(sql_err)?
+                        .ok_or_else(|| StoreError::Invalid("a top-up must be positive".into()))?;
+                    let entry_id = post(&mut tx, company_id, "topup", credits, balance, None, None, reason, at_ms).await?;
+                    sqlx::query("INSERT INTO topups (company_id, idempotency_key, body_hash, entry_id) VALUES ($1, $2, $3, $4)")
+                        .bind(company_id)
+                        .bind(idempotency_key)
+                        .bind(body_hash)
+                        .bind(&entry_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(sql_err)?;
+                    tx.commit().await.map_err(sql_err)?;
+                    Ok(TopUpOutcome::Done { balance, entry_id })
+                }
+
+                async fn hold(&self, h: &Hold) -> StoreResult<HoldOutcome> {
+                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                    let inserted = sqlx::query(
+                        "INSERT INTO executions (execution_id, buyer_company_id, seller_company_id, platform_company_id, asset_id, api_key_id, \
+                         user_id, cost, seller_share, platform_fee, status, created_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'held', $11) ON CONFLICT (execution_id) DO NOTHING",
+                    )
+                    .bind(&h.execution_id)
+                    .bind(&h.buyer_company_id)
+                    .bind(&h.seller_company_id)
+                    .bind(&h.platform_company_id)
+                    .bind(&h.asset_id)
+                    .bind(h.api_key_id)
+                    .bind(&h.user_id)
+                    .bind(h.cost)
+                    .bind(h.seller_share)
+                    .bind(h.platform_fee)
+                    .bind(h.at_ms)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql_err)?
+                    .rows_affected();
+                    if inserted == 0 {
+                        let status: String = sqlx::query_scalar("SELECT status FROM executions WHERE execution_id = $1")
+                            .bind(&h.execution_id)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(sql_err)?;
+                        return Ok(HoldOutcome::AlreadyHeld { status });
+                    }
+                    if h.cost == 0 {
+                        let balance_after = balance_in(&mut tx, &h.buyer_company_id).await.map_err(sql_err)?;
+                        tx.commit().await.map_err(sql_err)?;
+                        return Ok(HoldOutcome::Held { balance_after });
+                    }
+                    let Some(balance_after) = add(&mut tx, &h.buyer_company_id, -h.cost).await.map_err(sql_err)? else {
+                        let balance = balance_in(&mut tx, &h.buyer_company_id).await.map_err(sql_err)?;
+                        tx.rollback().await.map_err(sql_err)?;
+                        return Ok(HoldOutcome::Insufficient { balance });
+                    };
+                    post(
+                        &mut tx,
+                        &h.buyer_company_id,
+                        "debit",
+                        -h.cost,
+                        balance_after,
+                        Some(&h.execution_id),
+                        Some(&h.seller_company_id),
+                        None,
+                        h.at_ms,
+                    )
+                    .await?;
+                    tx.commit().await.map_err(sql_err)?;
+                    Ok(HoldOutcome::Held { balance_after })
+                }
+
+                async fn settle(
+                    &self,
+                    execution_id: &str,
+                    succeeded: bool,
+                    rows: i64,
+                    duration_ms: f64,
+                    at_ms: i64,
+                ) -> StoreResult<i64> {
+                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                    let status = if succeeded { "succeeded" } else { "failed" };
+                    // The update is the lock: only the first settle of a held execution wins.
+                    let row = sqlx::query(
+                        "UPDATE executions SET status = $1, result_rows = $2, duration_ms = $3, settled_at_ms = $4 \
+                         WHERE execution_id = $5 AND status = 'held' \
+                         RETURNING buyer_company_id, seller_company_id, platform_company_id, asset_id, api_key_id, user_id, cost, seller_share, platform_fee",
+                    )
+                    .bind(status)
+                    .bind(rows)
+                    .bind(duration_ms)
+                    .bind(at_ms)
+                    .bind(execution_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(sql_err)?;
+                    let Some(r) = row else {
+                        let buyer: Option<String> = sqlx::query_scalar("SELECT buyer_company_id FROM executions WHERE execution_id = $1")
+                            .bind(execution_id)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(sql_err)?;
+                        let balance = match buyer {
+                            Some(b) => balance_in(&mut tx, &b).await.map_err(sql_err)?,
+                            None => 0,
+                        };
+                        return Ok(balance);
+                    };
+                    let get = |c: &str| -> Result<String, StoreError> { r.try_get(c).map_err(sql_err) };
+                    let num = |c: &str| -> Result<i64, StoreError> { r.try_get(c).map_err(sql_err) };
+                    let (buyer, seller, platform) = (get("buyer_company_id")?, get("seller_company_id")?, get("platform_company_id")?);
+                    let (cost, share, fee) = (num("cost")?, num("seller_share")?, num("platform_fee")?);
+                    let charged = if succeeded { cost } else { 0 };
+                    if succeeded {
+                        for (company, kind, credits) in [(&seller, "seller_credit", share), (&platform, "platform_fee", fee)] {
+                            if credits > 0 {
+                                let after = add(&mut tx, company, credits).await.map_err(sql_err)?.unwrap_or(0);
+                                post(&mut tx, company, kind, credits, after, Some(execution_id), Some(&buyer), None, at_ms).await?;
+                            }
+                        }
+                    } else if cost > 0 {
+                        let after = add(&mut tx, &buyer, cost).await.map_err(sql_err)?.unwrap_or(0);
+                        post(&mut tx, &buyer, "refund", cost, after, Some(execution_id), Some(&seller), None, at_ms).await?;
+                    }
+                    let usage = schemas::UsageRecorded {
+                        execution_id: execution_id.to_string(),
+                        buyer_company_id: buyer.clone(),
+                        seller_company_id: seller,
+                        asset_id: get("asset_id")?,
+                        api_key_id: num("api_key_id")?,
+                        user_id: get("user_id")?,
+                        credits: charged,
+                        rows,
+                        duration_ms,
+                        status: status.to_string(),
+                        mode: "live".into(),
+                        at_ms,
+                    };
+                    let payload = schemas::encode(&usage).map_err(|e| StoreError::Backend(e.to_string()))?;
+                    outbox(&mut tx, "usage", &buyer, payload, at_ms).await.map_err(sql_err)?;
+                    let balance = balance_in(&mut tx, &buyer).await.map_err(sql_err)?;
+                    tx.commit().await.map_err(sql_err)?;
+                    Ok(balance)
+                }
+
+                async fn ledger(&self, company_id: &str, limit: usize, offset: usize) -> StoreResult<(Vec<LedgerEntry>, u64)> {
+                    let rows = sqlx::query(
+                        "SELECT * FROM ledger WHERE company_id = $1 ORDER BY created_at_ms DESC, entry_id DESC LIMIT $2 OFFSET $3",
+                    )
+                    .bind(company_id)
+                    .bind(limit as i64)
+                    .bind(offset as i64)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(sql_err)?;
+                    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger WHERE company_id = $1")
+                        .bind(company_id)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    let entries = rows.iter().map(entry_from).collect::<Result<_, _>>().map_err(sql_err)?;
+                    Ok((entries, total as u64))
+                }
+
+                async fn stale_holds(&self, before_ms: i64) -> StoreResult<Vec<String>> {
+                    sqlx::query_scalar("SELECT execution_id FROM executions WHERE status = 'held' AND created_at_ms < $1 ORDER BY created_at_ms")
+                        .bind(before_ms)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(sql_err)
+                }
+
+                async fn claim_outbox(&self, limit: usize, now_ms: i64, lease_ms: i64) -> StoreResult<Vec<OutboxRecord>> {
+                    let stale = now_ms - lease_ms;
+                    // The conditions are repeated outside the subquery so that, under
+                    // concurrent claims, a row another relay just took is skipped.
+                    let rows = sqlx::query(
+                        "UPDATE outbox SET claimed_at_ms = $1 \
+                         WHERE id IN (SELECT id FROM outbox WHERE published_at_ms IS NULL AND (claimed_at_ms IS NULL OR claimed_at_ms < $2) ORDER BY id LIMIT $3) \
+                         AND published_at_ms IS NULL AND (claimed_at_ms IS NULL OR claimed_at_ms < $2) \
+                         RETURNING id, topic, record_key, payload",
+                    )
+                    .bind(now_ms)
+                    .bind(stale)
+                    .bind(limit as i64)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(sql_err)?;
+                    let mut out = rows
+                        .iter()
+                        .map(|r| {
+                            let hex_payload: String = r.try_get("payload")?;
+                            Ok(OutboxRecord {
+                                id: r.try_get("id")?,
+                                topic: r.try_get("topic")?,
+                                key: r.try_get("record_key")?,
+                                payload: hex::decode(hex_payload).unwrap_or_default(),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, sqlx::Error>>()
+                        .map_err(sql_err)?;
+                    out.sort_by(|a, b| a.id.cmp(&b.id));
+                    Ok(out)
+                }
+
+                async fn mark_published(&self, ids: &[String], at_ms: i64) -> StoreResult<()> {
+                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                    for id in ids {
+                        sqlx::query("UPDATE outbox SET published_at_ms = $1 WHERE id = $2")
+                            .bind(at_ms)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(sql_err)?;
+                    }
+                    tx.commit().await.map_err(sql_err)
+                }
+
+                async fn unpublished_count(&self) -> StoreResult<u64> {
+                    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at_ms IS NULL")
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    Ok(n as u64)
+                }
+
+                async fn balance_checks(&self) -> StoreResult<Vec<BalanceCheck>> {
+                    let rows = sqlx::query(
+                        "SELECT c.company_id, COALESCE(b.credits, 0) AS balance, \
+                         CAST(COALESCE((SELECT SUM(l.credits) FROM ledger l WHERE l.company_id = c.company_id), 0) AS BIGINT) AS ledger_sum \
+                         FROM (SELECT company_id FROM balances UNION SELECT company_id FROM ledger) c \
+                         LEFT JOIN balances b ON b.company_id = c.company_id ORDER BY c.company_id",
+                    )
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(sql_err)?;
+                    rows.iter()
+                        .map(|r| {
+                            Ok(BalanceCheck {
+                                company_id: r.try_get("company_id")?,
+                                balance: r.try_get("balance")?,
+                                ledger_sum: r.try_get("ledger_sum")?,
+                            })
+                        })
+                        .collect::<Result<_, sqlx::Error>>()
+                        .map_err(sql_err)
+                }
+
+                async fn money_counts(&self) -> StoreResult<MoneyCounts> {
+                    let count = |sql: &'static str| {
+                        let pool = self.pool.clone();
+                        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.map_err(sql_err) }
+                    };
+                    Ok(MoneyCounts {
+                        executions_succeeded: count("SELECT count(*) FROM executions WHERE status = 'succeeded'").await?,
+                        executions_failed: count("SELECT count(*) FROM executions WHERE status = 'failed'").await?,
+                        executions_held: count("SELECT count(*) FROM executions WHERE status = 'held'").await?,
+                        charged: count("SELECT count(*) FROM executions WHERE cost > 0").await?,
+                        charged_failed: count("SELECT count(*) FROM executions WHERE cost > 0 AND status = 'failed'").await?,
+                        debits: count("SELECT count(*) FROM ledger WHERE kind = 'debit'").await?,
+                        refunds: count("SELECT count(*) FROM ledger WHERE kind = 'refund'").await?,
+                    })
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use money_sql_impl;

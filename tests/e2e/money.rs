@@ -1,0 +1,379 @@
+//! The seller → buyer path over HTTP against the real seller Postgres, on either backend set:
+//! a priced asset found and executed in place, the buyer charged exactly the price, the seller
+//! credited its share and the platform the rest, failed executions refunded, retries never
+//! charged twice, read-only SQL enforced with the source unchanged, concurrency that never
+//! overdraws, and `tally reconcile` agreeing at the end.
+
+use crate::common::*;
+use crate::connections::{credentials, seed_table, seller_db, source_url, url_password};
+use serde_json::{json, Value};
+
+struct Market {
+    app: tally::App,
+    op: Client,
+    seller: Client,
+    buyer: Client,
+    seller_id: String,
+    buyer_id: String,
+    op_company: String,
+    settings: tally::Settings,
+}
+
+/// An operator, a seller company with a Postgres connection, and a buyer company.
+async fn market(dir: &std::path::Path, url: &str) -> (Market, String) {
+    let mut settings = test_settings(dir);
+    settings.source_allow_cidrs = "127.0.0.0/8,::1/128".into();
+    let (app, op) = start_app(settings.clone()).await;
+    let (_, me) = op.get("/me").await;
+    let op_company = me["data"]["company_id"]
+        .as_str()
+        .expect("company")
+        .to_string();
+    let (seller_id, seller) = op.company("acme").await;
+    let (buyer_id, buyer) = op.company("globex").await;
+    let (s, b) = seller
+        .post(
+            &format!("/companies/{seller_id}/connections"),
+            &json!({"engine_id": 1, "name": "dwh", "credentials": credentials(url, &url_password(url))}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let conn = b["data"]["connection_id"]
+        .as_str()
+        .expect("connection")
+        .to_string();
+    (
+        Market {
+            app,
+            op,
+            seller,
+            buyer,
+            seller_id,
+            buyer_id,
+            op_company,
+            settings,
+        },
+        conn,
+    )
+}
+
+async fn create_asset(m: &Market, body: Value) -> (u16, Value) {
+    m.seller
+        .post(&format!("/companies/{}/assets", m.seller_id), &body)
+        .await
+}
+
+async fn balance(c: &Client, company: &str) -> i64 {
+    let (s, b) = c.get(&format!("/companies/{company}")).await;
+    assert_eq!(s, 200, "{b}");
+    b["data"]["credits_balance"].as_i64().expect("balance")
+}
+
+async fn top_up(op: &Client, company: &str, credits: i64, key: &str) -> (u16, Value) {
+    let r = op
+        .req(
+            reqwest::Method::POST,
+            &format!("/companies/{company}/credits"),
+        )
+        .header("idempotency-key", key)
+        .json(&json!({"credits": credits, "reason": "test"}))
+        .send()
+        .await
+        .expect("send");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn ledger_kinds(c: &Client, company: &str) -> Vec<(String, i64)> {
+    let (s, b) = c.get(&format!("/companies/{company}/credits/ledger")).await;
+    assert_eq!(s, 200, "{b}");
+    b["data"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or("").to_string(),
+                e["credits"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seller_to_buyer_charges_exactly_and_reconciles() {
+    let Some(url) = source_url() else {
+        return;
+    };
+    let table = format!("money_sales_{}", std::process::id());
+    seed_table(&url, &table).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (m, conn) = market(dir.path(), &url).await;
+
+    // Read-only at write time: writes, two statements, a data-modifying CTE are refused.
+    for sql in [
+        format!("DELETE FROM {table}"),
+        format!("UPDATE {table} SET amount = 0"),
+        format!("DROP TABLE {table}"),
+        format!("INSERT INTO {table} SELECT * FROM {table}"),
+        format!("SELECT 1; DELETE FROM {table}"),
+        format!("WITH d AS (DELETE FROM {table} RETURNING *) SELECT * FROM d"),
+        format!("SELECT * FROM {table} FOR UPDATE"),
+    ] {
+        let (s, b) = create_asset(
+            &m,
+            json!({"name": "bad", "connection_id": conn, "sql_logic": sql}),
+        )
+        .await;
+        assert_eq!(s, 400, "{sql} → {b}");
+    }
+    let before = seller_db::connect(&url).await.fingerprint(&table).await;
+
+    // A priced, shared asset with a parameter.
+    let (s, b) = create_asset(
+        &m,
+        json!({
+            "name": "Sales by Region", "connection_id": conn, "visibility": "SHARED",
+            "sell_in_marketplace": true, "allow_params": true, "asset_type": "DATA",
+            "description": "Total sales for one region", "tags": ["retail"],
+            "asset_schema": {"params": [{"name": "region", "type": "string", "required": true}]},
+            "sql_logic": format!("SELECT region, sum(amount) AS total FROM {table} WHERE region = {{{{region}}}} GROUP BY region"),
+            "viz_chart_type": "BAR",
+        }),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["data"]["slug"], "sales-by-region");
+    let asset_id = b["data"]["asset_id"].as_str().expect("asset").to_string();
+    let (s, _) = create_asset(
+        &m,
+        json!({"name": "Sales by region", "connection_id": conn, "sql_logic": "SELECT 1"}),
+    )
+    .await;
+    assert_eq!(s, 409, "slugs are unique per company");
+
+    // The buyer finds it, without the SQL.
+    let (s, found) = m
+        .buyer
+        .get(&format!("/companies/{}/assets/search?q=region", m.buyer_id))
+        .await;
+    assert_eq!(s, 200, "{found}");
+    assert_eq!(found["meta"]["pagination"]["total"], 1);
+    assert!(found["data"][0]["sql_logic"].is_null() && found["data"][0]["connection_id"].is_null());
+    assert_eq!(found["data"][0]["viz_chart_type"], "BAR");
+
+    let run = "/analyze/acme/assets/sales-by-region?region=north".to_string();
+    let (s, b) = m.buyer.get(&run).await;
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (409, json!("not_for_sale")),
+        "no price yet: {b}"
+    );
+
+    // A price of 0.25 USD is 25 credits.
+    let prices = format!("/companies/{}/assets/{asset_id}/prices", m.seller_id);
+    let (s, b) = m.seller.post(&prices, &json!({"price_usd": 0.25})).await;
+    assert_eq!(
+        (s, b["data"]["price_credits"].clone()),
+        (201, json!(25)),
+        "{b}"
+    );
+    let (s, b) = m
+        .seller
+        .post(
+            &format!("{prices}/calculate_credits"),
+            &json!({"price_usd": 0.101}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["data"]["credits"].clone()),
+        (200, json!(11)),
+        "rounded up: {b}"
+    );
+
+    let (s, b) = m.buyer.get(&run).await;
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (402, json!("insufficient_credits")),
+        "{b}"
+    );
+    assert_eq!(b["error"]["details"], json!({"balance": 0, "cost": 25}));
+
+    // Top-ups: operator only, once per Idempotency-Key.
+    let (s, _) = top_up(&m.buyer, &m.buyer_id, 100, "k0").await;
+    assert_eq!(s, 403);
+    assert_eq!(top_up(&m.op, &m.buyer_id, 100, "t1").await.0, 201);
+    let (s, b) = top_up(&m.op, &m.buyer_id, 100, "t1").await;
+    assert_eq!(
+        (s, b["data"]["balance"].clone()),
+        (201, json!(100)),
+        "a replay adds nothing"
+    );
+    assert_eq!(top_up(&m.op, &m.buyer_id, 50, "t1").await.0, 422);
+    let r =
+        m.op.req(
+            reqwest::Method::POST,
+            &format!("/companies/{}/credits", m.buyer_id),
+        )
+        .json(&json!({"credits": 5}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 400, "the key is required");
+
+    // Execute: the expected rows, exactly the price.
+    let (s, b) = m.buyer.get(&run).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["data"]["rows"],
+        json!([{"region": "north", "total": 10.5}])
+    );
+    assert_eq!(
+        (
+            b["data"]["credits_charged"].clone(),
+            b["data"]["credits_remaining"].clone()
+        ),
+        (json!(25), json!(75))
+    );
+    assert_eq!(b["data"]["columns"][1]["name"], "total");
+    // A bad or missing parameter is a 400 and charges nothing.
+    assert_eq!(
+        m.buyer.get("/analyze/acme/assets/sales-by-region").await.0,
+        400
+    );
+    assert_eq!(m.buyer.get(&format!("{run}&other=1")).await.0, 400);
+    // An injection attempt is a value: no rows, the table untouched.
+    let (s, b) = m
+        .buyer
+        .post(
+            "/analyze/acme/assets/sales-by-region",
+            &json!({"params": {"region": format!("x' OR '1'='1'; DROP TABLE {table}; --")}}),
+        )
+        .await;
+    assert_eq!((s, b["data"]["row_count"].clone()), (200, json!(0)), "{b}");
+    assert_eq!(balance(&m.buyer, &m.buyer_id).await, 50);
+
+    // A retry with the same Idempotency-Key is never charged twice.
+    for _ in 0..2 {
+        let r = m
+            .buyer
+            .req(reqwest::Method::GET, &run)
+            .header("idempotency-key", "exec-1")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    assert_eq!(balance(&m.buyer, &m.buyer_id).await, 25);
+
+    // A query past the timeout answers 504 and is refunded.
+    let (s, b) = create_asset(
+        &m,
+        json!({"name": "Slow", "connection_id": conn, "visibility": "SHARED", "sell_in_marketplace": true,
+               "sql_logic": "SELECT pg_sleep(3)", "timeout_ms": 300}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let slow = b["data"]["asset_id"].as_str().expect("asset").to_string();
+    let (s, _) = m
+        .seller
+        .post(
+            &format!("/companies/{}/assets/{slow}/prices", m.seller_id),
+            &json!({"price_usd": 0.1}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, b) = m.buyer.get("/analyze/acme/assets/slow").await;
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (504, json!("source_timeout")),
+        "{b}"
+    );
+    assert_eq!(b["error"]["details"]["credits_charged"], 0);
+    assert_eq!(balance(&m.buyer, &m.buyer_id).await, 25, "refunded");
+
+    // The seller runs its own asset free; the shares add up.
+    let (s, b) = m.seller.get(&run).await;
+    assert_eq!((s, b["data"]["credits_charged"].clone()), (200, json!(0)));
+    // Three charged runs of 25: the seller keeps floor(25 × 0.85) = 21 of each, the platform 4.
+    assert_eq!(balance(&m.seller, &m.seller_id).await, 63);
+    assert_eq!(balance(&m.op, &m.op_company).await, 12);
+    let kinds = ledger_kinds(&m.buyer, &m.buyer_id).await;
+    assert_eq!(
+        kinds.iter().filter(|(k, _)| k == "debit").count(),
+        4,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|(k, _)| k == "refund")
+            .map(|(_, c)| *c)
+            .collect::<Vec<_>>(),
+        vec![10]
+    );
+    assert!(ledger_kinds(&m.seller, &m.seller_id)
+        .await
+        .iter()
+        .all(|(k, c)| k == "seller_credit" && *c == 21));
+    // The buyer cannot read the seller's ledger.
+    assert_eq!(
+        m.buyer
+            .get(&format!("/companies/{}/credits/ledger", m.seller_id))
+            .await
+            .0,
+        403
+    );
+
+    // The source is byte-for-byte unchanged.
+    assert_eq!(
+        seller_db::connect(&url).await.fingerprint(&table).await,
+        before
+    );
+
+    let settings = m.settings.clone();
+    m.app.shutdown().await.expect("shutdown");
+    let r = tally::reconcile(&settings).await.expect("reconcile");
+    assert!(r.ok, "{}", r.lines.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_executions_never_overdraw() {
+    let Some(url) = source_url() else {
+        return;
+    };
+    let table = format!("money_race_{}", std::process::id());
+    seed_table(&url, &table).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (m, conn) = market(dir.path(), &url).await;
+    let (s, b) = create_asset(
+        &m,
+        json!({"name": "One row", "connection_id": conn, "visibility": "SHARED", "sell_in_marketplace": true,
+               "sql_logic": format!("SELECT count(*) AS n FROM {table}")}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let asset = b["data"]["asset_id"].as_str().expect("asset").to_string();
+    let (s, _) = m
+        .seller
+        .post(
+            &format!("/companies/{}/assets/{asset}/prices", m.seller_id),
+            &json!({"price_usd": 0.07}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    assert_eq!(top_up(&m.op, &m.buyer_id, 70, "ten-runs").await.0, 201);
+    let calls = (0..50).map(|_| {
+        let c = m.buyer.clone();
+        async move { c.get("/analyze/acme/assets/one-row").await.0 }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let ok = answers.iter().filter(|s| **s == 200).count();
+    let short = answers.iter().filter(|s| **s == 402).count();
+    assert_eq!((ok, short), (10, 40), "{answers:?}");
+    assert_eq!(balance(&m.buyer, &m.buyer_id).await, 0);
+    let settings = m.settings.clone();
+    m.app.shutdown().await.expect("shutdown");
+    let r = tally::reconcile(&settings).await.expect("reconcile");
+    assert!(r.ok, "{}", r.lines.join("\n"));
+}
