@@ -709,3 +709,11 @@ pub async fn reconcile(s: &Settings) -> anyhow::Result<Reconciliation> {
     b.close();
     Ok(Reconciliation { lines, ok })
 }
+
+/// The path of every route that needs an API key, taken from the tables the routers are built
+/// from (ingest's and the dashboards'): what the isolation test walks.
+pub fn protected_paths() -> Vec<String> {
+    let mut paths = ingest::protected_paths();
+    paths.extend(api::paths());
+    paths
+}

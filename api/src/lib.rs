@@ -21,13 +21,29 @@ pub struct ApiState {
     pub auth: Arc<Auth>,
 }
 
+type Routes = Vec<(&'static str, axum::routing::MethodRouter<Arc<ApiState>>)>;
+
+/// Every dashboard route, as (path, handlers): the router is built from this table and
+/// [`paths`] lists it, so a test can walk every route.
+fn routes() -> Routes {
+    vec![
+        ("/api/websites/{id}/stats", get(routes::stats)),
+        ("/api/websites/{id}/pageviews", get(routes::pageviews)),
+        ("/api/websites/{id}/metrics", get(routes::metrics)),
+        ("/api/websites/{id}/realtime", get(routes::realtime)),
+    ]
+}
+
+/// The paths of every dashboard route.
+pub fn paths() -> Vec<String> {
+    routes().into_iter().map(|(p, _)| p.to_string()).collect()
+}
+
 /// The dashboard routes (all need an API key).
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
-        .route("/api/websites/{id}/stats", get(routes::stats))
-        .route("/api/websites/{id}/pageviews", get(routes::pageviews))
-        .route("/api/websites/{id}/metrics", get(routes::metrics))
-        .route("/api/websites/{id}/realtime", get(routes::realtime))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, handler)| r.route(path, handler))
         .route_layer(from_fn_with_state(state.auth.clone(), web::require_api_key))
         .with_state(state)
 }

@@ -81,6 +81,8 @@ pub struct IngestState {
     pub money: Option<Arc<dyn projections::MoneyStore>>,
     /// The operator's company id (receives platform fees), once known.
     platform_company: std::sync::OnceLock<String>,
+    /// What executions looked up, per (company handle, asset slug), briefly.
+    resolved: DashMap<(String, String), (Instant, Arc<market::analyze::Resolved>)>,
 }
 
 impl IngestState {
@@ -107,6 +109,7 @@ impl IngestState {
             sources: None,
             money: None,
             platform_company: std::sync::OnceLock::new(),
+            resolved: DashMap::new(),
         }
     }
 
@@ -128,23 +131,9 @@ pub fn router(state: Arc<IngestState>) -> Router {
     // Layers run outside in: auth first (so replays are scoped to the caller), then
     // idempotency, then the handler.
     let idempotent = from_fn_with_state(state.idempotency.clone(), web::idempotency_layer);
-    let protected = Router::new()
-        .route(
-            "/api/websites",
-            post(commands::create_website).get(commands::list_websites),
-        )
-        .route(
-            "/api/websites/{id}",
-            get(commands::get_website)
-                .put(commands::update_website)
-                .delete(commands::delete_website),
-        )
-        .route(
-            "/api/auth/keys",
-            post(commands::create_key).get(commands::list_keys),
-        )
-        .route("/api/auth/keys/{id}", delete(commands::delete_key))
-        .merge(market_routes())
+    let protected = protected_routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, handler)| r.route(&path, handler))
         .route_layer(idempotent.clone())
         .route_layer(from_fn_with_state(state.auth.clone(), web::require_api_key));
     let public = Router::new()
@@ -174,138 +163,200 @@ const MARKET_NOT_BUILT: &[&str] = &[
     "/companies/{company_id}/subscription",
     "/companies/{company_id}/posts",
     "/companies/{company_id}/postgen_integrations",
-    "/companies/{company_id}/users/{user_id}/favorites",
     "/companies/{company_id}/users/{user_id}/alerts",
     "/companies/{company_id}/users/{user_id}/notifications",
     "/industries/active",
     "/plans",
 ];
 
-async fn market_not_built(req: axum::extract::Request) -> web::ApiError {
-    web::ApiError::not_implemented(format!(
-        "{} is not built yet in this version of Tally",
-        req.uri().path()
-    ))
+/// `403` for another company's path (as a built route would answer), else `501`.
+async fn market_not_built(
+    axum::Extension(caller): axum::Extension<web::Caller>,
+    req: axum::extract::Request,
+) -> web::ApiError {
+    let path = req.uri().path();
+    if let Some(company) = path
+        .strip_prefix("/companies/")
+        .and_then(|r| r.split('/').next())
+    {
+        if let Err(e) = caller.require_in(company, web::roles::Action::ReadCompany) {
+            return e;
+        }
+    }
+    web::ApiError::not_implemented(format!("{path} is not built yet in this version of Tally"))
 }
 
 /// Google sign-in needs an OAuth client registered with Google and outbound access to its
 /// token endpoint; neither exists for a self-hosted Tally, so this answers 501 by design.
-async fn google_oauth() -> web::ApiError {
+async fn google_oauth(
+    axum::Extension(caller): axum::Extension<web::Caller>,
+    axum::extract::Path(company_id): axum::extract::Path<String>,
+) -> web::ApiError {
+    if let Err(e) = caller.require_in(&company_id, web::roles::Action::ReadCompany) {
+        return e;
+    }
     web::ApiError::not_implemented(
         "Google sign-in is not available: it needs an OAuth client registered with Google; \
          use an API key or POST /api/auth/login",
     )
 }
 
-fn market_routes() -> Router<Arc<IngestState>> {
-    use market::{analyze, assets, companies, connections, keys, money, reference, users};
-    let built = Router::new()
-        .route("/companies", post(companies::create))
-        .route(
-            "/companies/{company_id}",
-            get(companies::get).patch(companies::patch),
-        )
-        .route(
-            "/companies/{company_id}/users",
-            get(users::list).post(users::create),
-        )
-        .route(
-            "/companies/{company_id}/users/{user_id}",
-            get(users::get).patch(users::patch).delete(users::delete),
-        )
-        .route(
-            "/companies/{company_id}/users/google-oauth",
-            post(google_oauth),
-        )
-        .route("/me", get(users::me))
-        .route(
-            "/companies/{company_id}/api-keys",
-            get(keys::list).post(keys::create),
-        )
-        .route(
-            "/companies/{company_id}/api-keys/{api_key_id}",
-            get(keys::get).patch(keys::patch).delete(keys::delete),
-        )
-        .route(
-            "/companies/{company_id}/api-keys/{api_key_id}/revoke",
-            post(keys::revoke),
-        )
-        .route(
-            "/companies/{company_id}/connections",
-            get(connections::list).post(connections::create),
-        )
-        .route(
-            "/companies/{company_id}/connections/{connection_id}",
-            get(connections::get)
-                .patch(connections::patch)
-                .delete(connections::delete),
-        )
-        .route(
-            "/companies/{company_id}/connections/{connection_id}/test",
-            get(connections::test),
-        )
-        .route(
-            "/companies/{company_id}/connections/{connection_id}/infoschema",
-            get(connections::infoschema),
-        )
-        .route(
-            "/companies/{company_id}/connections/{connection_id}/sample-data",
-            get(connections::sample),
-        )
-        // Clients send the `..` literally (see the contract).
-        .route(
-            "/companies/{company_id}/endpoints/../connections/{connection_id}/describe",
-            get(connections::infoschema),
-        )
-        .route(
-            "/companies/{company_id}/assets",
-            get(assets::list).post(assets::create),
-        )
-        .route("/companies/{company_id}/assets/search", get(assets::search))
-        .route(
-            "/companies/{company_id}/assets/{asset_id}",
-            get(assets::get).patch(assets::patch).delete(assets::delete),
-        )
-        .route(
-            "/companies/{company_id}/assets/{asset_id}/prices",
-            get(money::prices).post(money::set_price),
-        )
-        .route(
-            "/companies/{company_id}/assets/{asset_id}/prices/active",
-            get(money::active_price),
-        )
-        .route(
-            "/companies/{company_id}/assets/{asset_id}/prices/calculate_credits",
-            post(money::calculate_credits),
-        )
-        .route(
-            "/companies/{company_id}/assets/{asset_id}/prices/{aph_id}",
-            get(money::price),
-        )
-        .route("/companies/{company_id}/credits", post(money::top_up))
-        .route("/companies/{company_id}/credits/ledger", get(money::ledger))
-        .route(
-            "/analyze/{company_handle}/assets/{asset_slug}",
-            get(analyze::get).post(analyze::post),
-        )
-        .route("/cloud-providers", get(reference::providers))
-        .route("/cloud-providers/{provider_id}", get(reference::provider))
-        .route(
-            "/cloud-providers/{provider_id}/storage-engines",
-            get(reference::engines),
-        )
-        .route(
-            "/cloud-providers/{provider_id}/storage-engines/{engine_id}",
-            get(reference::engine),
-        )
-        .route("/industries", get(reference::industries))
-        .route("/industries/{industry_id}", get(reference::industry))
-        .route("/job-functions", get(reference::functions))
-        .route("/job-functions/{function_id}", get(reference::function))
-        .route("/asset_usecases", get(reference::usecases))
-        .route("/asset_usecases/{auc_id}", get(reference::usecase));
-    MARKET_NOT_BUILT.iter().fold(built, |r, path| {
-        r.route(path, any(market_not_built))
-            .route(&format!("{path}/{{*rest}}"), any(market_not_built))
-    })
+type Routes = Vec<(String, axum::routing::MethodRouter<Arc<IngestState>>)>;
+
+/// Every route that needs an API key, as (path, handlers): the router is built from this
+/// table, and [`protected_paths`] lists it, so a test can walk every route (none escapes).
+fn protected_routes() -> Routes {
+    use market::{
+        analyze, assets, companies, connections, favorites, keys, money, reference, users,
+    };
+    let mut routes: Routes = Vec::new();
+    let mut route = |path: &str, handler: axum::routing::MethodRouter<Arc<IngestState>>| {
+        routes.push((path.to_string(), handler));
+    };
+    route(
+        "/api/websites",
+        post(commands::create_website).get(commands::list_websites),
+    );
+    route(
+        "/api/websites/{id}",
+        get(commands::get_website)
+            .put(commands::update_website)
+            .delete(commands::delete_website),
+    );
+    route(
+        "/api/auth/keys",
+        post(commands::create_key).get(commands::list_keys),
+    );
+    route("/api/auth/keys/{id}", delete(commands::delete_key));
+    route("/companies", post(companies::create));
+    route(
+        "/companies/{company_id}",
+        get(companies::get).patch(companies::patch),
+    );
+    route(
+        "/companies/{company_id}/users",
+        get(users::list).post(users::create),
+    );
+    route(
+        "/companies/{company_id}/users/{user_id}",
+        get(users::get).patch(users::patch).delete(users::delete),
+    );
+    route(
+        "/companies/{company_id}/users/google-oauth",
+        post(google_oauth),
+    );
+    route("/me", get(users::me));
+    route(
+        "/companies/{company_id}/api-keys",
+        get(keys::list).post(keys::create),
+    );
+    route(
+        "/companies/{company_id}/api-keys/{api_key_id}",
+        get(keys::get).patch(keys::patch).delete(keys::delete),
+    );
+    route(
+        "/companies/{company_id}/api-keys/{api_key_id}/revoke",
+        post(keys::revoke),
+    );
+    route(
+        "/companies/{company_id}/connections",
+        get(connections::list).post(connections::create),
+    );
+    route(
+        "/companies/{company_id}/connections/{connection_id}",
+        get(connections::get)
+            .patch(connections::patch)
+            .delete(connections::delete),
+    );
+    route(
+        "/companies/{company_id}/connections/{connection_id}/test",
+        get(connections::test),
+    );
+    route(
+        "/companies/{company_id}/connections/{connection_id}/infoschema",
+        get(connections::infoschema),
+    );
+    // Clients send the `..` literally (see the contract).
+    route(
+        "/companies/{company_id}/connections/{connection_id}/sample-data",
+        get(connections::sample),
+    );
+    route(
+        "/companies/{company_id}/endpoints/../connections/{connection_id}/describe",
+        get(connections::infoschema),
+    );
+    route(
+        "/companies/{company_id}/assets",
+        get(assets::list).post(assets::create),
+    );
+    route("/companies/{company_id}/assets/search", get(assets::search));
+    route(
+        "/companies/{company_id}/assets/{asset_id}",
+        get(assets::get).patch(assets::patch).delete(assets::delete),
+    );
+    route(
+        "/companies/{company_id}/assets/{asset_id}/prices",
+        get(money::prices).post(money::set_price),
+    );
+    route(
+        "/companies/{company_id}/assets/{asset_id}/prices/active",
+        get(money::active_price),
+    );
+    route(
+        "/companies/{company_id}/assets/{asset_id}/prices/calculate_credits",
+        post(money::calculate_credits),
+    );
+    route(
+        "/companies/{company_id}/assets/{asset_id}/prices/{aph_id}",
+        get(money::price),
+    );
+    route("/companies/{company_id}/credits", post(money::top_up));
+    route("/companies/{company_id}/credits/ledger", get(money::ledger));
+    route(
+        "/analyze/{company_handle}/assets/{asset_slug}",
+        get(analyze::get).post(analyze::post),
+    );
+    route("/cloud-providers", get(reference::providers));
+    route("/cloud-providers/{provider_id}", get(reference::provider));
+    route(
+        "/cloud-providers/{provider_id}/storage-engines",
+        get(reference::engines),
+    );
+    route(
+        "/cloud-providers/{provider_id}/storage-engines/{engine_id}",
+        get(reference::engine),
+    );
+    route("/industries", get(reference::industries));
+    route("/industries/{industry_id}", get(reference::industry));
+    route("/job-functions", get(reference::functions));
+    route("/job-functions/{function_id}", get(reference::function));
+    route("/asset_usecases", get(reference::usecases));
+    route("/asset_usecases/{auc_id}", get(reference::usecase));
+    let favs = "/companies/{company_id}/users/{user_id}/favorites";
+    route(favs, get(favorites::all).post(favorites::create));
+    route(
+        &format!("{favs}/category/{{category}}"),
+        get(favorites::by_category),
+    );
+    route(
+        &format!("{favs}/uncategorized"),
+        get(favorites::uncategorized),
+    );
+    route(&format!("{favs}/check/{{asset_id}}"), get(favorites::check));
+    route(
+        &format!("{favs}/{{favorite_id}}"),
+        get(favorites::get)
+            .patch(favorites::patch)
+            .delete(favorites::delete),
+    );
+    for path in MARKET_NOT_BUILT {
+        route(path, any(market_not_built));
+        route(&format!("{path}/{{*rest}}"), any(market_not_built));
+    }
+    routes
+}
+
+/// The paths of every route that needs an API key (see [`protected_routes`]).
+pub fn protected_paths() -> Vec<String> {
+    protected_routes().into_iter().map(|(p, _)| p).collect()
 }

@@ -35,6 +35,24 @@ pub struct Price {
     pub date_ended_ms: Option<i64>,
 }
 
+/// An asset search: text in the name, description or tags; a category (asset type or tag).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssetQuery {
+    pub text: Option<String>,
+    pub category: Option<String>,
+    /// Newest first; otherwise by name.
+    pub recent: bool,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// A favorite with the integer id the projection assigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Favorite {
+    pub favorite_id: i64,
+    pub state: schemas::FavoriteState,
+}
+
 /// Why the projection did not apply an event: the field at fault (e.g. `company_handle`) and a
 /// sentence for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +155,15 @@ pub trait MetadataReader: Send + Sync {
     /// Live assets `company_id` may see: its own, and every shared asset sold in the
     /// marketplace; oldest first.
     async fn visible_assets(&self, company_id: &str) -> StoreResult<Vec<schemas::AssetState>>;
+    /// One page of the assets `company_id` may see that match `q`, and how many match.
+    async fn search_assets(
+        &self,
+        company_id: &str,
+        q: &AssetQuery,
+    ) -> StoreResult<(Vec<schemas::AssetState>, u64)>;
     async fn company_by_handle(&self, handle: &str) -> StoreResult<Option<Company>>;
+    /// A user's live favorites, highest priority first.
+    async fn favorites(&self, user_id: &str) -> StoreResult<Vec<Favorite>>;
     /// An asset's price history, newest first.
     async fn prices(&self, asset_id: &str) -> StoreResult<Vec<Price>>;
     /// Why the event with `event_id` was not applied, if it was rejected.

@@ -168,6 +168,7 @@ pub trait MoneyStore: Send + Sync {
         now_ms: i64,
         lease_ms: i64,
     ) -> StoreResult<Vec<OutboxRecord>>;
+    /// Removes published records from the outbox (it is a queue).
     async fn mark_published(&self, ids: &[String], at_ms: i64) -> StoreResult<()>;
     async fn unpublished_count(&self) -> StoreResult<u64>;
     async fn balance_checks(&self) -> StoreResult<Vec<BalanceCheck>>;

@@ -15,6 +15,8 @@ fn sql_err(e: sqlx::Error) -> StoreError {
 #[derive(Clone)]
 pub struct PgMetadata {
     pool: PgPool,
+    /// Postgres has row locks: no process-wide writer lock.
+    writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl PgMetadata {
@@ -40,7 +42,7 @@ impl PgMetadata {
                 "metadata tables (re)created; the metadata stage rebuilds them from the log"
             );
         }
-        Ok(Self { pool })
+        Ok(Self { pool, writer: None })
     }
 
     /// Drops this namespace's schema (tests clean up after themselves with it).

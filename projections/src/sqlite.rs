@@ -17,6 +17,9 @@ fn sql_err(e: sqlx::Error) -> StoreError {
 #[derive(Clone)]
 pub struct SqliteMetadata {
     pool: SqlitePool,
+    /// SQLite has one writer at a time: write transactions take this first, so they queue
+    /// here instead of colliding and sleeping in SQLite's busy handler.
+    writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl SqliteMetadata {
@@ -38,7 +41,10 @@ impl SqliteMetadata {
                 "metadata tables (re)created; the metadata stage rebuilds them from the log"
             );
         }
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            writer: Some(std::sync::Arc::new(tokio::sync::Mutex::new(()))),
+        })
     }
 }
 

@@ -35,6 +35,7 @@ pub(crate) const PROJECTED_TABLES: &[&str] = &[
     "connections",
     "assets",
     "asset_prices",
+    "favorites",
     "cloud_providers",
     "storage_engines",
     "industries",
@@ -163,6 +164,20 @@ CREATE TABLE IF NOT EXISTS asset_prices (
     date_ended_ms BIGINT
 );
 CREATE INDEX IF NOT EXISTS asset_prices_by_asset ON asset_prices (asset_id, date_created_ms);
+CREATE TABLE IF NOT EXISTS favorites (
+    id TEXT PRIMARY KEY,
+    favorite_id BIGINT NOT NULL UNIQUE,
+    company_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    asset_id TEXT NOT NULL,
+    notes TEXT,
+    category TEXT,
+    priority INTEGER NOT NULL,
+    deleted BOOLEAN NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS favorites_live ON favorites (user_id, asset_id) WHERE NOT deleted;
 CREATE TABLE IF NOT EXISTS rejected_events (
     event_id TEXT PRIMARY KEY,
     field TEXT NOT NULL,
@@ -208,6 +223,16 @@ pub(crate) const LEGACY_OPERATOR_COMPANY: &str = "operator";
 
 /// Implements `MetadataWriter` and `MetadataReader` for `$store` (a struct with a `pool` field)
 /// on database `$db` with row type `$row`, and `migrate` for its `open`.
+/// Waits for this store's write turn, where it has one (SQLite).
+pub(crate) async fn write_turn(
+    writer: &Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    match writer {
+        Some(m) => Some(m.lock().await),
+        None => None,
+    }
+}
+
 /// A companies query with the live balance (from the durable `balances` table) beside it.
 macro_rules! const_format_company {
     ($tail:literal) => {
@@ -677,6 +702,48 @@ macro_rules! metadata_sql_impl {
                 Ok(Ok(()))
             }
 
+            async fn apply_favorite(tx: &mut Tx<'_>, f: &schemas::FavoriteState) -> Result<Outcome, sqlx::Error> {
+                let user: Option<String> = sqlx::query_scalar("SELECT company_id FROM users WHERE id = $1")
+                    .bind(&f.user_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                if user.as_deref() != Some(f.company_id.as_str()) {
+                    return Ok(reject("user_id", "no such user in this company"));
+                }
+                if !f.deleted {
+                    let taken: Option<String> = sqlx::query_scalar(
+                        "SELECT id FROM favorites WHERE user_id = $1 AND asset_id = $2 AND NOT deleted AND id <> $3",
+                    )
+                    .bind(&f.user_id)
+                    .bind(&f.asset_id)
+                    .bind(&f.id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    if taken.is_some() {
+                        return Ok(reject("asset_id", "this asset is already a favorite"));
+                    }
+                }
+                sqlx::query(
+                    "INSERT INTO favorites (id, favorite_id, company_id, user_id, asset_id, notes, category, priority, deleted, created_at_ms, updated_at_ms) \
+                     SELECT $1, COALESCE(MAX(favorite_id), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM favorites WHERE TRUE \
+                     ON CONFLICT (id) DO UPDATE SET notes = EXCLUDED.notes, category = EXCLUDED.category, priority = EXCLUDED.priority, \
+                     deleted = EXCLUDED.deleted, updated_at_ms = EXCLUDED.updated_at_ms",
+                )
+                .bind(&f.id)
+                .bind(&f.company_id)
+                .bind(&f.user_id)
+                .bind(&f.asset_id)
+                .bind(&f.notes)
+                .bind(&f.category)
+                .bind(f.priority)
+                .bind(f.deleted)
+                .bind(f.created_at_ms)
+                .bind(f.updated_at_ms)
+                .execute(&mut **tx)
+                .await?;
+                Ok(Ok(()))
+            }
+
             /// A new price ends the one in force (type 2 history).
             async fn apply_price(tx: &mut Tx<'_>, p: &schemas::PriceSet) -> Result<Outcome, sqlx::Error> {
                 if exists(tx, "SELECT 1 FROM asset_prices WHERE aph_id = $1", &p.aph_id).await? {
@@ -841,6 +908,7 @@ macro_rules! metadata_sql_impl {
                     EntityEvent::ConnectionUpserted(e) => return apply_connection(tx, &e.connection).await,
                     EntityEvent::AssetUpserted(e) => return apply_asset(tx, &e.asset).await,
                     EntityEvent::PriceSet(p) => return apply_price(tx, p).await,
+                    EntityEvent::FavoriteUpserted(e) => return apply_favorite(tx, &e.favorite).await,
                 }
                 Ok(Ok(()))
             }
@@ -987,6 +1055,7 @@ macro_rules! metadata_sql_impl {
                     events: &[EntityEvent],
                     offsets: &[StoredOffset],
                 ) -> StoreResult<()> {
+                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
                     let mut tx = self.pool.begin().await.map_err(sql_err)?;
                     for e in events {
                         if let Err(r) = apply_one(&mut tx, e).await.map_err(sql_err)? {
@@ -1226,6 +1295,45 @@ macro_rules! metadata_sql_impl {
                     all(&rows, asset_from)
                 }
 
+                async fn search_assets(&self, company_id: &str, q: &AssetQuery) -> StoreResult<(Vec<schemas::AssetState>, u64)> {
+                    // `$2`/`$3` are lowercase LIKE patterns ('%' when absent); tags are stored as JSON text.
+                    const WHERE: &str = "WHERE NOT deleted AND (company_id = $1 OR (visibility = 'SHARED' AND sell_in_marketplace)) \
+                        AND (lower(name) LIKE $2 OR lower(COALESCE(description, '')) LIKE $2 OR lower(tags) LIKE $2) \
+                        AND ($3 = '%' OR lower(asset_type) = $4 OR lower(tags) LIKE $3)";
+                    let order = if q.recent { "updated_at_ms DESC, id" } else { "lower(name), id" };
+                    let like = |v: &Option<String>| v.as_ref().map_or("%".to_string(), |t| format!("%{}%", t.to_lowercase()));
+                    let (text, tag) = (like(&q.text), q.category.as_ref().map_or("%".to_string(), |c| format!("%\"{}\"%", c.to_lowercase())));
+                    let category = q.category.clone().unwrap_or_default().to_lowercase();
+                    // One scan: the window count gives the total beside the page.
+                    let sql = format!(
+                        "SELECT *, count(*) OVER () AS total_matches FROM assets {WHERE} ORDER BY {order} LIMIT $5 OFFSET $6"
+                    );
+                    let rows = sqlx::query(&sql)
+                        .bind(company_id)
+                        .bind(&text)
+                        .bind(&tag)
+                        .bind(&category)
+                        .bind(q.limit as i64)
+                        .bind(q.offset as i64)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    let total: i64 = match rows.first() {
+                        Some(r) => r.try_get("total_matches").map_err(sql_err)?,
+                        // A page past the end: count on its own.
+                        None if q.offset > 0 => sqlx::query_scalar(&format!("SELECT count(*) FROM assets {WHERE}"))
+                            .bind(company_id)
+                            .bind(&text)
+                            .bind(&tag)
+                            .bind(&category)
+                            .fetch_one(&self.pool)
+                            .await
+                            .map_err(sql_err)?,
+                        None => 0,
+                    };
+                    Ok((all(&rows, asset_from)?, total as u64))
+                }
+
                 async fn company_by_handle(&self, handle: &str) -> StoreResult<Option<Company>> {
                     let row = sqlx::query(const_format_company!("WHERE handle = $1"))
                         .bind(handle)
@@ -1233,6 +1341,34 @@ macro_rules! metadata_sql_impl {
                         .await
                         .map_err(sql_err)?;
                     row.as_ref().map(company_from).transpose().map_err(sql_err)
+                }
+
+                async fn favorites(&self, user_id: &str) -> StoreResult<Vec<Favorite>> {
+                    let rows = sqlx::query("SELECT * FROM favorites WHERE user_id = $1 AND NOT deleted ORDER BY priority DESC, favorite_id")
+                        .bind(user_id)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    rows.iter()
+                        .map(|r| {
+                            Ok(Favorite {
+                                favorite_id: r.try_get("favorite_id")?,
+                                state: schemas::FavoriteState {
+                                    id: r.try_get("id")?,
+                                    company_id: r.try_get("company_id")?,
+                                    user_id: r.try_get("user_id")?,
+                                    asset_id: r.try_get("asset_id")?,
+                                    notes: r.try_get("notes")?,
+                                    category: r.try_get("category")?,
+                                    priority: r.try_get("priority")?,
+                                    deleted: r.try_get("deleted")?,
+                                    created_at_ms: r.try_get("created_at_ms")?,
+                                    updated_at_ms: r.try_get("updated_at_ms")?,
+                                },
+                            })
+                        })
+                        .collect::<Result<_, sqlx::Error>>()
+                        .map_err(sql_err)
                 }
 
                 async fn prices(&self, asset_id: &str) -> StoreResult<Vec<Price>> {

@@ -204,6 +204,7 @@ macro_rules! money_sql_impl {
                     body_hash: &str,
                     at_ms: i64,
                 ) -> StoreResult<TopUpOutcome> {
+                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
                     let mut tx = self.pool.begin().await.map_err(sql_err)?;
                     let seen = sqlx::query("SELECT body_hash, entry_id FROM topups WHERE company_id = $1 AND idempotency_key = $2")
                         .bind(company_id)
@@ -237,6 +238,7 @@ macro_rules! money_sql_impl {
                 }
 
                 async fn hold(&self, h: &Hold) -> StoreResult<HoldOutcome> {
+                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
                     let mut tx = self.pool.begin().await.map_err(sql_err)?;
                     let inserted = sqlx::query(
                         "INSERT INTO executions (execution_id, buyer_company_id, seller_company_id, platform_company_id, asset_id, api_key_id, \
@@ -300,6 +302,7 @@ macro_rules! money_sql_impl {
                     duration_ms: f64,
                     at_ms: i64,
                 ) -> StoreResult<i64> {
+                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
                     let mut tx = self.pool.begin().await.map_err(sql_err)?;
                     let status = if succeeded { "succeeded" } else { "failed" };
                     // The update is the lock: only the first settle of a held execution wins.
@@ -393,6 +396,7 @@ macro_rules! money_sql_impl {
                 }
 
                 async fn claim_outbox(&self, limit: usize, now_ms: i64, lease_ms: i64) -> StoreResult<Vec<OutboxRecord>> {
+                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
                     let stale = now_ms - lease_ms;
                     // The conditions are repeated outside the subquery so that, under
                     // concurrent claims, a row another relay just took is skipped.
@@ -425,21 +429,24 @@ macro_rules! money_sql_impl {
                     Ok(out)
                 }
 
-                async fn mark_published(&self, ids: &[String], at_ms: i64) -> StoreResult<()> {
-                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
-                    for id in ids {
-                        sqlx::query("UPDATE outbox SET published_at_ms = $1 WHERE id = $2")
-                            .bind(at_ms)
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(sql_err)?;
+                async fn mark_published(&self, ids: &[String], _at_ms: i64) -> StoreResult<()> {
+                    if ids.is_empty() {
+                        return Ok(());
                     }
-                    tx.commit().await.map_err(sql_err)
+                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
+                    // The outbox is a queue: a published record is removed, in one statement.
+                    let mut q = sqlx::QueryBuilder::<$db>::new("DELETE FROM outbox WHERE id IN (");
+                    let mut list = q.separated(", ");
+                    for id in ids {
+                        list.push_bind(id);
+                    }
+                    list.push_unseparated(")");
+                    q.build().execute(&self.pool).await.map_err(sql_err)?;
+                    Ok(())
                 }
 
                 async fn unpublished_count(&self) -> StoreResult<u64> {
-                    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at_ms IS NULL")
+                    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
                         .fetch_one(&self.pool)
                         .await
                         .map_err(sql_err)?;

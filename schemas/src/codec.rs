@@ -87,6 +87,7 @@ wire!(ApiKeyUpserted, "tally.entities.ApiKeyUpserted");
 wire!(ConnectionUpserted, "tally.entities.ConnectionUpserted");
 wire!(AssetUpserted, "tally.entities.AssetUpserted");
 wire!(PriceSet, "tally.entities.PriceSet");
+wire!(FavoriteUpserted, "tally.entities.FavoriteUpserted");
 wire!(UsageRecorded, "tally.usage.UsageRecorded");
 wire!(LedgerEntryPosted, "tally.billing.LedgerEntryPosted");
 wire!(DeadLetter, "tally.ops.DeadLetter");
@@ -176,6 +177,7 @@ pub fn encode_entity(event: &EntityEvent) -> Result<Vec<u8>, CodecError> {
         EntityEvent::ConnectionUpserted(e) => encode(e),
         EntityEvent::AssetUpserted(e) => encode(e),
         EntityEvent::PriceSet(e) => encode(e),
+        EntityEvent::FavoriteUpserted(e) => encode(e),
     }
 }
 
@@ -197,6 +199,7 @@ pub fn decode_entity(bytes: &[u8]) -> Result<EntityEvent, CodecError> {
         ConnectionUpserted::SUBJECT => EntityEvent::ConnectionUpserted(decode_datum(id, datum)?),
         AssetUpserted::SUBJECT => EntityEvent::AssetUpserted(decode_datum(id, datum)?),
         PriceSet::SUBJECT => EntityEvent::PriceSet(decode_datum(id, datum)?),
+        FavoriteUpserted::SUBJECT => EntityEvent::FavoriteUpserted(decode_datum(id, datum)?),
         other => {
             return Err(CodecError::WrongSubject {
                 id,
@@ -329,6 +332,21 @@ mod tests {
                 price_usd: 0.25,
                 credits: 25,
                 set_at_ms: 7,
+            }),
+            EntityEvent::FavoriteUpserted(FavoriteUpserted {
+                event_id: "e8".into(),
+                favorite: FavoriteState {
+                    id: "f".into(),
+                    company_id: "c".into(),
+                    user_id: "u".into(),
+                    asset_id: "a".into(),
+                    notes: Some("weekly".into()),
+                    category: None,
+                    priority: 2,
+                    deleted: false,
+                    created_at_ms: 8,
+                    updated_at_ms: 8,
+                },
             }),
         ];
         for e in events {

@@ -328,6 +328,28 @@ pub struct LedgerEntryPosted {
     pub at_ms: i64,
 }
 
+/// A user's favorite asset. The integer `favorite_id` clients see is assigned by the
+/// projection in log order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FavoriteState {
+    pub id: String,
+    pub company_id: String,
+    pub user_id: String,
+    pub asset_id: String,
+    pub notes: Option<String>,
+    pub category: Option<String>,
+    pub priority: i32,
+    pub deleted: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FavoriteUpserted {
+    pub event_id: String,
+    pub favorite: FavoriteState,
+}
+
 /// A record some consumer could not decode or apply, parked for operators.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -362,6 +384,7 @@ pub enum EntityEvent {
     ConnectionUpserted(ConnectionUpserted),
     AssetUpserted(AssetUpserted),
     PriceSet(PriceSet),
+    FavoriteUpserted(FavoriteUpserted),
 }
 
 impl EntityEvent {
@@ -381,6 +404,7 @@ impl EntityEvent {
             Self::ConnectionUpserted(e) => &e.connection.id,
             Self::AssetUpserted(e) => &e.asset.id,
             Self::PriceSet(e) => &e.asset_id,
+            Self::FavoriteUpserted(e) => &e.favorite.id,
         }
     }
 
@@ -395,6 +419,7 @@ impl EntityEvent {
             Self::ConnectionUpserted(e) => Some(&e.event_id),
             Self::AssetUpserted(e) => Some(&e.event_id),
             Self::PriceSet(e) => Some(&e.event_id),
+            Self::FavoriteUpserted(e) => Some(&e.event_id),
             _ => None,
         }
     }

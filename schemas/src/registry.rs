@@ -127,6 +127,12 @@ pub const REGISTRY: &[SchemaEntry] = &[
         1,
         "ledger_entry_posted.v1.avsc"
     ),
+    entry!(
+        21,
+        "tally.entities.FavoriteUpserted",
+        1,
+        "favorite_upserted.v1.avsc"
+    ),
 ];
 
 struct Parsed {

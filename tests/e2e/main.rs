@@ -6,6 +6,7 @@ mod common;
 mod connections;
 mod crash;
 mod dashboards;
+mod isolation;
 mod market;
 mod money;
 mod split;

@@ -284,7 +284,7 @@ async fn twenty_concurrent_creates_of_one_handle_or_email_give_one_201() {
 async fn reference_data_and_unbuilt_parts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (app, op) = start_app(test_settings(dir.path())).await;
-    let (_, tenant) = op.company("acme").await;
+    let (acme, tenant) = op.company("acme").await;
     let (s, industries) = tenant.get("/industries").await;
     assert_eq!(s, 200);
     assert_eq!(industries["data"].as_array().map(Vec::len), Some(20));
@@ -312,22 +312,24 @@ async fn reference_data_and_unbuilt_parts() {
     assert_eq!(anonymous.get("/industries").await.0, 401);
 
     for path in [
-        "/companies/x/endpoints",
-        "/companies/x/assets/statistics",
-        "/industries/active",
-        "/plans",
+        format!("/companies/{acme}/endpoints"),
+        format!("/companies/{acme}/assets/statistics"),
+        "/industries/active".to_string(),
+        "/plans".to_string(),
     ] {
-        let (s, b) = tenant.get(path).await;
+        let (s, b) = tenant.get(&path).await;
         assert_eq!(
             (s, b["error"]["code"].clone()),
             (501, json!("not_implemented")),
             "{path}"
         );
     }
+    let oauth = format!("/companies/{acme}/users/google-oauth");
+    assert_eq!(tenant.post(&oauth, &json!({})).await.0, 501);
     let (s, _) = tenant
         .post("/companies/x/users/google-oauth", &json!({}))
         .await;
-    assert_eq!(s, 501);
+    assert_eq!(s, 403, "another company's path is refused first");
     app.shutdown().await.expect("shutdown");
 }
 

@@ -292,6 +292,47 @@ async fn seller_to_buyer_charges_exactly_and_reconciles() {
     assert_eq!(b["error"]["details"]["credits_charged"], 0);
     assert_eq!(balance(&m.buyer, &m.buyer_id).await, 25, "refunded");
 
+    // A source failing on every call moves no credit: each hold is refunded.
+    let (s, b) = create_asset(
+        &m,
+        json!({"name": "Broken", "connection_id": conn, "visibility": "SHARED", "sell_in_marketplace": true,
+               "sql_logic": "SELECT * FROM no_such_table_anywhere"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let broken = b["data"]["asset_id"].as_str().expect("asset").to_string();
+    let (s, _) = m
+        .seller
+        .post(
+            &format!("/companies/{}/assets/{broken}/prices", m.seller_id),
+            &json!({"price_usd": 0.05}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let seller_before = balance(&m.seller, &m.seller_id).await;
+    for _ in 0..3 {
+        let (s, b) = m.buyer.get("/analyze/acme/assets/broken").await;
+        assert_eq!(
+            (s, b["error"]["code"].clone()),
+            (502, json!("source_error")),
+            "{b}"
+        );
+        assert!(
+            !b.to_string().contains(&url_password(&url)),
+            "no credentials in the error"
+        );
+    }
+    assert_eq!(
+        balance(&m.buyer, &m.buyer_id).await,
+        25,
+        "no credit moved for the buyer"
+    );
+    assert_eq!(
+        balance(&m.seller, &m.seller_id).await,
+        seller_before,
+        "nor for the seller"
+    );
+
     // The seller runs its own asset free; the shares add up.
     let (s, b) = m.seller.get(&run).await;
     assert_eq!((s, b["data"]["credits_charged"].clone()), (200, json!(0)));
@@ -301,7 +342,7 @@ async fn seller_to_buyer_charges_exactly_and_reconciles() {
     let kinds = ledger_kinds(&m.buyer, &m.buyer_id).await;
     assert_eq!(
         kinds.iter().filter(|(k, _)| k == "debit").count(),
-        4,
+        7,
         "{kinds:?}"
     );
     assert_eq!(
@@ -310,7 +351,8 @@ async fn seller_to_buyer_charges_exactly_and_reconciles() {
             .filter(|(k, _)| k == "refund")
             .map(|(_, c)| *c)
             .collect::<Vec<_>>(),
-        vec![10]
+        vec![5, 5, 5, 10],
+        "newest first"
     );
     assert!(ledger_kinds(&m.seller, &m.seller_id)
         .await
@@ -376,4 +418,81 @@ async fn fifty_concurrent_executions_never_overdraw() {
     m.app.shutdown().await.expect("shutdown");
     let r = tally::reconcile(&settings).await.expect("reconcile");
     assert!(r.ok, "{}", r.lines.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn favorites_belong_to_their_user() {
+    let Some(url) = source_url() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (m, conn) = market(dir.path(), &url).await;
+    let (s, b) = create_asset(
+        &m,
+        json!({"name": "Shared", "connection_id": conn, "visibility": "SHARED", "sell_in_marketplace": true, "sql_logic": "SELECT 1"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let shared = b["data"]["asset_id"].as_str().expect("asset").to_string();
+    let (_, b) = create_asset(
+        &m,
+        json!({"name": "Private", "connection_id": conn, "sql_logic": "SELECT 1"}),
+    )
+    .await;
+    let private = b["data"]["asset_id"].as_str().expect("asset").to_string();
+    let (_, me) = m.buyer.get("/me").await;
+    let user = me["data"]["user_id"].as_str().expect("user").to_string();
+    let favs = format!("/companies/{}/users/{user}/favorites", m.buyer_id);
+    let (s, b) = m
+        .buyer
+        .post(
+            &favs,
+            &json!({"asset_id": shared, "category": "weekly", "priority": 5}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let id = b["data"]["favorite_id"]
+        .as_i64()
+        .expect("integer favorite_id");
+    assert_eq!(
+        m.buyer.post(&favs, &json!({"asset_id": shared})).await.0,
+        409,
+        "one per asset"
+    );
+    assert_eq!(
+        m.buyer.post(&favs, &json!({"asset_id": private})).await.0,
+        404,
+        "another company's private asset"
+    );
+    let (_, list) = m.buyer.get(&format!("{favs}/category/weekly")).await;
+    assert_eq!(list["meta"]["pagination"]["total"], 1);
+    let (_, none) = m.buyer.get(&format!("{favs}/uncategorized")).await;
+    assert_eq!(none["meta"]["pagination"]["total"], 0);
+    let (_, c) = m.buyer.get(&format!("{favs}/check/{shared}")).await;
+    assert_eq!(
+        (
+            c["data"]["is_favorite"].clone(),
+            c["data"]["favorite_id"].clone()
+        ),
+        (json!(true), json!(id))
+    );
+    assert_eq!(
+        m.buyer
+            .patch(
+                &format!("{favs}/{id}"),
+                &json!({"category": null, "notes": "n"})
+            )
+            .await
+            .0,
+        200
+    );
+    let (_, none) = m.buyer.get(&format!("{favs}/uncategorized")).await;
+    assert_eq!(none["meta"]["pagination"]["total"], 1);
+    // The company's admin cannot read another user's favorites; another company gets 403.
+    let (s, _) = m.seller.get(&favs).await;
+    assert_eq!(s, 403);
+    assert_eq!(m.buyer.delete(&format!("{favs}/{id}")).await.0, 200);
+    let (_, c) = m.buyer.get(&format!("{favs}/check/{shared}")).await;
+    assert_eq!(c["data"]["is_favorite"], false);
+    m.app.shutdown().await.expect("shutdown");
 }

@@ -36,31 +36,69 @@ pub const MAX_ROWS: usize = 10_000;
 /// Bytes of row data an execution returns at most.
 pub const MAX_BYTES: usize = 16 << 20;
 
-/// The asset `slug` of the company with `handle`, if the caller may run it.
-async fn runnable(
-    s: &IngestState,
-    caller: &Caller,
-    handle: &str,
-    slug: &str,
-) -> ApiResult<(AssetState, Company)> {
-    caller.require(Action::ExecuteAssets)?;
+/// What an execution looks up before it runs: the asset, its seller, its connection and the
+/// price in force (credits). Kept for [`RESOLVED_TTL`] per (handle, slug); this process's own
+/// entity writes clear it at once, other processes' changes show within the TTL.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    asset: AssetState,
+    seller: Company,
+    connection: Option<schemas::ConnectionState>,
+    price: Option<i64>,
+}
+
+pub(crate) const RESOLVED_TTL: Duration = Duration::from_secs(1);
+
+async fn resolve(s: &IngestState, handle: &str, slug: &str) -> ApiResult<Arc<Resolved>> {
+    let key = (handle.to_string(), slug.to_string());
+    if let Some(hit) = s.resolved.get(&key) {
+        if hit.0.elapsed() < RESOLVED_TTL {
+            return Ok(hit.1.clone());
+        }
+    }
     let not_found = || ApiError::not_found(format!("no asset {slug:?} of company {handle:?}"));
-    let company = s
+    let seller = s
         .metadata
         .company_by_handle(handle)
         .await?
         .ok_or_else(not_found)?;
     let asset = s
         .metadata
-        .asset_by_slug(&company.state.id, slug)
+        .asset_by_slug(&seller.state.id, slug)
         .await?
         .ok_or_else(not_found)?;
-    let own = asset.company_id == caller.company_id;
-    let for_sale = asset.visibility == "SHARED" && asset.sell_in_marketplace;
-    if !(own || for_sale) {
-        return Err(not_found());
+    let connection = s.metadata.connection(&asset.connection_id).await?;
+    let price = active(&s.metadata.prices(&asset.id).await?).map(|p| p.credits);
+    let resolved = Arc::new(Resolved {
+        asset,
+        seller,
+        connection,
+        price,
+    });
+    if s.resolved.len() > 10_000 {
+        s.resolved.clear();
     }
-    Ok((asset, company))
+    s.resolved.insert(key, (Instant::now(), resolved.clone()));
+    Ok(resolved)
+}
+
+/// The asset `slug` of the company with `handle`, if the caller may run it.
+async fn runnable(
+    s: &IngestState,
+    caller: &Caller,
+    handle: &str,
+    slug: &str,
+) -> ApiResult<Arc<Resolved>> {
+    caller.require(Action::ExecuteAssets)?;
+    let r = resolve(s, handle, slug).await?;
+    let own = r.asset.company_id == caller.company_id;
+    let for_sale = r.asset.visibility == "SHARED" && r.asset.sell_in_marketplace;
+    if !(own || for_sale) {
+        return Err(ApiError::not_found(format!(
+            "no asset {slug:?} of company {handle:?}"
+        )));
+    }
+    Ok(r)
 }
 
 /// Query-string parameters (every value a string), minus Tally's own `format`.
@@ -95,22 +133,19 @@ struct Prepared {
 /// before anything is charged.
 async fn prepare(
     s: &IngestState,
-    asset: &AssetState,
+    resolved: &Resolved,
     given: &Map<String, Value>,
 ) -> ApiResult<Prepared> {
+    let asset = &resolved.asset;
     let specs = specs_of(asset);
     let values = bind_values(&specs, given)?;
-    let conn = s
-        .metadata
-        .connection(&asset.connection_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "the asset's connection was deleted",
-            )
-        })?;
+    let conn = resolved.connection.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the asset's connection was deleted",
+        )
+    })?;
     let driver = storage_engine(conn.engine_id)
         .and_then(|e| e.driver)
         .and_then(Driver::from_name)
@@ -245,14 +280,13 @@ fn execution_id(buyer: &str, key: Option<&str>) -> String {
     }
 }
 
-/// The price of `asset` for `caller` in credits: 0 for its own company, else the price in
-/// force (`409 not_for_sale` without one).
-async fn cost(s: &IngestState, caller: &Caller, asset: &AssetState) -> ApiResult<i64> {
-    if asset.company_id == caller.company_id {
+/// The price for `caller` in credits: 0 for its own company, else the price in force
+/// (`409 not_for_sale` without one).
+fn cost(caller: &Caller, r: &Resolved) -> ApiResult<i64> {
+    if r.asset.company_id == caller.company_id {
         return Ok(0);
     }
-    let prices = s.metadata.prices(&asset.id).await?;
-    active(&prices).map(|p| p.credits).ok_or_else(|| {
+    r.price.ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
             "not_for_sale",
@@ -270,9 +304,10 @@ async fn execute(
     format: &str,
     idempotency_key: Option<&str>,
 ) -> ApiResult<Response> {
-    let (asset, seller) = runnable(s, caller, handle, slug).await?;
-    let price = cost(s, caller, &asset).await?;
-    let prepared = prepare(s, &asset, &given).await?;
+    let resolved = runnable(s, caller, handle, slug).await?;
+    let price = cost(caller, &resolved)?;
+    let prepared = prepare(s, &resolved, &given).await?;
+    let (asset, seller) = (&resolved.asset, &resolved.seller);
     let store = money(s)?;
     let execution_id = execution_id(&caller.company_id, idempotency_key);
     let (seller_share, platform_fee) = split(price, seller.state.vendor_share_bp);

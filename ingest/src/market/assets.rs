@@ -435,35 +435,11 @@ pub async fn search(
 ) -> ApiResult<Response> {
     scoped(&s, &caller, &company_id, Action::ReadAssets).await?;
     let paging = Paging::from_query(&q, 20, 100)?;
-    let needle = q
-        .get("q")
-        .map(|v| v.to_lowercase())
-        .filter(|v| !v.is_empty());
-    let category = q
-        .get("category")
-        .map(|v| v.to_lowercase())
-        .filter(|v| !v.is_empty());
-    let sort = q.get("sort_by").map(String::as_str).unwrap_or("name");
-    let mut found: Vec<AssetState> = s
-        .metadata
-        .visible_assets(&company_id)
-        .await?
-        .into_iter()
-        .filter(|a| {
-            needle.as_deref().is_none_or(|n| {
-                a.name.to_lowercase().contains(n)
-                    || a.description
-                        .as_deref()
-                        .is_some_and(|d| d.to_lowercase().contains(n))
-                    || a.tags.iter().any(|t| t.to_lowercase().contains(n))
-            }) && category.as_deref().is_none_or(|c| {
-                a.asset_type.to_lowercase() == c || a.tags.iter().any(|t| t.to_lowercase() == c)
-            })
-        })
-        .collect();
-    match sort {
-        "name" => found.sort_by_key(|a| a.name.to_lowercase()),
-        "recent" => found.sort_by_key(|a| std::cmp::Reverse(a.updated_at_ms)),
+    let text = q.get("q").filter(|v| !v.is_empty()).cloned();
+    let category = q.get("category").filter(|v| !v.is_empty()).cloned();
+    let recent = match q.get("sort_by").map(String::as_str).unwrap_or("name") {
+        "name" => false,
+        "recent" => true,
         "popular" | "trending" => {
             return Err(ApiError::not_implemented(
                 "sort_by popular and trending need usage metering, which is not built yet",
@@ -474,9 +450,19 @@ pub async fn search(
                 "sort_by {other:?} is not one of name, recent, popular, trending"
             )))
         }
+    };
+    if text.as_ref().is_some_and(|t| t.chars().count() > 200) {
+        return Err(ApiError::bad_request("q is longer than 200 characters"));
     }
-    let rows: Vec<Value> = paging
-        .slice(&found)
+    let query = projections::AssetQuery {
+        text,
+        category,
+        recent,
+        limit: paging.limit,
+        offset: paging.offset,
+    };
+    let (found, total) = s.metadata.search_assets(&company_id, &query).await?;
+    let rows: Vec<Value> = found
         .iter()
         .map(|a| asset_json(a, a.company_id == company_id))
         .collect();
@@ -484,7 +470,7 @@ pub async fn search(
     Ok(market_page(
         "Assets found",
         rows,
-        found.len() as u64,
+        total,
         paging.limit as u64,
         paging.offset as u64,
         n,

@@ -8,6 +8,7 @@ pub mod analyze;
 pub mod assets;
 pub mod companies;
 pub mod connections;
+pub mod favorites;
 pub mod keys;
 pub mod money;
 pub mod params;
@@ -35,6 +36,8 @@ impl IngestState {
             .filter_map(|e| e.event_id().map(str::to_string))
             .collect();
         self.command(events).await?;
+        // An entity changed: what executions looked up may be stale.
+        self.resolved.clear();
         for id in ids {
             if let Some(r) = self.metadata.rejection(&id).await? {
                 return Err(ApiError::conflict_on(&r.field, r.reason));
