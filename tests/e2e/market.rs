@@ -339,7 +339,9 @@ async fn reference_data_and_unbuilt_parts() {
 async fn bad_bodies_on_the_new_routes_are_4xx_never_500() {
     use rand::{Rng, SeedableRng};
     let dir = tempfile::tempdir().expect("tempdir");
-    let (app, op) = start_app(test_settings(dir.path())).await;
+    let mut settings = test_settings(dir.path());
+    settings.source_allow_cidrs = "127.0.0.0/8,::1/128".into();
+    let (app, op) = start_app(settings).await;
     let (acme, admin) = op.company("acme").await;
     let (_, me) = admin.get("/me").await;
     let user = me["data"]["user_id"].as_str().expect("user").to_string();
@@ -347,7 +349,7 @@ async fn bad_bodies_on_the_new_routes_are_4xx_never_500() {
         .post(&format!("/companies/{acme}/api-keys"), &json!({}))
         .await;
     let key = k["data"]["api_key_id"].clone();
-    let routes = [
+    let mut routes = vec![
         (reqwest::Method::POST, "/companies".to_string()),
         (reqwest::Method::PATCH, format!("/companies/{acme}")),
         (reqwest::Method::POST, format!("/companies/{acme}/users")),
@@ -364,7 +366,62 @@ async fn bad_bodies_on_the_new_routes_are_4xx_never_500() {
             reqwest::Method::POST,
             format!("/companies/{acme}/api-keys/{key}/revoke"),
         ),
+        (
+            reqwest::Method::POST,
+            format!("/companies/{acme}/connections"),
+        ),
+        (reqwest::Method::POST, format!("/companies/{acme}/assets")),
+        (reqwest::Method::POST, format!("/companies/{acme}/credits")),
+        (
+            reqwest::Method::POST,
+            format!("/companies/{acme}/users/{user}/favorites"),
+        ),
     ];
+    // With a real source: a connection, an asset and a price to aim the rest at.
+    if let Some(url) = crate::connections::source_url() {
+        let creds = crate::connections::credentials(&url, &crate::connections::url_password(&url));
+        let (s, c) = admin
+            .post(
+                &format!("/companies/{acme}/connections"),
+                &json!({"engine_id": 1, "name": "dwh", "credentials": creds}),
+            )
+            .await;
+        assert_eq!(s, 201, "{c}");
+        let conn = c["data"]["connection_id"]
+            .as_str()
+            .expect("conn")
+            .to_string();
+        let (s, a) = admin
+            .post(
+                &format!("/companies/{acme}/assets"),
+                &json!({"name": "Fuzzed", "connection_id": conn, "sql_logic": "SELECT 1"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{a}");
+        let asset = a["data"]["asset_id"].as_str().expect("asset").to_string();
+        routes.extend([
+            (
+                reqwest::Method::PATCH,
+                format!("/companies/{acme}/connections/{conn}"),
+            ),
+            (
+                reqwest::Method::PATCH,
+                format!("/companies/{acme}/assets/{asset}"),
+            ),
+            (
+                reqwest::Method::POST,
+                format!("/companies/{acme}/assets/{asset}/prices"),
+            ),
+            (
+                reqwest::Method::POST,
+                format!("/companies/{acme}/assets/{asset}/prices/calculate_credits"),
+            ),
+            (
+                reqwest::Method::POST,
+                "/analyze/acme/assets/fuzzed".to_string(),
+            ),
+        ]);
+    }
     let fixed = [
         json!(null),
         json!([]),
@@ -398,6 +455,19 @@ async fn bad_bodies_on_the_new_routes_are_4xx_never_500() {
         "industry_id",
         "admin",
         "reason",
+        "engine_id",
+        "credentials",
+        "connection_id",
+        "sql_logic",
+        "asset_schema",
+        "visibility",
+        "tags",
+        "price_usd",
+        "credits",
+        "asset_id",
+        "priority",
+        "params",
+        "timeout_ms",
     ];
     let mut bodies: Vec<Vec<u8>> = fixed.iter().map(|v| v.to_string().into_bytes()).collect();
     bodies.push(b"{not json".to_vec());

@@ -49,6 +49,25 @@ pub fn market<T: Serialize>(message: &str, value: T) -> axum::Json<serde_json::V
     }))
 }
 
+/// `201 Created` with the marketplace envelope.
+pub fn market_created<T: Serialize>(message: &str, value: T) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (axum::http::StatusCode::CREATED, market(message, value)).into_response()
+}
+
+/// One page of `all` in the marketplace envelope, with its pagination.
+pub fn market_list<T: Serialize + Clone>(
+    message: &str,
+    all: &[T],
+    paging: Paging,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let rows = paging.slice(all);
+    let n = rows.len();
+    let (total, limit, offset) = (all.len() as u64, paging.limit as u64, paging.offset as u64);
+    market_page(message, rows, total, limit, offset, n).into_response()
+}
+
 /// A marketplace list: the envelope with `meta.pagination`.
 pub fn market_page<T: Serialize>(
     message: &str,

@@ -9,7 +9,6 @@ use super::params::{parse_specs, ParamSpec};
 use super::*;
 use crate::commands::now_ms;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use projections::reference::{storage_engine, ASSET_USECASES, INDUSTRIES};
@@ -363,11 +362,10 @@ pub async fn create(
     }
     let (id, slug) = (a.id.clone(), a.slug.clone());
     save(&s, a).await?;
-    Ok((
-        StatusCode::CREATED,
-        market("Asset created", json!({ "asset_id": id, "slug": slug })),
-    )
-        .into_response())
+    Ok(web::market_created(
+        "Asset created",
+        json!({ "asset_id": id, "slug": slug }),
+    ))
 }
 
 /// An asset the caller may see: its company's own, or a shared one sold in the marketplace.
@@ -412,17 +410,7 @@ pub async fn list(
         .filter(|a| a.company_id == company_id)
         .map(|a| asset_json(a, true))
         .collect();
-    let rows = paging.slice(&own);
-    let n = rows.len();
-    Ok(market_page(
-        "Assets retrieved",
-        rows,
-        own.len() as u64,
-        paging.limit as u64,
-        paging.offset as u64,
-        n,
-    )
-    .into_response())
+    Ok(web::market_list("Assets retrieved", &own, paging))
 }
 
 /// `GET /companies/{company_id}/assets/search`: `q` (name, description, tags), `category`

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use web::roles::Action;
-use web::{market, market_page, parse_json, patch_field, Caller, Paging};
+use web::{market, parse_json, patch_field, Caller, Paging};
 
 const CREDENTIAL_TYPES: &[&str] = &[
     "USERNAME_PASSWORD",
@@ -131,17 +131,7 @@ pub async fn list(
         .iter()
         .map(connection_json)
         .collect();
-    let rows = paging.slice(&all);
-    let n = rows.len();
-    Ok(market_page(
-        "Connections retrieved",
-        rows,
-        all.len() as u64,
-        paging.limit as u64,
-        paging.offset as u64,
-        n,
-    )
-    .into_response())
+    Ok(web::market_list("Connections retrieved", &all, paging))
 }
 
 #[derive(Deserialize)]
@@ -186,11 +176,10 @@ pub async fn create(
         updated_at_ms: now,
     };
     save(&s, connection).await?;
-    Ok((
-        StatusCode::CREATED,
-        market("Connection created", json!({ "connection_id": id })),
-    )
-        .into_response())
+    Ok(web::market_created(
+        "Connection created",
+        json!({ "connection_id": id }),
+    ))
 }
 
 /// `GET /companies/{company_id}/connections/{connection_id}`

@@ -7,7 +7,6 @@ use super::companies::scoped;
 use super::*;
 use crate::commands::now_ms;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use projections::Favorite;
@@ -182,11 +181,10 @@ pub async fn create(
         .into_iter()
         .find(|f| f.state.id == id)
         .map(|f| f.favorite_id);
-    Ok((
-        StatusCode::CREATED,
-        market("Favorite added", json!({ "favorite_id": number })),
-    )
-        .into_response())
+    Ok(web::market_created(
+        "Favorite added",
+        json!({ "favorite_id": number }),
+    ))
 }
 
 async fn one(

@@ -14,7 +14,7 @@ use schemas::ApiKeyUpserted;
 use serde::Deserialize;
 use std::sync::Arc;
 use web::roles::Action;
-use web::{hash_key, market, market_page, parse_json, patch_field, Caller, Paging};
+use web::{hash_key, market, parse_json, patch_field, Caller, Paging};
 
 const KEY_TYPES: &[&str] = &["analytics", "mcp", "endpoint"];
 
@@ -93,17 +93,7 @@ pub async fn list(
         .filter(|k| may_manage(&caller, k))
         .map(|k| key_json(&k))
         .collect();
-    let rows = paging.slice(&keys);
-    let n = rows.len();
-    Ok(market_page(
-        "API keys retrieved",
-        rows,
-        keys.len() as u64,
-        paging.limit as u64,
-        paging.offset as u64,
-        n,
-    )
-    .into_response())
+    Ok(web::market_list("API keys retrieved", &keys, paging))
 }
 
 #[derive(Deserialize)]

@@ -7,7 +7,6 @@ use super::companies::scoped;
 use super::*;
 use crate::commands::{now_ms, valid_timezone};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use projections::reference::JOB_FUNCTIONS;
@@ -16,7 +15,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 use web::roles::Action;
-use web::{market, market_page, parse_json, patch_field, Caller, Paging};
+use web::{market, parse_json, patch_field, Caller, Paging};
 
 const STATUSES: &[&str] = &["ACTIVE", "PENDING", "INACTIVE", "BANNED"];
 
@@ -81,17 +80,7 @@ pub async fn list(
         })
         .map(|u| user_json(&u))
         .collect();
-    let rows = paging.slice(&users);
-    let n = rows.len();
-    Ok(market_page(
-        "Users retrieved",
-        rows,
-        users.len() as u64,
-        paging.limit as u64,
-        paging.offset as u64,
-        n,
-    )
-    .into_response())
+    Ok(web::market_list("Users retrieved", &users, paging))
 }
 
 #[derive(Deserialize)]
@@ -157,11 +146,10 @@ pub async fn create(
     }
     let id = user.id.clone();
     save(&s, user).await?;
-    Ok((
-        StatusCode::CREATED,
-        market("User created", json!({ "user_id": id })),
-    )
-        .into_response())
+    Ok(web::market_created(
+        "User created",
+        json!({ "user_id": id }),
+    ))
 }
 
 /// `GET /companies/{company_id}/users/{user_id}`
