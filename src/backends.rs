@@ -20,8 +20,14 @@ pub trait AnalyticsStore: AnalyticsWriter + AnalyticsReader {}
 impl<T: AnalyticsWriter + AnalyticsReader> AnalyticsStore for T {}
 
 /// Both halves of a metadata backend.
-pub trait MetadataStore: MetadataWriter + MetadataReader + projections::MoneyStore {}
-impl<T: MetadataWriter + MetadataReader + projections::MoneyStore> MetadataStore for T {}
+pub trait MetadataStore:
+    MetadataWriter + MetadataReader + projections::MoneyStore + projections::SessionStore
+{
+}
+impl<T> MetadataStore for T where
+    T: MetadataWriter + MetadataReader + projections::MoneyStore + projections::SessionStore
+{
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogPlan {

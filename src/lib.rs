@@ -132,8 +132,6 @@ async fn count_requests(
 /// rather than pretending with a 404 or fake data.
 /// (The marketplace's own unbuilt routes are listed in `ingest`, behind authentication.)
 const NOT_BUILT: &[&str] = &[
-    "/api/auth/login",
-    "/api/auth/logout",
     "/api/reports",
     "/api/datasets",
     "/api/predictions",
@@ -317,7 +315,7 @@ pub async fn start_roles(s: Settings, roles: Roles) -> anyhow::Result<App> {
     let (stages_stop_tx, stages_stop_rx) = watch::channel(false);
 
     let metadata_reader: Arc<dyn MetadataReader> = b.metadata.clone();
-    let auth = Arc::new(web::Auth::new(metadata_reader.clone()));
+    let auth = Arc::new(web::Auth::new(metadata_reader.clone()).with_sessions(b.metadata.clone()));
     let mut app = Router::new();
     if roles.ingest {
         app = app.merge(ingest::router(
@@ -448,7 +446,8 @@ async fn ingest_state(
     let state = Arc::new(
         ingest::IngestState::new(b.log.clone(), b.metadata.clone(), auth, geo, secret, icfg)
             .with_sources(Arc::new(registry))
-            .with_money(b.metadata.clone()),
+            .with_money(b.metadata.clone())
+            .with_sessions(b.metadata.clone()),
     );
     if let Some(limiter) = state.limiter.clone() {
         let mut stop = stop.clone();

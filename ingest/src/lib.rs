@@ -6,6 +6,7 @@
 mod collect;
 mod commands;
 mod edge;
+mod login;
 mod market;
 mod ratelimit;
 
@@ -81,6 +82,10 @@ pub struct IngestState {
     pub money: Option<Arc<dyn projections::MoneyStore>>,
     /// The operator's company id (receives platform fees), once known.
     platform_company: std::sync::OnceLock<String>,
+    /// Dashboard sessions.
+    pub sessions: Option<Arc<dyn projections::SessionStore>>,
+    /// Failed sign-ins per client IP (times in ms), for the login limit.
+    login_failures: DashMap<std::net::IpAddr, Vec<i64>>,
     /// What executions looked up, per (company handle, asset slug), briefly.
     resolved: DashMap<(String, String), (Instant, Arc<market::analyze::Resolved>)>,
 }
@@ -110,7 +115,15 @@ impl IngestState {
             money: None,
             platform_company: std::sync::OnceLock::new(),
             resolved: DashMap::new(),
+            sessions: None,
+            login_failures: DashMap::new(),
         }
+    }
+
+    /// Keeps dashboard sessions.
+    pub fn with_sessions(mut self, sessions: Arc<dyn projections::SessionStore>) -> Self {
+        self.sessions = Some(sessions);
+        self
     }
 
     /// Gives the process access to credits (the money path).
@@ -139,6 +152,7 @@ pub fn router(state: Arc<IngestState>) -> Router {
     let public = Router::new()
         .route("/api/collect", post(collect::collect))
         .route("/api/auth/setup", post(commands::setup))
+        .route("/api/auth/login", post(login::login))
         .route_layer(idempotent);
     public.merge(protected).with_state(state)
 }
@@ -147,7 +161,6 @@ pub fn router(state: Arc<IngestState>) -> Router {
 /// `501 not_implemented` (after authentication) instead of a misleading 404.
 const MARKET_NOT_BUILT: &[&str] = &[
     "/companies/{company_id}/objects",
-    "/companies/{company_id}/users/logout",
     "/companies/{company_id}/api-keys/{api_key_id}/stats",
     "/companies/{company_id}/assets/statistics",
     "/companies/{company_id}/assets/{asset_id}/statistics",
@@ -228,6 +241,11 @@ fn protected_routes() -> Routes {
         post(commands::create_key).get(commands::list_keys),
     );
     route("/api/auth/keys/{id}", delete(commands::delete_key));
+    route("/api/auth/logout", post(login::logout));
+    route(
+        "/companies/{company_id}/users/logout",
+        post(login::logout_everywhere),
+    );
     route("/companies", post(companies::create));
     route(
         "/companies/{company_id}",

@@ -12,6 +12,7 @@ pub mod money;
 #[cfg(feature = "postgres")]
 mod pg;
 pub mod reference;
+pub mod sessions;
 mod sqlite;
 mod sqlmeta;
 mod sqlmoney;
@@ -24,6 +25,7 @@ pub use metadata::*;
 pub use money::*;
 #[cfg(feature = "postgres")]
 pub use pg::PgMetadata;
+pub use sessions::{SessionOwner, SessionStore};
 pub use sqlite::SqliteMetadata;
 
 /// A projection's own record of how far it has applied a topic partition. Stored in the same

@@ -138,6 +138,8 @@ pub trait MetadataReader: Send + Sync {
         except_id: Option<&str>,
     ) -> StoreResult<Conflict>;
     async fn user(&self, id: &str) -> StoreResult<Option<UserState>>;
+    /// The user whose e-mail (compared lowercased) or user name is `login`.
+    async fn user_by_login(&self, login: &str) -> StoreResult<Option<UserState>>;
     /// The users of `company_id`, oldest first.
     async fn users(&self, company_id: &str) -> StoreResult<Vec<UserState>>;
     /// A live (not deleted) connection.

@@ -58,4 +58,5 @@ impl PgMetadata {
 }
 
 crate::sqlmeta::metadata_sql_impl!(PgMetadata, sqlx::Postgres, sqlx::postgres::PgRow);
+crate::sessions::session_sql_impl!(PgMetadata);
 crate::sqlmoney::money_sql_impl!(PgMetadata, sqlx::Postgres);

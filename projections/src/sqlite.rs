@@ -49,4 +49,5 @@ impl SqliteMetadata {
 }
 
 crate::sqlmeta::metadata_sql_impl!(SqliteMetadata, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+crate::sessions::session_sql_impl!(SqliteMetadata);
 crate::sqlmoney::money_sql_impl!(SqliteMetadata, sqlx::Sqlite);

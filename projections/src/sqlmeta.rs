@@ -279,6 +279,7 @@ macro_rules! metadata_sql_impl {
                 }
                 sqlx::raw_sql(DURABLE_DDL).execute(&mut *tx).await?;
                 sqlx::raw_sql(crate::sqlmoney::MONEY_DDL).execute(&mut *tx).await?;
+                sqlx::raw_sql(crate::sessions::SESSION_DDL).execute(&mut *tx).await?;
                 let version: Option<String> =
                     sqlx::query_scalar("SELECT value FROM settings WHERE name = 'metadata_schema'")
                         .fetch_optional(&mut *tx)
@@ -1226,6 +1227,16 @@ macro_rules! metadata_sql_impl {
                     login_conflict_in(&self.pool, email, username, except_id.unwrap_or(""))
                         .await
                         .map_err(sql_err)
+                }
+
+                async fn user_by_login(&self, login: &str) -> StoreResult<Option<UserState>> {
+                    let row = sqlx::query("SELECT * FROM users WHERE email = $1 OR username = $2 LIMIT 1")
+                        .bind(login.to_lowercase())
+                        .bind(login)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    row.as_ref().map(user_from).transpose().map_err(sql_err)
                 }
 
                 async fn user(&self, id: &str) -> StoreResult<Option<UserState>> {

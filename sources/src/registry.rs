@@ -179,11 +179,22 @@ impl Registry {
                 .await?,
             ),
         };
-        if let Some((_, (_, old))) = self.pools.remove(&conn.id) {
-            old.close().await;
-        }
-        self.pools
-            .insert(conn.id.clone(), (conn.updated_at_ms, connector.clone()));
+        // Concurrent first calls may each build a pool: the first one in wins and the others
+        // drop theirs (lazy, so never connected). A pool of an older version of the
+        // connection is replaced, not closed, so a query still running on it finishes; its
+        // connections close when its last user lets go.
+        use dashmap::mapref::entry::Entry;
+        let connector = match self.pools.entry(conn.id.clone()) {
+            Entry::Occupied(e) if e.get().0 >= conn.updated_at_ms => e.get().1.clone(),
+            Entry::Occupied(mut e) => {
+                e.insert((conn.updated_at_ms, connector.clone()));
+                connector
+            }
+            Entry::Vacant(v) => {
+                v.insert((conn.updated_at_ms, connector.clone()));
+                connector
+            }
+        };
         Ok(connector)
     }
 

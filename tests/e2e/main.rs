@@ -7,6 +7,7 @@ mod connections;
 mod crash;
 mod dashboards;
 mod isolation;
+mod login;
 mod market;
 mod money;
 mod split;

@@ -24,8 +24,10 @@ pub struct Caller {
     pub api_key_id: i64,
     pub user_id: String,
     pub company_id: String,
-    /// The key's role (never above its user's).
+    /// The key's role (never above its user's); for a session, the user's role.
     pub role: Role,
+    /// The session's token hash when the caller signed in with the dashboard cookie.
+    pub session: Option<String>,
 }
 
 impl Caller {
@@ -36,6 +38,7 @@ impl Caller {
             user_id: o.user_id.clone(),
             company_id: o.company_id.clone(),
             role: Role::from_id(o.role_id)?,
+            session: None,
         })
     }
 
@@ -69,8 +72,12 @@ pub fn owns_website(caller: &Caller, w: &projections::Website) -> bool {
 /// Key verification with a short-lived cache.
 pub struct Auth {
     metadata: Arc<dyn MetadataReader>,
+    sessions: Option<Arc<dyn projections::SessionStore>>,
     cache: DashMap<String, (KeyOwner, Instant)>,
 }
+
+/// The dashboard session cookie.
+pub const SESSION_COOKIE: &str = "tally_session";
 
 /// SHA-256 hex of a key: what is stored and looked up.
 pub fn hash_key(key: &str) -> String {
@@ -86,8 +93,34 @@ impl Auth {
     pub fn new(metadata: Arc<dyn MetadataReader>) -> Self {
         Self {
             metadata,
+            sessions: None,
             cache: DashMap::new(),
         }
+    }
+
+    /// Also accepts dashboard sessions (the `tally_session` cookie).
+    pub fn with_sessions(mut self, sessions: Arc<dyn projections::SessionStore>) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    /// The caller for a session token, if the session is live.
+    pub async fn verify_session(&self, token: &str) -> Result<Option<Caller>, ApiError> {
+        let Some(store) = &self.sessions else {
+            return Ok(None);
+        };
+        let hash = hash_key(token);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        Ok(store.session(&hash, now_ms).await?.and_then(|o| {
+            Some(Caller {
+                key_id: String::new(),
+                api_key_id: 0,
+                user_id: o.user_id,
+                company_id: o.company_id,
+                role: Role::from_id(o.role_id)?,
+                session: Some(hash),
+            })
+        }))
     }
 
     /// The caller for a presented key, if the key is in service now.
@@ -144,15 +177,70 @@ fn presented_key(req: &Request) -> Option<String> {
         .then(|| token.trim().to_string())
 }
 
-/// Middleware: rejects requests without an active key with `401 unauthorized`.
+/// The value of cookie `name`, if sent.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// A state-changing request made with a cookie must come from the dashboard's own origin:
+/// `Sec-Fetch-Site: same-origin` (or `none`: typed by the user), or an `Origin` whose host is
+/// the request's `Host`.
+pub fn same_origin(headers: &axum::http::HeaderMap) -> bool {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        return site == "same-origin" || site == "none";
+    }
+    match (header("origin"), header("host")) {
+        (Some(origin), Some(host)) => origin.split("://").nth(1) == Some(host),
+        _ => false,
+    }
+}
+
+fn mutating(req: &Request) -> bool {
+    !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    )
+}
+
+/// Middleware: a request needs an active key, or a live dashboard session (then a mutating
+/// request must also be same-origin); otherwise `401 unauthorized`.
 pub async fn require_api_key(
     State(auth): State<Arc<Auth>>,
     mut req: Request,
     next: Next,
 ) -> Response {
     let Some(key) = presented_key(&req).filter(|k| !k.is_empty()) else {
-        return ApiError::unauthorized("missing API key: send x-api-key or Authorization: Bearer")
+        let token = cookie(req.headers(), SESSION_COOKIE).map(str::to_string);
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return ApiError::unauthorized(
+                "missing API key: send x-api-key or Authorization: Bearer, or sign in",
+            )
             .into_response();
+        };
+        return match auth.verify_session(&token).await {
+            Ok(Some(caller)) => {
+                if mutating(&req) && !same_origin(req.headers()) {
+                    return ApiError::forbidden(
+                        "a request signed in with the session cookie must come from the same origin",
+                    )
+                    .into_response();
+                }
+                req.extensions_mut().insert(caller);
+                next.run(req).await
+            }
+            Ok(None) => {
+                ApiError::unauthorized("the session is expired or signed out").into_response()
+            }
+            Err(e) => e.into_response(),
+        };
     };
     match auth.verify(&key).await {
         Ok(Some(caller)) => {

@@ -8,7 +8,10 @@ mod idempotency;
 mod request_id;
 pub mod roles;
 
-pub use auth::{hash_key, mask_key, owns_website, require_api_key, Auth, Caller};
+pub use auth::{
+    cookie, hash_key, mask_key, owns_website, require_api_key, same_origin, Auth, Caller,
+    SESSION_COOKIE,
+};
 pub use error::{ApiError, ApiResult};
 pub use idempotency::{idempotency_layer, IdempotencyCache};
 pub use request_id::{current_request_id, request_id_layer};

@@ -1,0 +1,240 @@
+//! Dashboard login over HTTP: the session cookie, its attributes, the same-origin check on
+//! mutating calls, logout, signing out everywhere, inactive users, and the 5-per-15-minutes
+//! limit on failed sign-ins.
+
+use crate::common::*;
+use serde_json::{json, Value};
+
+async fn sign_in(
+    c: &Client,
+    body: Value,
+    ip: &str,
+) -> (u16, Option<String>, reqwest::header::HeaderMap) {
+    let r = c
+        .http
+        .post(format!("{}/api/auth/login", c.base))
+        .header("x-forwarded-for", ip)
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let cookie = headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (status, cookie, headers)
+}
+
+/// `tally_session=…` from a Set-Cookie header.
+fn pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap_or("").to_string()
+}
+
+async fn with_cookie(
+    c: &Client,
+    method: reqwest::Method,
+    path: &str,
+    cookie: &str,
+    origin: Option<&str>,
+) -> u16 {
+    let mut r = c
+        .http
+        .request(method, format!("{}{path}", c.base))
+        .header("cookie", cookie);
+    if let Some(o) = origin {
+        r = r.header("origin", o);
+    }
+    r.json(&json!({"name": "From the dashboard", "domain": "dash.example"}))
+        .send()
+        .await
+        .expect("send")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_sign_in_check_origin_and_sign_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (app, op) = start_app(test_settings(dir.path())).await;
+    let anon = Client::new(op.base.clone());
+    let origin = op.base.clone();
+
+    let (s, set, _) = sign_in(
+        &anon,
+        json!({"username": "admin", "password": "correct horse"}),
+        "10.0.0.1",
+    )
+    .await;
+    assert_eq!(s, 200);
+    let set = set.expect("a session cookie");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP here");
+    let cookie = pair(&set);
+    assert_eq!(
+        with_cookie(&anon, reqwest::Method::GET, "/me", &cookie, None).await,
+        200
+    );
+    // A mutating call with the cookie needs the same origin.
+    assert_eq!(
+        with_cookie(&anon, reqwest::Method::POST, "/api/websites", &cookie, None).await,
+        403
+    );
+    assert_eq!(
+        with_cookie(
+            &anon,
+            reqwest::Method::POST,
+            "/api/websites",
+            &cookie,
+            Some("https://evil.example")
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        with_cookie(
+            &anon,
+            reqwest::Method::POST,
+            "/api/websites",
+            &cookie,
+            Some(&origin)
+        )
+        .await,
+        201
+    );
+
+    // Behind a trusted TLS proxy the cookie is Secure.
+    let r = anon
+        .http
+        .post(format!("{}/api/auth/login", anon.base))
+        .header("x-forwarded-proto", "https")
+        .json(&json!({"username": "admin", "password": "correct horse"}))
+        .send()
+        .await
+        .expect("send");
+    assert!(r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.contains("Secure")));
+
+    // A tenant admin signs in by e-mail; two sessions, then sign out everywhere.
+    let (acme, admin) = op.company("acme").await;
+    let body = json!({"email_address": "Admin@Acme.example", "password": "correct horse"});
+    let (s, a1, _) = sign_in(&anon, body.clone(), "10.0.0.2").await;
+    assert_eq!(s, 200);
+    let (_, a2, _) = sign_in(&anon, body, "10.0.0.2").await;
+    let (a1, a2) = (pair(&a1.expect("cookie")), pair(&a2.expect("cookie")));
+    assert_eq!(
+        with_cookie(&anon, reqwest::Method::GET, "/me", &a1, None).await,
+        200
+    );
+    let r = anon
+        .http
+        .post(format!("{}/companies/{acme}/users/logout", anon.base))
+        .header("cookie", &a1)
+        .header("origin", &origin)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    for c in [&a1, &a2] {
+        assert_eq!(
+            with_cookie(&anon, reqwest::Method::GET, "/me", c, None).await,
+            401
+        );
+    }
+
+    // Logout ends one session.
+    let r = anon
+        .http
+        .post(format!("{}/api/auth/logout", anon.base))
+        .header("cookie", &cookie)
+        .header("origin", &origin)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.contains("Max-Age=0")));
+    assert_eq!(
+        with_cookie(&anon, reqwest::Method::GET, "/me", &cookie, None).await,
+        401
+    );
+
+    // An inactive user's session stops at once.
+    let (_, u) = admin
+        .post(
+            &format!("/companies/{acme}/users"),
+            &json!({"email_address": "bo@acme.example", "role_id": 4, "password": "bo's password"}),
+        )
+        .await;
+    let bo = u["data"]["user_id"].as_str().expect("user").to_string();
+    let (s, set, _) = sign_in(
+        &anon,
+        json!({"email_address": "bo@acme.example", "password": "bo's password"}),
+        "10.0.0.3",
+    )
+    .await;
+    assert_eq!(s, 200);
+    let bo_cookie = pair(&set.expect("cookie"));
+    assert_eq!(
+        admin
+            .patch(
+                &format!("/companies/{acme}/users/{bo}"),
+                &json!({"status": "INACTIVE"})
+            )
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        with_cookie(&anon, reqwest::Method::GET, "/me", &bo_cookie, None).await,
+        401
+    );
+    let (s, _, _) = sign_in(
+        &anon,
+        json!({"email_address": "bo@acme.example", "password": "bo's password"}),
+        "10.0.0.3",
+    )
+    .await;
+    assert_eq!(s, 401, "an inactive user cannot sign in");
+
+    // Five failures from one address within 15 minutes: then 429 for 900 s, even when right.
+    for _ in 0..5 {
+        let (s, _, _) = sign_in(
+            &anon,
+            json!({"username": "admin", "password": "wrong"}),
+            "10.9.9.9",
+        )
+        .await;
+        assert_eq!(s, 401);
+    }
+    let (s, _, h) = sign_in(
+        &anon,
+        json!({"username": "admin", "password": "correct horse"}),
+        "10.9.9.9",
+    )
+    .await;
+    assert_eq!(s, 429);
+    assert_eq!(
+        h.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("900")
+    );
+    let (s, _, _) = sign_in(
+        &anon,
+        json!({"username": "admin", "password": "correct horse"}),
+        "10.9.9.10",
+    )
+    .await;
+    assert_eq!(s, 200, "another address is not limited");
+    let (s, _, _) = sign_in(&anon, json!({"username": "admin"}), "10.0.0.4").await;
+    assert_eq!(s, 400);
+    app.shutdown().await.expect("shutdown");
+}
