@@ -82,6 +82,9 @@ pub struct Settings {
     /// are refused even when listed).
     #[arg(long, env = "TALLY_SOURCE_ALLOW_CIDRS", default_value = "")]
     pub source_allow_cidrs: String,
+    /// The folder file sources (SQLite files) must be in; unset, file sources are refused.
+    #[arg(long, env = "TALLY_SOURCE_FILE_ROOT")]
+    pub source_file_root: Option<std::path::PathBuf>,
     /// The statement timeout of an execution at a source, in ms.
     #[arg(long, env = "TALLY_EXECUTION_TIMEOUT_MS", default_value_t = 10_000,
         value_parser = clap::value_parser!(u64).range(100..=600_000))]
@@ -204,6 +207,7 @@ pub(crate) mod tests {
             credits_per_usd: 100,
             secret_key: None,
             source_allow_cidrs: String::new(),
+            source_file_root: None,
             execution_timeout_ms: 10_000,
             source_pool_size: 16,
         }

@@ -93,7 +93,8 @@ pub async fn registry(s: &Settings, role: &str) -> anyhow::Result<Registry> {
         execution_timeout: Duration::from_millis(s.execution_timeout_ms),
         pool_size: s.source_pool_size,
     };
-    Ok(Registry::new(guard, secret_box(s, role)?, cfg))
+    Ok(Registry::new(guard, secret_box(s, role)?, cfg)
+        .with_file_root(sources::FileRoot(s.source_file_root.clone())))
 }
 
 #[cfg(test)]

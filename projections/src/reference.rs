@@ -14,7 +14,8 @@ pub struct CloudProvider {
 }
 
 /// A kind of database or storage a seller may connect. `integration_complete` is true exactly
-/// for the engines with a `driver`: those the `sources` crate connects to and tests.
+/// for the engines with a `driver`: those the `sources` crate connects to and tests
+/// (PostgreSQL and SQLite files so far).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct StorageEngine {
     pub engine_id: i32,
@@ -143,7 +144,7 @@ pub const STORAGE_ENGINES: &[StorageEngine] = &[
     engine(2, 6, "MySQL", "RDBMS"),
     engine(3, 6, "MariaDB", "RDBMS"),
     engine(4, 6, "ClickHouse", "EDW"),
-    engine(5, 6, "SQLite", "RDBMS"),
+    connected(engine(5, 6, "SQLite", "RDBMS"), "sqlite"),
     engine(6, 6, "DuckDB", "EDW"),
     engine(7, 6, "Microsoft SQL Server", "RDBMS"),
     engine(8, 6, "Oracle Database", "RDBMS"),

@@ -8,7 +8,8 @@ pub mod postgres;
 pub mod registry;
 pub mod secrets;
 pub mod sql;
+pub mod sqlite;
 
 pub use guard::{GuardError, NetworkGuard};
-pub use registry::{Connector, Driver, Registry, RegistryConfig};
+pub use registry::{Connector, Driver, FileRoot, Registry, RegistryConfig};
 pub use secrets::{SecretBox, SecretError};

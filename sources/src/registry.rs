@@ -6,6 +6,7 @@
 use crate::model::*;
 use crate::postgres::PgSource;
 use crate::sql::SqlDialect;
+use crate::sqlite::{resolve_file, SqliteSource};
 use crate::{NetworkGuard, SecretBox};
 use dashmap::DashMap;
 use schemas::ConnectionState;
@@ -15,6 +16,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
     Postgres,
+    Sqlite,
 }
 
 impl Driver {
@@ -22,6 +24,7 @@ impl Driver {
     pub fn from_name(name: &str) -> Option<Driver> {
         match name {
             "postgres" => Some(Driver::Postgres),
+            "sqlite" => Some(Driver::Sqlite),
             _ => None,
         }
     }
@@ -29,6 +32,7 @@ impl Driver {
     pub fn dialect(self) -> SqlDialect {
         match self {
             Driver::Postgres => SqlDialect::Postgres,
+            Driver::Sqlite => SqlDialect::Sqlite,
         }
     }
 }
@@ -37,18 +41,21 @@ impl Driver {
 #[derive(Clone)]
 pub enum Connector {
     Postgres(PgSource),
+    Sqlite(SqliteSource),
 }
 
 impl Connector {
     pub async fn test(&self) -> TestReport {
         match self {
             Connector::Postgres(p) => p.test().await,
+            Connector::Sqlite(p) => p.test().await,
         }
     }
 
     pub async fn tables(&self, filter: &SchemaFilter) -> Result<Vec<TableInfo>, SourceError> {
         match self {
             Connector::Postgres(p) => p.tables(filter).await,
+            Connector::Sqlite(p) => p.tables(filter).await,
         }
     }
 
@@ -60,6 +67,15 @@ impl Connector {
     ) -> Result<Rows, SourceError> {
         match self {
             Connector::Postgres(p) => p.query(sql, binds, limits).await,
+            Connector::Sqlite(p) => p.query(sql, binds, limits).await,
+        }
+    }
+
+    /// The schema a table is in when none is named (`public`, or `main` for SQLite).
+    pub fn default_schema(&self) -> &'static str {
+        match self {
+            Connector::Postgres(_) => "public",
+            Connector::Sqlite(_) => "main",
         }
     }
 
@@ -91,6 +107,7 @@ impl Connector {
     async fn close(&self) {
         match self {
             Connector::Postgres(p) => p.close().await,
+            Connector::Sqlite(p) => p.close().await,
         }
     }
 }
@@ -109,8 +126,13 @@ pub struct RegistryConfig {
     pub pool_size: u32,
 }
 
+/// Where file sources (SQLite, DuckDB files) may be: `TALLY_SOURCE_FILE_ROOT`, if set.
+#[derive(Debug, Clone, Default)]
+pub struct FileRoot(pub Option<std::path::PathBuf>);
+
 pub struct Registry {
     guard: NetworkGuard,
+    files: FileRoot,
     secrets: SecretBox,
     cfg: RegistryConfig,
     pools: DashMap<String, (i64, Connector)>,
@@ -120,10 +142,17 @@ impl Registry {
     pub fn new(guard: NetworkGuard, secrets: SecretBox, cfg: RegistryConfig) -> Registry {
         Registry {
             guard,
+            files: FileRoot::default(),
             secrets,
             cfg,
             pools: DashMap::new(),
         }
+    }
+
+    /// Allows file sources under `root`.
+    pub fn with_file_root(mut self, root: FileRoot) -> Registry {
+        self.files = root;
+        self
     }
 
     pub fn config(&self) -> RegistryConfig {
@@ -140,6 +169,10 @@ impl Registry {
             Driver::Postgres => {
                 let c = network_credentials(credentials)?;
                 self.guard.resolve(&c.host, c.port.unwrap_or(5432)).await?;
+                Ok(())
+            }
+            Driver::Sqlite => {
+                resolve_file(self.files.0.as_deref(), &file_path(credentials)?)?;
                 Ok(())
             }
         }
@@ -178,6 +211,10 @@ impl Registry {
                 )
                 .await?,
             ),
+            Driver::Sqlite => {
+                let file = resolve_file(self.files.0.as_deref(), &file_path(&creds)?)?;
+                Connector::Sqlite(SqliteSource::open(&file, self.cfg.pool_size))
+            }
         };
         // Concurrent first calls may each build a pool: the first one in wins and the others
         // drop theirs (lazy, so never connected). A pool of an older version of the
@@ -204,6 +241,20 @@ impl Registry {
             old.close().await;
         }
     }
+}
+
+/// The `{"path"}` of a file source's credentials.
+pub fn file_path(value: &serde_json::Value) -> Result<String, SourceError> {
+    let obj = value.as_object().filter(|o| o.len() == 1);
+    obj.and_then(|o| o.get("path"))
+        .and_then(|p| p.as_str())
+        .filter(|p| p.len() <= 1024)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            SourceError::Invalid(
+                "credentials must be {\"path\"}: a file under TALLY_SOURCE_FILE_ROOT".into(),
+            )
+        })
 }
 
 /// The network credentials in `value`, with a clear message for a wrong shape.

@@ -91,6 +91,7 @@ pub fn embedded_settings(dir: &Path) -> tally::Settings {
         credits_per_usd: 100,
         secret_key: None,
         source_allow_cidrs: String::new(),
+        source_file_root: None,
         execution_timeout_ms: 10_000,
         source_pool_size: 16,
     }

@@ -496,3 +496,128 @@ async fn favorites_belong_to_their_user() {
     assert_eq!(c["data"]["is_favorite"], false);
     m.app.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_files_are_sources_read_only_and_confined_to_the_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("files");
+    std::fs::create_dir_all(&root).expect("root");
+    let db = root.join("sales.db");
+    {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts)
+            .await
+            .expect("seller sqlite");
+        sqlx::raw_sql(
+            "CREATE TABLE sales (region TEXT, amount REAL, n INTEGER); \
+             INSERT INTO sales VALUES ('north', 10.5, 1), ('south', 20.25, 2), ('north', 1.0, 3);",
+        )
+        .execute(&pool)
+        .await
+        .expect("seed");
+        pool.close().await;
+    }
+    std::fs::write(dir.path().join("outside.db"), b"").expect("outside");
+    let before = std::fs::read(&db).expect("bytes");
+    let mut settings = test_settings(dir.path());
+    settings.source_file_root = Some(root.clone());
+    let (app, op) = start_app(settings).await;
+    let (seller_id, seller) = op.company("acme").await;
+    let (buyer_id, buyer) = op.company("globex").await;
+    let conns = format!("/companies/{seller_id}/connections");
+    for bad in ["../outside.db", "/etc/hostname", "missing.db"] {
+        let (s, b) = seller
+            .post(
+                &conns,
+                &json!({"engine_id": 5, "name": "x", "credentials": {"path": bad}}),
+            )
+            .await;
+        assert_eq!(s, 400, "{bad}: {b}");
+    }
+    let (s, b) = seller
+        .post(
+            &conns,
+            &json!({"engine_id": 5, "name": "files", "credentials": {"path": "sales.db"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let conn = b["data"]["connection_id"]
+        .as_str()
+        .expect("conn")
+        .to_string();
+    let (s, t) = seller.get(&format!("{conns}/{conn}/test")).await;
+    assert_eq!(
+        (
+            s,
+            t["data"]["status"].clone(),
+            t["data"]["tables_found"].clone()
+        ),
+        (200, json!("ok"), json!(1))
+    );
+    let (_, info) = seller.get(&format!("{conns}/{conn}/infoschema")).await;
+    assert_eq!(
+        info["data"]["schemas"][0]["tables"][0]["columns"][2]["data_type"],
+        "integer"
+    );
+    let (_, sample) = seller
+        .get(&format!("{conns}/{conn}/sample-data?table=sales&limit=2"))
+        .await;
+    assert_eq!(sample["data"]["row_count"], 2, "{sample}");
+    let assets = format!("/companies/{seller_id}/assets");
+    let (s, _) = seller
+        .post(
+            &assets,
+            &json!({"name": "bad", "connection_id": conn, "sql_logic": "DELETE FROM sales"}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    let (s, b) = seller
+        .post(
+            &assets,
+            &json!({"name": "Totals", "connection_id": conn, "visibility": "SHARED", "sell_in_marketplace": true,
+                    "allow_params": true, "asset_schema": {"params": [{"name": "region", "type": "string", "required": true}]},
+                    "sql_logic": "SELECT region, sum(amount) AS total, sum(n) AS n FROM sales WHERE region = {{region}} GROUP BY region"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let asset = b["data"]["asset_id"].as_str().expect("asset").to_string();
+    assert_eq!(
+        seller
+            .post(
+                &format!("{assets}/{asset}/prices"),
+                &json!({"price_usd": 0.02})
+            )
+            .await
+            .0,
+        201
+    );
+    assert_eq!(top_up(&op, &buyer_id, 10, "sqlite").await.0, 201);
+    let (s, b) = buyer.get("/analyze/acme/assets/totals?region=north").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["data"]["rows"],
+        json!([{"region": "north", "total": 11.5, "n": 4}])
+    );
+    assert_eq!(
+        (
+            b["data"]["credits_charged"].clone(),
+            b["data"]["credits_remaining"].clone()
+        ),
+        (json!(2), json!(8))
+    );
+    let (s, b) = buyer
+        .post(
+            "/analyze/acme/assets/totals",
+            &json!({"params": {"region": "x'; DROP TABLE sales; --"}}),
+        )
+        .await;
+    assert_eq!((s, b["data"]["row_count"].clone()), (200, json!(0)));
+    app.shutdown().await.expect("shutdown");
+    assert_eq!(
+        std::fs::read(&db).expect("bytes"),
+        before,
+        "the file is byte-for-byte unchanged"
+    );
+}

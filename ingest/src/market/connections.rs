@@ -375,7 +375,11 @@ pub async fn sample(
         .get("table")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::bad_request("table is required"))?;
-    let schema = q.get("schema").map(String::as_str).unwrap_or("public");
+    let source = connector(&s, &c).await?;
+    let schema = q
+        .get("schema")
+        .map(String::as_str)
+        .unwrap_or(source.default_schema());
     let limit = Paging::from_query(&q, 10, 100)?.limit;
     let limits = Limits {
         timeout: registry(&s)?
@@ -385,10 +389,7 @@ pub async fn sample(
         max_rows: limit,
         max_bytes: 4 << 20,
     };
-    let rows = connector(&s, &c)
-        .await?
-        .sample(schema, table, limits)
-        .await?;
+    let rows = source.sample(schema, table, limits).await?;
     let names = rows.unique_names();
     let objects: Vec<Value> = rows
         .rows
