@@ -58,6 +58,15 @@ pub struct Rows {
 }
 
 impl Rows {
+    /// Each row as a JSON object keyed by [`Rows::unique_names`].
+    pub fn objects(&self) -> Vec<Value> {
+        let names = self.unique_names();
+        self.rows
+            .iter()
+            .map(|r| Value::Object(names.iter().cloned().zip(r.iter().cloned()).collect()))
+            .collect()
+    }
+
     /// Column names made unique: a repeated name gets `_2`, `_3` …
     pub fn unique_names(&self) -> Vec<String> {
         let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
@@ -102,6 +111,33 @@ pub struct TestReport {
     pub tables_found: Option<usize>,
     /// The driver's reason for a failure (never the credentials).
     pub error: Option<String>,
+}
+
+impl TestReport {
+    /// A source that could not be reached, with the driver's reason.
+    pub fn failed(reason: String) -> TestReport {
+        TestReport {
+            status: "failed",
+            latency_ms: None,
+            can_read: false,
+            can_read_schema: false,
+            tables_found: None,
+            error: Some(reason),
+        }
+    }
+
+    /// A source that answered in `latency`, with what listing its tables gave.
+    pub fn answered(latency: Duration, tables: Result<Vec<TableInfo>, SourceError>) -> TestReport {
+        let ms = latency.as_secs_f64() * 1000.0;
+        TestReport {
+            status: "ok",
+            latency_ms: Some((ms * 100.0).round() / 100.0),
+            can_read: true,
+            can_read_schema: tables.is_ok(),
+            tables_found: tables.as_ref().ok().map(Vec::len),
+            error: tables.err().map(|e| e.to_string()),
+        }
+    }
 }
 
 /// Why a source call failed.

@@ -164,18 +164,10 @@ impl SqliteSource {
     pub async fn test(&self) -> TestReport {
         let started = Instant::now();
         if let Err(e) = sqlx::query("SELECT 1").execute(&self.pool).await {
-            return crate::postgres::failed_report(query_err(e).to_string());
+            return TestReport::failed(query_err(e).to_string());
         }
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let tables = self.tables(&SchemaFilter::default()).await;
-        TestReport {
-            status: "ok",
-            latency_ms: Some((latency_ms * 100.0).round() / 100.0),
-            can_read: true,
-            can_read_schema: tables.is_ok(),
-            tables_found: tables.as_ref().ok().map(Vec::len),
-            error: tables.err().map(|e| e.to_string()),
-        }
+        let latency = started.elapsed();
+        TestReport::answered(latency, self.tables(&SchemaFilter::default()).await)
     }
 
     pub async fn close(&self) {

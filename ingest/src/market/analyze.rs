@@ -187,14 +187,6 @@ async fn prepare(
     })
 }
 
-fn objects(rows: &Rows) -> Vec<Value> {
-    let names = rows.unique_names();
-    rows.rows
-        .iter()
-        .map(|r| Value::Object(names.iter().cloned().zip(r.iter().cloned()).collect()))
-        .collect()
-}
-
 fn csv_cell(v: &Value) -> String {
     let s = match v {
         Value::Null => return String::new(),
@@ -227,7 +219,7 @@ fn formatted(format: &str, rows: &Rows) -> ApiResult<Option<Response>> {
         }
         "ndjson" => {
             let mut out = String::new();
-            for o in objects(rows) {
+            for o in rows.objects() {
                 out.push_str(&o.to_string());
                 out.push('\n');
             }
@@ -407,7 +399,7 @@ async fn execute(
         "execution_id": execution_id,
         "asset_id": asset.id,
         "columns": rows.columns,
-        "rows": objects(&rows),
+        "rows": rows.objects(),
         "row_count": rows.rows.len(),
         "truncated": rows.truncated,
         "duration_ms": duration_ms,

@@ -278,22 +278,11 @@ pub async fn test(
     let c = owned(&s, &caller, &company_id, &id).await?;
     let report = match connector(&s, &c).await {
         Ok(conn) => conn.test().await,
-        Err(e) => json_failed(&e.message),
+        Err(e) => sources::model::TestReport::failed(e.message),
     };
     let mut data = serde_json::to_value(&report).map_err(ApiError::internal)?;
     data["connection_id"] = json!(id);
     Ok(market("Connection tested", data).into_response())
-}
-
-fn json_failed(reason: &str) -> sources::model::TestReport {
-    sources::model::TestReport {
-        status: "failed",
-        latency_ms: None,
-        can_read: false,
-        can_read_schema: false,
-        tables_found: None,
-        error: Some(reason.to_string()),
-    }
 }
 
 fn comma_list(q: &HashMap<String, String>, name: &str) -> Vec<String> {
@@ -390,12 +379,7 @@ pub async fn sample(
         max_bytes: 4 << 20,
     };
     let rows = source.sample(schema, table, limits).await?;
-    let names = rows.unique_names();
-    let objects: Vec<Value> = rows
-        .rows
-        .iter()
-        .map(|r| Value::Object(names.iter().cloned().zip(r.iter().cloned()).collect()))
-        .collect();
+    let objects = rows.objects();
     Ok(market(
         "Sample data retrieved",
         json!({
