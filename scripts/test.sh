@@ -20,7 +20,7 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 echo "== cargo build (release profile, tests included)"
 cargo test --release --workspace --no-run
 
-echo "== starting Postgres, ClickHouse and the Kafka-protocol broker (deploy/local/services.sh)"
+echo "== starting Postgres, ClickHouse, the Kafka-protocol broker and the sellers' test databases (deploy/local/services.sh)"
 urls=$(TALLY_FRESH_BROKER=1 bash deploy/local/services.sh start)
 if [ "${TALLY_KEEP_SERVICES:-0}" != 1 ]; then
     trap 'bash deploy/local/services.sh stop' EXIT

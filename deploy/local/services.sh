@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs (if missing) and starts the real services Tally's distributed backends use, on
 # loopback only: PostgreSQL 15, ClickHouse (Debian's 18.16) and tansu (a Kafka-protocol broker),
-# plus a second PostgreSQL cluster on another port that plays a seller's database in tests (Tally
-# refuses its own stores as sources, so sources must be other instances).
+# plus the sellers' databases of the tests: a second PostgreSQL cluster, a second ClickHouse server
+# and a MariaDB, each on its own port (Tally refuses its own stores as sources, so sources must be
+# other instances).
 # Idempotent: `start` twice leaves one of each running. Waits on real readiness probes, then
 # prints `export TALLY_…=…` lines for `eval`. `stop` stops what `start` started, by pid.
 #
@@ -19,6 +20,8 @@ CH_HTTP_PORT="${TALLY_CLICKHOUSE_PORT:-8123}"
 PG_USER=tally PG_PASSWORD=tally PG_DB=tally
 SOURCE_PG_PORT="${TALLY_SOURCE_PG_PORT:-5433}"
 SOURCE_USER=seller SOURCE_PASSWORD=seller-pw-7f3a9c SOURCE_DB=seller
+SOURCE_CH_PORT="${TALLY_SOURCE_CLICKHOUSE_PORT:-8124}"
+SOURCE_MY_PORT="${TALLY_SOURCE_MARIADB_PORT:-3307}"
 
 log() { echo "services: $*" >&2; }
 
@@ -84,24 +87,60 @@ start_source_postgres() {
         su postgres -c "$psql -c \"CREATE DATABASE $SOURCE_DB OWNER $SOURCE_USER\"" >&2
 }
 
-start_clickhouse() {
+# One ClickHouse server: name (its state dir), HTTP port, native port, interserver port.
+run_clickhouse() {
+    local name=$1 http=$2 tcp=$3 inter=$4
     command -v clickhouse-server >/dev/null || apt_install clickhouse-server clickhouse-client
-    local dir="$STATE/clickhouse"
+    local dir="$STATE/$name"
     mkdir -p "$dir/data" "$dir/log"
-    if curl -sf "http://127.0.0.1:$CH_HTTP_PORT/ping" >/dev/null 2>&1; then
-        log "clickhouse already answers on :$CH_HTTP_PORT"
+    if curl -sf "http://127.0.0.1:$http/ping" >/dev/null 2>&1; then
+        log "$name already answers on :$http"
     elif ! alive "$dir/pid"; then
         # The package cannot start its service here: run it from a copy of its config with the
-        # paths moved under the state dir and IPv4 loopback only.
+        # paths moved under the state dir, its own ports and IPv4 loopback only.
         sed -e "s#/var/lib/clickhouse/#$dir/data/#g" \
             -e "s#/var/log/clickhouse-server/#$dir/log/#g" \
             -e "s#<listen_host>::1</listen_host>##" \
-            -e "s#<http_port>8123</http_port>#<http_port>$CH_HTTP_PORT</http_port>#" \
+            -e "s#<http_port>8123</http_port>#<http_port>$http</http_port>#" \
+            -e "s#<tcp_port>9000</tcp_port>#<tcp_port>$tcp</tcp_port>#" \
+            -e "s#<https_port>8443</https_port>##" \
+            -e "s#<interserver_http_port>9009</interserver_http_port>#<interserver_http_port>$inter</interserver_http_port>#" \
             /etc/clickhouse-server/config.xml > "$dir/config.xml"
         cp /etc/clickhouse-server/users.xml "$dir/users.xml"
         (cd "$dir" && launch "$dir/pid" "$dir/log/stdout.log" clickhouse-server --config-file="$dir/config.xml")
     fi
-    wait_for clickhouse 60 curl -sf "http://127.0.0.1:$CH_HTTP_PORT/ping"
+    wait_for "$name" 60 curl -sf "http://127.0.0.1:$http/ping"
+}
+
+start_clickhouse() { run_clickhouse clickhouse "$CH_HTTP_PORT" 9000 9009; }
+
+# A seller's ClickHouse: a second server with its own data and ports (Tally refuses its own
+# analytics store as a source).
+start_source_clickhouse() { run_clickhouse clickhouse-source "$SOURCE_CH_PORT" 9001 9010; }
+
+# A seller's MariaDB (Debian's package), its own data dir, loopback only. It runs as the
+# invoking user: the state dir may sit under a home the mysql user cannot enter.
+start_source_mariadb() {
+    command -v mariadbd >/dev/null || apt_install mariadb-server
+    local dir="$STATE/mariadb"
+    mkdir -p "$dir"
+    if mariadb-admin --protocol=tcp -h 127.0.0.1 -P "$SOURCE_MY_PORT" -u root ping >/dev/null 2>&1; then
+        log "mariadb already answers on :$SOURCE_MY_PORT"
+    elif ! alive "$dir/pid"; then
+        if [ ! -d "$dir/data/mysql" ]; then
+            mkdir -p "$dir/data"
+            mariadb-install-db --user=root --datadir="$dir/data" --auth-root-authentication-method=normal \
+                --skip-test-db >"$dir/install.log" 2>&1 || { log "mariadb-install-db failed"; return 1; }
+        fi
+        launch "$dir/pid" "$dir/mariadb.log" mariadbd --no-defaults --user=root --datadir="$dir/data" \
+            --bind-address=127.0.0.1 --port="$SOURCE_MY_PORT" --socket="$dir/mariadb.sock" \
+            --pid-file="$dir/data/mariadbd.pid" --skip-name-resolve
+    fi
+    wait_for mariadb 60 mariadb-admin --protocol=tcp -h 127.0.0.1 -P "$SOURCE_MY_PORT" -u root ping
+    mariadb --protocol=tcp -h 127.0.0.1 -P "$SOURCE_MY_PORT" -u root -e "
+        CREATE DATABASE IF NOT EXISTS $SOURCE_DB;
+        CREATE USER IF NOT EXISTS '$SOURCE_USER'@'%' IDENTIFIED BY '$SOURCE_PASSWORD';
+        GRANT ALL ON $SOURCE_DB.* TO '$SOURCE_USER'@'%';" >&2
 }
 
 tansu_bin() {
@@ -153,11 +192,15 @@ case "${1:-}" in
         start_postgres
         start_source_postgres
         start_clickhouse
+        start_source_clickhouse
+        start_source_mariadb
         start_tansu
         echo "export TALLY_LOG_URL=kafka://127.0.0.1:$KAFKA_PORT"
         echo "export TALLY_ANALYTICS_URL=http://127.0.0.1:$CH_HTTP_PORT"
         echo "export TALLY_METADATA_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:5432/$PG_DB"
         echo "export TALLY_TEST_SOURCE_POSTGRES=postgres://$SOURCE_USER:$SOURCE_PASSWORD@127.0.0.1:$SOURCE_PG_PORT/$SOURCE_DB"
+        echo "export TALLY_TEST_SOURCE_MARIADB=mysql://$SOURCE_USER:$SOURCE_PASSWORD@127.0.0.1:$SOURCE_MY_PORT/$SOURCE_DB"
+        echo "export TALLY_TEST_SOURCE_CLICKHOUSE=http://127.0.0.1:$SOURCE_CH_PORT"
         ;;
     tansu-bin)
         tansu_bin
@@ -165,6 +208,8 @@ case "${1:-}" in
     stop)
         stop_pid "$STATE/tansu/pid"
         stop_pid "$STATE/clickhouse/pid"
+        stop_pid "$STATE/clickhouse-source/pid"
+        stop_pid "$STATE/mariadb/pid"
         if [ -f "$STATE/postgres.version" ]; then
             pg_ctlcluster "$(cat "$STATE/postgres.version")" sources stop >/dev/null 2>&1 || true
             pg_ctlcluster "$(cat "$STATE/postgres.version")" main stop >/dev/null 2>&1 || true

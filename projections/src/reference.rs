@@ -141,11 +141,11 @@ pub fn storage_engine(engine_id: i32) -> Option<&'static StorageEngine> {
 
 pub const STORAGE_ENGINES: &[StorageEngine] = &[
     connected(engine(1, 6, "PostgreSQL", "RDBMS"), "postgres"),
-    engine(2, 6, "MySQL", "RDBMS"),
-    engine(3, 6, "MariaDB", "RDBMS"),
-    engine(4, 6, "ClickHouse", "EDW"),
+    connected(engine(2, 6, "MySQL", "RDBMS"), "mysql"),
+    connected(engine(3, 6, "MariaDB", "RDBMS"), "mysql"),
+    connected(engine(4, 6, "ClickHouse", "EDW"), "clickhouse"),
     connected(engine(5, 6, "SQLite", "RDBMS"), "sqlite"),
-    engine(6, 6, "DuckDB", "EDW"),
+    connected(engine(6, 6, "DuckDB", "EDW"), "duckdb"),
     engine(7, 6, "Microsoft SQL Server", "RDBMS"),
     engine(8, 6, "Oracle Database", "RDBMS"),
     engine(9, 1, "Amazon Redshift", "EDW"),

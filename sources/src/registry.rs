@@ -3,7 +3,10 @@
 //! connection is made, and every destination passes the guard. Pools are kept per connection
 //! and renewed when the connection changes.
 
+use crate::clickhouse::ClickHouseSource;
+use crate::duckdb::DuckDbSource;
 use crate::model::*;
+use crate::mysql::MySqlSource;
 use crate::postgres::PgSource;
 use crate::sql::SqlDialect;
 use crate::sqlite::{resolve_file, SqliteSource};
@@ -16,7 +19,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
     Postgres,
+    MySql,
+    ClickHouse,
     Sqlite,
+    DuckDb,
 }
 
 impl Driver {
@@ -24,7 +30,10 @@ impl Driver {
     pub fn from_name(name: &str) -> Option<Driver> {
         match name {
             "postgres" => Some(Driver::Postgres),
+            "mysql" => Some(Driver::MySql),
+            "clickhouse" => Some(Driver::ClickHouse),
             "sqlite" => Some(Driver::Sqlite),
+            "duckdb" => Some(Driver::DuckDb),
             _ => None,
         }
     }
@@ -32,8 +41,25 @@ impl Driver {
     pub fn dialect(self) -> SqlDialect {
         match self {
             Driver::Postgres => SqlDialect::Postgres,
+            Driver::MySql => SqlDialect::MySql,
+            Driver::ClickHouse => SqlDialect::ClickHouse,
             Driver::Sqlite => SqlDialect::Sqlite,
+            Driver::DuckDb => SqlDialect::DuckDb,
         }
+    }
+
+    /// The port a network engine listens on when the credentials name none.
+    fn default_port(self) -> u16 {
+        match self {
+            Driver::MySql => 3306,
+            Driver::ClickHouse => 8123,
+            _ => 5432,
+        }
+    }
+
+    /// Whether the engine's sources are files under the file root.
+    fn is_file(self) -> bool {
+        matches!(self, Driver::Sqlite | Driver::DuckDb)
     }
 }
 
@@ -41,22 +67,32 @@ impl Driver {
 #[derive(Clone)]
 pub enum Connector {
     Postgres(PgSource),
+    MySql(MySqlSource),
+    ClickHouse(ClickHouseSource),
     Sqlite(SqliteSource),
+    DuckDb(DuckDbSource),
+}
+
+/// Calls `$call` on whichever connector `$self` is.
+macro_rules! each {
+    ($self:expr, $p:ident => $call:expr) => {
+        match $self {
+            Connector::Postgres($p) => $call,
+            Connector::MySql($p) => $call,
+            Connector::ClickHouse($p) => $call,
+            Connector::Sqlite($p) => $call,
+            Connector::DuckDb($p) => $call,
+        }
+    };
 }
 
 impl Connector {
     pub async fn test(&self) -> TestReport {
-        match self {
-            Connector::Postgres(p) => p.test().await,
-            Connector::Sqlite(p) => p.test().await,
-        }
+        each!(self, p => p.test().await)
     }
 
     pub async fn tables(&self, filter: &SchemaFilter) -> Result<Vec<TableInfo>, SourceError> {
-        match self {
-            Connector::Postgres(p) => p.tables(filter).await,
-            Connector::Sqlite(p) => p.tables(filter).await,
-        }
+        each!(self, p => p.tables(filter).await)
     }
 
     pub async fn query(
@@ -65,17 +101,25 @@ impl Connector {
         binds: &[Param],
         limits: Limits,
     ) -> Result<Rows, SourceError> {
+        each!(self, p => p.query(sql, binds, limits).await)
+    }
+
+    /// The schema a table is in when none is named (`public`, `main`, or the database for
+    /// MySQL and ClickHouse).
+    pub fn default_schema(&self) -> String {
         match self {
-            Connector::Postgres(p) => p.query(sql, binds, limits).await,
-            Connector::Sqlite(p) => p.query(sql, binds, limits).await,
+            Connector::Postgres(_) => "public".into(),
+            Connector::MySql(p) => p.database().into(),
+            Connector::ClickHouse(p) => p.database().into(),
+            Connector::Sqlite(_) | Connector::DuckDb(_) => "main".into(),
         }
     }
 
-    /// The schema a table is in when none is named (`public`, or `main` for SQLite).
-    pub fn default_schema(&self) -> &'static str {
+    /// An identifier quoted for this engine (MySQL's backticks, everyone else's `"`).
+    pub fn quote_ident(&self, name: &str) -> String {
         match self {
-            Connector::Postgres(_) => "public",
-            Connector::Sqlite(_) => "main",
+            Connector::MySql(_) => format!("`{}`", name.replace('`', "``")),
+            _ => quote_ident(name),
         }
     }
 
@@ -98,17 +142,14 @@ impl Connector {
         }
         let sql = format!(
             "SELECT * FROM {}.{}",
-            quote_ident(schema),
-            quote_ident(table)
+            self.quote_ident(schema),
+            self.quote_ident(table)
         );
         self.query(&sql, &[], limits).await
     }
 
     async fn close(&self) {
-        match self {
-            Connector::Postgres(p) => p.close().await,
-            Connector::Sqlite(p) => p.close().await,
-        }
+        each!(self, p => p.close().await)
     }
 }
 
@@ -165,17 +206,15 @@ impl Registry {
         driver: Driver,
         credentials: &serde_json::Value,
     ) -> Result<(), SourceError> {
-        match driver {
-            Driver::Postgres => {
-                let c = network_credentials(credentials)?;
-                self.guard.resolve(&c.host, c.port.unwrap_or(5432)).await?;
-                Ok(())
-            }
-            Driver::Sqlite => {
-                resolve_file(self.files.0.as_deref(), &file_path(credentials)?)?;
-                Ok(())
-            }
+        if driver.is_file() {
+            resolve_file(self.files.0.as_deref(), &file_path(credentials)?)?;
+        } else {
+            let c = network_credentials(credentials)?;
+            self.guard
+                .resolve(&c.host, c.port.unwrap_or(driver.default_port()))
+                .await?;
         }
+        Ok(())
     }
 
     /// Seals a credentials object for connection `connection_id`.
@@ -211,9 +250,30 @@ impl Registry {
                 )
                 .await?,
             ),
+            Driver::MySql => Connector::MySql(
+                MySqlSource::connect(
+                    &self.guard,
+                    &network_credentials(&creds)?,
+                    self.cfg.pool_size,
+                    self.cfg.execution_timeout,
+                )
+                .await?,
+            ),
+            Driver::ClickHouse => Connector::ClickHouse(
+                ClickHouseSource::connect(
+                    &self.guard,
+                    &network_credentials(&creds)?,
+                    self.cfg.execution_timeout,
+                )
+                .await?,
+            ),
             Driver::Sqlite => {
                 let file = resolve_file(self.files.0.as_deref(), &file_path(&creds)?)?;
                 Connector::Sqlite(SqliteSource::open(&file, self.cfg.pool_size))
+            }
+            Driver::DuckDb => {
+                let file = resolve_file(self.files.0.as_deref(), &file_path(&creds)?)?;
+                Connector::DuckDb(DuckDbSource::open(&file))
             }
         };
         // Concurrent first calls may each build a pool: the first one in wins and the others

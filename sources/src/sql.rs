@@ -76,26 +76,13 @@ pub fn compile(sql: &str, dialect: SqlDialect, declared: &[&str]) -> Result<Comp
     while i < chars.len() {
         let c = chars[i];
         let next = chars.get(i + 1).copied();
+        if let Some(end) = skipped_end(&chars, i) {
+            // A quoted literal or identifier, or a comment, is copied whole.
+            out.extend(&chars[i..end]);
+            i = end;
+            continue;
+        }
         match c {
-            '\'' | '"' | '`' => {
-                // Copy a quoted literal or identifier whole (a doubled quote stays inside).
-                let end = closing_quote(&chars, i, c);
-                out.extend(&chars[i..end]);
-                i = end;
-            }
-            '-' if next == Some('-') => {
-                let end = chars[i..]
-                    .iter()
-                    .position(|&ch| ch == '\n')
-                    .map_or(chars.len(), |p| i + p);
-                out.extend(&chars[i..end]);
-                i = end;
-            }
-            '/' if next == Some('*') => {
-                let end = find(&chars, i + 2, &['*', '/']).map_or(chars.len(), |p| p + 2);
-                out.extend(&chars[i..end]);
-                i = end;
-            }
             '{' if next == Some('{') => {
                 let close = find(&chars, i + 2, &['}', '}']).ok_or(SqlError::BadPlaceholder)?;
                 let name: String = chars[i + 2..close]
@@ -117,6 +104,49 @@ pub fn compile(sql: &str, dialect: SqlDialect, declared: &[&str]) -> Result<Comp
         }
     }
     Ok(Compiled { sql: out, binds })
+}
+
+/// Where the quoted literal or identifier, or the comment, starting at `i` ends (`None` when
+/// none starts there). Text inside these is never a placeholder.
+fn skipped_end(chars: &[char], i: usize) -> Option<usize> {
+    let next = chars.get(i + 1).copied();
+    match chars[i] {
+        c @ ('\'' | '"' | '`') => Some(closing_quote(chars, i, c)),
+        '-' if next == Some('-') => Some(
+            chars[i..]
+                .iter()
+                .position(|&ch| ch == '\n')
+                .map_or(chars.len(), |p| i + p),
+        ),
+        '/' if next == Some('*') => {
+            Some(find(chars, i + 2, &['*', '/']).map_or(chars.len(), |p| p + 2))
+        }
+        _ => None,
+    }
+}
+
+/// Compiled SQL cut at each `?` placeholder outside literals and comments: one piece more
+/// than there are placeholders (for drivers that bind by rendering literals).
+pub fn split_placeholders(sql: &str) -> Vec<String> {
+    let chars: Vec<char> = sql.chars().collect();
+    let mut pieces = vec![String::new()];
+    let mut i = 0;
+    while i < chars.len() {
+        if let Some(end) = skipped_end(&chars, i) {
+            if let Some(p) = pieces.last_mut() {
+                p.extend(&chars[i..end]);
+            }
+            i = end;
+            continue;
+        }
+        if chars[i] == '?' {
+            pieces.push(String::new());
+        } else if let Some(p) = pieces.last_mut() {
+            p.push(chars[i]);
+        }
+        i += 1;
+    }
+    pieces
 }
 
 fn closing_quote(chars: &[char], start: usize, quote: char) -> usize {

@@ -2,8 +2,8 @@
 //! path is relative, may not climb with `..`, and its canonical form (symlinks resolved) must
 //! stay under the root's. The file is opened read-only, so every write fails in SQLite itself.
 //! Values are read by their storage class (integer, real, text, blob as hex); the row cap is a
-//! `LIMIT` around the asset's query. SQLite cannot interrupt a running statement through sqlx,
-//! so a query past the timeout is answered `504` and its connection is dropped.
+//! `LIMIT` around the asset's query. A progress handler interrupts a statement that runs past
+//! its deadline, so a timed-out query stops inside SQLite instead of holding a worker thread.
 
 use crate::model::*;
 use futures::TryStreamExt;
@@ -73,14 +73,33 @@ impl SqliteSource {
         binds: &[Param],
         limits: Limits,
     ) -> Result<Rows, SourceError> {
-        match tokio::time::timeout(limits.timeout, self.query_inner(sql, binds, limits)).await {
+        let mut conn = self.pool.acquire().await.map_err(query_err)?;
+        let deadline = Instant::now() + limits.timeout;
+        conn.lock_handle()
+            .await
+            .map_err(query_err)?
+            .set_progress_handler(1000, move || Instant::now() < deadline);
+        let run = self.query_inner(&mut conn, sql, binds, limits);
+        // The handler stops SQLite itself; this covers time spent outside a statement.
+        let result = match tokio::time::timeout(limits.timeout + Duration::from_secs(1), run).await
+        {
+            Ok(Err(SourceError::Query(m)))
+                if Instant::now() >= deadline && m.contains("interrupt") =>
+            {
+                Err(SourceError::Timeout(limits.timeout))
+            }
             Ok(r) => r,
             Err(_) => Err(SourceError::Timeout(limits.timeout)),
+        };
+        if let Ok(mut handle) = conn.lock_handle().await {
+            handle.remove_progress_handler();
         }
+        result
     }
 
     async fn query_inner(
         &self,
+        conn: &mut sqlx::SqliteConnection,
         sql: &str,
         binds: &[Param],
         limits: Limits,
@@ -104,7 +123,7 @@ impl SqliteSource {
             truncated: false,
         };
         let mut bytes = 0usize;
-        let mut stream = q.fetch(&self.pool);
+        let mut stream = q.fetch(&mut *conn);
         while let Some(row) = stream.try_next().await.map_err(query_err)? {
             if out.columns.is_empty() {
                 out.columns = row

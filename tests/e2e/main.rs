@@ -6,6 +6,7 @@ mod common;
 mod connections;
 mod crash;
 mod dashboards;
+mod engines;
 mod isolation;
 mod login;
 mod market;

@@ -367,8 +367,8 @@ pub async fn sample(
     let source = connector(&s, &c).await?;
     let schema = q
         .get("schema")
-        .map(String::as_str)
-        .unwrap_or(source.default_schema());
+        .cloned()
+        .unwrap_or_else(|| source.default_schema());
     let limit = Paging::from_query(&q, 10, 100)?.limit;
     let limits = Limits {
         timeout: registry(&s)?
@@ -378,7 +378,7 @@ pub async fn sample(
         max_rows: limit,
         max_bytes: 4 << 20,
     };
-    let rows = source.sample(schema, table, limits).await?;
+    let rows = source.sample(&schema, table, limits).await?;
     let objects = rows.objects();
     Ok(market(
         "Sample data retrieved",
