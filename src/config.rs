@@ -93,6 +93,11 @@ pub struct Settings {
     #[arg(long, env = "TALLY_SOURCE_POOL_SIZE", default_value_t = 16,
         value_parser = clap::value_parser!(u32).range(1..=256))]
     pub source_pool_size: u32,
+    /// How long a relay's claim on outbox records lasts before another relay may take them
+    /// over (its holder is presumed dead), in ms.
+    #[arg(long, env = "TALLY_OUTBOX_LEASE_MS", default_value_t = 30_000,
+        value_parser = clap::value_parser!(u64).range(500..=600_000))]
+    pub outbox_lease_ms: u64,
 }
 
 fn parse_share(s: &str) -> Result<f64, String> {
@@ -209,6 +214,7 @@ pub(crate) mod tests {
             source_allow_cidrs: String::new(),
             source_file_root: None,
             execution_timeout_ms: 10_000,
+            outbox_lease_ms: 30_000,
             source_pool_size: 16,
         }
     }

@@ -348,7 +348,10 @@ pub async fn start_roles(s: Settings, roles: Roles) -> anyhow::Result<App> {
             outbox::spawn_relay(
                 money.clone(),
                 b.log.clone(),
-                s.namespace.clone(),
+                outbox::RelayConfig {
+                    namespace: s.namespace.clone(),
+                    lease_ms: s.outbox_lease_ms as i64,
+                },
                 stages_stop_rx.clone(),
             ),
             outbox::spawn_sweeper(
@@ -682,10 +685,24 @@ pub async fn reconcile(s: &Settings) -> anyhow::Result<Reconciliation> {
         .iter()
         .map(|p| p.next_offset)
         .sum();
+    let billing_on_log: u64 = b
+        .log
+        .end_offsets(&s.topic(topics::BILLING))
+        .await?
+        .iter()
+        .map(|p| p.next_offset)
+        .sum();
     let settled = (n.executions_succeeded + n.executions_failed) as u64;
     check(
         format!("executions answered {settled} = usage records on the log {usage_on_log} (outbox records still to publish: {pending})"),
         settled == usage_on_log && pending == 0,
+    );
+    check(
+        format!(
+            "ledger entries {} = billing records on the log {billing_on_log}",
+            n.ledger_entries
+        ),
+        n.ledger_entries as u64 == billing_on_log,
     );
     check(
         format!(

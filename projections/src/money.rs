@@ -116,6 +116,8 @@ pub struct MoneyCounts {
     pub charged_failed: i64,
     pub debits: i64,
     pub refunds: i64,
+    /// Every ledger row (each has one `LedgerEntryPosted` on the billing topic).
+    pub ledger_entries: i64,
 }
 
 /// A committed record waiting to go on the log.
@@ -126,6 +128,9 @@ pub struct OutboxRecord {
     pub topic: String,
     pub key: String,
     pub payload: Vec<u8>,
+    /// Set when an earlier relay claimed the record and noted, before appending, where the
+    /// log ended (JSON positions): the record may be on the log from there on already.
+    pub log_from: Option<String>,
 }
 
 #[async_trait]
@@ -168,6 +173,9 @@ pub trait MoneyStore: Send + Sync {
         now_ms: i64,
         lease_ms: i64,
     ) -> StoreResult<Vec<OutboxRecord>>;
+    /// Notes, before records are appended, where their topic's log ended (`log_from`), so a
+    /// relay that takes them over can tell whether they reached the log.
+    async fn note_attempt(&self, ids: &[String], log_from: &str) -> StoreResult<()>;
     /// Removes published records from the outbox (it is a queue).
     async fn mark_published(&self, ids: &[String], at_ms: i64) -> StoreResult<()>;
     async fn unpublished_count(&self) -> StoreResult<u64>;

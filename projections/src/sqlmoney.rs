@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     published_at_ms BIGINT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (published_at_ms, id);
+CREATE TABLE IF NOT EXISTS outbox_attempts (
+    id TEXT PRIMARY KEY,
+    log_from TEXT NOT NULL
+);
 ";
 
 macro_rules! money_sql_impl {
@@ -421,12 +425,46 @@ macro_rules! money_sql_impl {
                                 topic: r.try_get("topic")?,
                                 key: r.try_get("record_key")?,
                                 payload: hex::decode(hex_payload).unwrap_or_default(),
+                                log_from: None,
                             })
                         })
                         .collect::<Result<Vec<_>, sqlx::Error>>()
                         .map_err(sql_err)?;
+                    if !out.is_empty() {
+                        // Records an earlier relay may already have appended.
+                        let mut q = sqlx::QueryBuilder::<$db>::new("SELECT id, log_from FROM outbox_attempts WHERE id IN (");
+                        let mut list = q.separated(", ");
+                        for r in &out {
+                            list.push_bind(r.id.clone());
+                        }
+                        list.push_unseparated(")");
+                        let tried: std::collections::HashMap<String, String> = q
+                            .build_query_as::<(String, String)>()
+                            .fetch_all(&self.pool)
+                            .await
+                            .map_err(sql_err)?
+                            .into_iter()
+                            .collect();
+                        for r in &mut out {
+                            r.log_from = tried.get(&r.id).cloned();
+                        }
+                    }
                     out.sort_by(|a, b| a.id.cmp(&b.id));
                     Ok(out)
+                }
+
+                async fn note_attempt(&self, ids: &[String], log_from: &str) -> StoreResult<()> {
+                    if ids.is_empty() {
+                        return Ok(());
+                    }
+                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
+                    let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO outbox_attempts (id, log_from) ");
+                    q.push_values(ids, |mut row, id| {
+                        row.push_bind(id.clone()).push_bind(log_from.to_string());
+                    });
+                    q.push(" ON CONFLICT (id) DO NOTHING");
+                    q.build().execute(&self.pool).await.map_err(sql_err)?;
+                    Ok(())
                 }
 
                 async fn mark_published(&self, ids: &[String], _at_ms: i64) -> StoreResult<()> {
@@ -434,14 +472,18 @@ macro_rules! money_sql_impl {
                         return Ok(());
                     }
                     let _writer = crate::sqlmeta::write_turn(&self.writer).await;
-                    // The outbox is a queue: a published record is removed, in one statement.
-                    let mut q = sqlx::QueryBuilder::<$db>::new("DELETE FROM outbox WHERE id IN (");
-                    let mut list = q.separated(", ");
-                    for id in ids {
-                        list.push_bind(id);
+                    // The outbox is a queue: a published record is removed, with its attempt.
+                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                    for table in ["outbox", "outbox_attempts"] {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(format!("DELETE FROM {table} WHERE id IN ("));
+                        let mut list = q.separated(", ");
+                        for id in ids {
+                            list.push_bind(id);
+                        }
+                        list.push_unseparated(")");
+                        q.build().execute(&mut *tx).await.map_err(sql_err)?;
                     }
-                    list.push_unseparated(")");
-                    q.build().execute(&self.pool).await.map_err(sql_err)?;
+                    tx.commit().await.map_err(sql_err)?;
                     Ok(())
                 }
 
@@ -488,6 +530,7 @@ macro_rules! money_sql_impl {
                         charged_failed: count("SELECT count(*) FROM executions WHERE cost > 0 AND status = 'failed'").await?,
                         debits: count("SELECT count(*) FROM ledger WHERE kind = 'debit'").await?,
                         refunds: count("SELECT count(*) FROM ledger WHERE kind = 'refund'").await?,
+                        ledger_entries: count("SELECT count(*) FROM ledger").await?,
                     })
                 }
             }

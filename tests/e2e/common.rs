@@ -94,6 +94,7 @@ pub fn embedded_settings(dir: &Path) -> tally::Settings {
         source_file_root: None,
         execution_timeout_ms: 10_000,
         source_pool_size: 16,
+        outbox_lease_ms: 30_000,
     }
 }
 

@@ -1,5 +1,7 @@
-//! Crash test on the real binary: every event answered with 202 survives a SIGKILL straight
-//! after the last answer, and replaying the log afterwards does not double any count.
+//! Crash tests on the real binary: every event answered with 202 survives a SIGKILL straight
+//! after the last answer, and replaying the log afterwards does not double any count; a
+//! process that dies between putting a charged execution's money events on the log and
+//! marking them published leaves each of them on the log exactly once after a restart.
 
 use crate::common::*;
 use serde_json::json;
@@ -170,4 +172,137 @@ async fn sigkill_mid_write_loses_no_acknowledged_event() {
         "nothing invented: stored {stored}, sent {sent}"
     );
     child.stop();
+}
+
+/// Waits until the process on `c` has published every committed money movement.
+async fn wait_outbox_drained(c: &Client) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = match c.http.get(format!("{}/metrics", c.base)).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.lines().any(|l| l.trim() == "tally_outbox_pending 0") {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox did not drain"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_append_and_mark_leaves_each_money_event_on_the_log_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("files");
+    std::fs::create_dir_all(&root).expect("root");
+    {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(root.join("s.db"))
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.expect("sqlite");
+        sqlx::raw_sql("CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (1);")
+            .execute(&pool)
+            .await
+            .expect("seed");
+        pool.close().await;
+    }
+    let port = free_port();
+    let env = |fault: bool| {
+        let mut e = vec![
+            ("TALLY_SOURCE_FILE_ROOT", root.display().to_string()),
+            ("TALLY_OUTBOX_LEASE_MS", "1000".to_string()),
+        ];
+        if fault {
+            e.push(("TALLY_FAULT_INJECT", "outbox_after_append".to_string()));
+        }
+        e
+    };
+    let mut child = spawn_role(dir.path(), &["serve"], port, &env(false));
+    let mut op = Client::new(format!("http://127.0.0.1:{port}"));
+    wait_up(&op).await;
+    op.setup().await;
+    let (seller_id, seller) = op.company("acme").await;
+    let (buyer_id, buyer) = op.company("globex").await;
+    let (s, b) = seller
+        .post(
+            &format!("/companies/{seller_id}/connections"),
+            &json!({"engine_id": 5, "name": "f", "credentials": {"path": "s.db"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let conn = b["data"]["connection_id"]
+        .as_str()
+        .expect("conn")
+        .to_string();
+    let (s, b) = seller
+        .post(
+            &format!("/companies/{seller_id}/assets"),
+            &json!({"name": "One", "connection_id": conn, "visibility": "SHARED",
+                    "sell_in_marketplace": true, "sql_logic": "SELECT n FROM t"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let asset = b["data"]["asset_id"].as_str().expect("asset").to_string();
+    let (s, _) = seller
+        .post(
+            &format!("/companies/{seller_id}/assets/{asset}/prices"),
+            &json!({"price_usd": 0.05}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let r = op
+        .req(
+            reqwest::Method::POST,
+            &format!("/companies/{buyer_id}/credits"),
+        )
+        .header("idempotency-key", "crash")
+        .json(&json!({"credits": 100, "reason": "test"}))
+        .send()
+        .await
+        .expect("top up");
+    assert_eq!(r.status().as_u16(), 201);
+    wait_outbox_drained(&op).await;
+    child.stop();
+
+    // The process dies right after appending the execution's usage and ledger events, before
+    // it can mark them published.
+    let mut child = spawn_role(dir.path(), &["serve"], port, &env(true));
+    wait_up(&op).await;
+    let (s, b) = buyer.get("/analyze/acme/assets/one").await;
+    assert_eq!(
+        (s, b["data"]["credits_charged"].clone()),
+        (200, json!(5)),
+        "{b}"
+    );
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = child.0.wait();
+        (child, status)
+    });
+    let (child_after, status) = tokio::time::timeout(Duration::from_secs(30), exited)
+        .await
+        .expect("the fault point fired")
+        .expect("join");
+    assert!(!status.expect("status").success(), "it died");
+    drop(child_after);
+
+    // After a restart (and the lease), the new relay finds the events on the log.
+    let mut child = spawn_role(dir.path(), &["serve"], port, &env(false));
+    wait_up(&op).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_outbox_drained(&op).await;
+    child.stop();
+    let mut settings = test_settings(dir.path());
+    settings.source_file_root = Some(root.clone());
+    let r = tally::reconcile(&settings).await.expect("reconcile");
+    assert!(r.ok, "{}", r.lines.join("\n"));
+    assert!(
+        r.lines
+            .iter()
+            .any(|l| l.contains("usage records on the log 1")),
+        "exactly one usage event: {}",
+        r.lines.join("\n")
+    );
 }
