@@ -334,3 +334,108 @@ async fn broker_down_means_503_and_ingest_resumes_without_restart() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(pageviews(&c, &site).await, acked, "every 202 stored, once");
 }
+
+/// Money under concurrency across processes: 50 executions by a buyer whose balance covers
+/// exactly 10, spread over two `tally ingest` processes sharing the Postgres metadata store:
+/// exactly 10 answered, 40 refused with 402, the balance 0, and `tally reconcile` agreeing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ingest_processes_never_overdraw_a_balance() {
+    use crate::connections::{credentials, seed_table, source_url, url_password};
+    let dir = tempfile::tempdir().expect("tempdir");
+    if distributed(dir.path()).is_none() {
+        eprintln!("skipped: distributed backends only");
+        return;
+    }
+    let Some(url) = source_url() else {
+        return;
+    };
+    let table = format!("split_race_{}", std::process::id());
+    seed_table(&url, &table).await;
+    let allow = [("TALLY_SOURCE_ALLOW_CIDRS", "127.0.0.0/8".to_string())];
+    let (port_a, port_b) = (free_port(), free_port());
+    let _a = spawn_role(dir.path(), &["ingest"], port_a, &allow);
+    let _b = spawn_role(dir.path(), &["ingest"], port_b, &allow);
+    let _process = process_role(dir.path());
+    let mut op = Client::new(format!("http://127.0.0.1:{port_a}"));
+    wait_up(&op).await;
+    wait_up(&Client::new(format!("http://127.0.0.1:{port_b}"))).await;
+    op.setup().await;
+    let (seller_id, seller) = op.company("acme").await;
+    let (buyer_id, buyer_a) = op.company("globex").await;
+    let (s, b) = seller
+        .post(
+            &format!("/companies/{seller_id}/connections"),
+            &json!({"engine_id": 1, "name": "dwh", "credentials": credentials(&url, &url_password(&url))}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let conn = b["data"]["connection_id"]
+        .as_str()
+        .expect("conn")
+        .to_string();
+    let (s, b) = seller
+        .post(
+            &format!("/companies/{seller_id}/assets"),
+            &json!({"name": "One row", "connection_id": conn, "visibility": "SHARED", "sell_in_marketplace": true,
+                    "sql_logic": format!("SELECT count(*) AS n FROM {table}")}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let asset = b["data"]["asset_id"].as_str().expect("asset").to_string();
+    let (s, _) = seller
+        .post(
+            &format!("/companies/{seller_id}/assets/{asset}/prices"),
+            &json!({"price_usd": 0.07}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let r = op
+        .req(
+            reqwest::Method::POST,
+            &format!("/companies/{buyer_id}/credits"),
+        )
+        .header("idempotency-key", "ten-runs")
+        .json(&json!({"credits": 70, "reason": "test"}))
+        .send()
+        .await
+        .expect("top up");
+    assert_eq!(r.status().as_u16(), 201);
+    // The second process sees the buyer's key and the asset (both through the shared store).
+    let mut buyer_b = buyer_a.clone();
+    buyer_b.base = format!("http://127.0.0.1:{port_b}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, b) = buyer_b
+            .get(&format!("/companies/{buyer_id}/assets/search?q=one"))
+            .await;
+        if s == 200 && b["data"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "process B never saw the asset: {s} {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let calls = (0..50).map(|i| {
+        let c = if i % 2 == 0 {
+            buyer_a.clone()
+        } else {
+            buyer_b.clone()
+        };
+        async move { c.get("/analyze/acme/assets/one-row").await.0 }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let ok = answers.iter().filter(|s| **s == 200).count();
+    let short = answers.iter().filter(|s| **s == 402).count();
+    assert_eq!((ok, short), (10, 40), "{answers:?}");
+    let (_, c) = buyer_b.get(&format!("/companies/{buyer_id}")).await;
+    assert_eq!(c["data"]["credits_balance"], 0, "{c}");
+    // Both relays drain, then the books agree.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = tally::reconcile(&test_settings(dir.path()))
+        .await
+        .expect("reconcile");
+    assert!(r.ok, "{}", r.lines.join("\n"));
+}
