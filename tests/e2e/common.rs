@@ -345,8 +345,32 @@ pub fn spawn_binary(dir: &Path, port: u16) -> ChildGuard {
 /// The real binary running `args` (a role and its flags) in `dir`'s data dir on `port`, on the
 /// test's backends, with `extra` environment variables.
 pub fn spawn_role(dir: &Path, args: &[&str], port: u16, extra: &[(&str, String)]) -> ChildGuard {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(args)
+    spawn_role_with_output(dir, args, port, extra, child_log(args, port), None)
+}
+
+/// [`spawn_role`] with everything the process prints (stdout and stderr) written to `out`.
+pub fn spawn_role_to(
+    dir: &Path,
+    args: &[&str],
+    port: u16,
+    extra: &[(&str, String)],
+    out: &Path,
+) -> ChildGuard {
+    let file = std::fs::File::create(out).expect("output file");
+    let err = file.try_clone().expect("output file");
+    spawn_role_with_output(dir, args, port, extra, file.into(), Some(err.into()))
+}
+
+fn spawn_role_with_output(
+    dir: &Path,
+    args: &[&str],
+    port: u16,
+    extra: &[(&str, String)],
+    stdout: std::process::Stdio,
+    stderr: Option<std::process::Stdio>,
+) -> ChildGuard {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tally"));
+    cmd.args(args)
         .env("TALLY_DATA_DIR", dir.join("data"))
         .env("TALLY_LISTEN", format!("127.0.0.1:{port}"))
         .env("TALLY_COLLECT_RATE_LIMIT", "0")
@@ -356,10 +380,49 @@ pub fn spawn_role(dir: &Path, args: &[&str], port: u16, extra: &[(&str, String)]
         .env("TALLY_SECRET_KEY", TEST_SECRET_KEY)
         .envs(backend_env(dir))
         .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(child_log(args, port))
-        .spawn()
-        .expect("spawn tally");
-    ChildGuard(child)
+        .stdout(stdout);
+    if let Some(e) = stderr {
+        cmd.stderr(e);
+    }
+    ChildGuard(cmd.spawn().expect("spawn tally"))
+}
+
+/// Every record value on `topics` (unqualified names) of the test's log, concatenated.
+pub async fn log_bytes(settings: &tally::Settings, topics: &[&str]) -> Vec<u8> {
+    let b = tally::Backends::open(settings).await.expect("backends");
+    let mut out = Vec::new();
+    for t in topics {
+        let topic = settings.topic(t);
+        let end: u64 = b
+            .log
+            .end_offsets(&topic)
+            .await
+            .expect("end offsets")
+            .iter()
+            .map(|p| p.next_offset)
+            .sum();
+        let group = format!("test-read-{:016x}", rand::random::<u64>());
+        let mut c = b
+            .log
+            .sole_consumer(&group, std::slice::from_ref(&topic))
+            .await
+            .expect("consumer");
+        let (mut seen, deadline) = (0u64, tokio::time::Instant::now() + Duration::from_secs(30));
+        while seen < end && tokio::time::Instant::now() < deadline {
+            for r in c
+                .poll(1000, Duration::from_millis(300))
+                .await
+                .expect("poll")
+            {
+                seen += 1;
+                out.extend_from_slice(&r.key);
+                out.extend_from_slice(&r.value);
+            }
+        }
+        assert_eq!(seen, end, "read all of {topic}");
+    }
+    b.close();
+    out
 }
 
 /// Where a spawned binary's log goes: nowhere, or with `TALLY_TEST_LOG_DIR` set, a file per

@@ -5,6 +5,7 @@
 use crate::common::*;
 use serde_json::{json, Value};
 use std::path::Path;
+use std::time::Duration;
 
 /// The seller database's URL, if the services are running (required under the test script).
 pub fn source_url() -> Option<String> {
@@ -291,4 +292,103 @@ async fn connections_are_guarded_write_only_and_reach_the_source() {
             }
         }
     }
+}
+
+/// The source password, once a connection is created, tested, sampled and executed through
+/// the real binary with debug logging: in nothing the process printed, and in no record of
+/// the entities, usage or billing topics (on either log backend).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_password_is_in_no_topic_and_no_process_output() {
+    let Some(url) = source_url() else {
+        return;
+    };
+    let table = format!("e2e_secret_{}", std::process::id());
+    seed_table(&url, &table).await;
+    let password = url_password(&url);
+    assert!(password.len() >= 8, "a distinctive password");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("output.log");
+    let port = free_port();
+    let env = [
+        ("TALLY_SOURCE_ALLOW_CIDRS", "127.0.0.0/8".to_string()),
+        ("TALLY_LOG", "debug".to_string()),
+    ];
+    let mut child = spawn_role_to(dir.path(), &["serve"], port, &env, &out);
+    let mut op = Client::new(format!("http://127.0.0.1:{port}"));
+    wait_up(&op).await;
+    op.setup().await;
+    let (acme, admin) = op.company("acme").await;
+    let path = format!("/companies/{acme}/connections");
+    let (s, b) = admin
+        .post(
+            &path,
+            &json!({"engine_id": 1, "name": "dwh", "credentials": credentials(&url, &password)}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let id = b["data"]["connection_id"].as_str().expect("id").to_string();
+    // A wrong password too: its failure is reported, and neither password is printed.
+    let wrong = format!("{password}-wrong");
+    let (s, b) = admin
+        .post(
+            &path,
+            &json!({"engine_id": 1, "name": "bad", "credentials": credentials(&url, &wrong)}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let bad = b["data"]["connection_id"].as_str().expect("id").to_string();
+    for p in [
+        format!("{path}/{id}/test"),
+        format!("{path}/{bad}/test"),
+        format!("{path}/{id}/infoschema"),
+        format!("{path}/{id}/sample-data?table={table}"),
+    ] {
+        let (s, b) = admin.get(&p).await;
+        assert_eq!(s, 200, "{p}: {b}");
+        assert!(
+            !b.to_string().contains(&password),
+            "{p} answered the password"
+        );
+    }
+    let (s, b) = admin
+        .post(
+            &format!("/companies/{acme}/assets"),
+            &json!({"name": "Secret", "connection_id": id, "sql_logic": format!("SELECT * FROM {table}")}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = admin.get("/analyze/acme/assets/secret").await;
+    assert_eq!(s, 200, "{b}");
+    // Wait for the outbox to drain, then stop.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child.stop();
+
+    let printed = std::fs::read(&out).expect("output");
+    assert!(
+        String::from_utf8_lossy(&printed).contains("DEBUG"),
+        "debug logging was on"
+    );
+    for secret in [password.as_bytes(), wrong.as_bytes()] {
+        assert!(
+            !printed.windows(secret.len()).any(|w| w == secret),
+            "a password is in the process output"
+        );
+    }
+    let settings = test_settings(dir.path());
+    let on_log = log_bytes(
+        &settings,
+        &[
+            schemas::topics::ENTITIES,
+            schemas::topics::USAGE,
+            schemas::topics::BILLING,
+        ],
+    )
+    .await;
+    assert!(!on_log.is_empty());
+    assert!(
+        !on_log
+            .windows(password.len())
+            .any(|w| w == password.as_bytes()),
+        "the password is on the log"
+    );
 }
