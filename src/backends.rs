@@ -21,11 +21,19 @@ impl<T: AnalyticsWriter + AnalyticsReader> AnalyticsStore for T {}
 
 /// Both halves of a metadata backend.
 pub trait MetadataStore:
-    MetadataWriter + MetadataReader + projections::MoneyStore + projections::SessionStore
+    MetadataWriter
+    + MetadataReader
+    + projections::MoneyStore
+    + projections::SessionStore
+    + projections::AuditStore
 {
 }
 impl<T> MetadataStore for T where
-    T: MetadataWriter + MetadataReader + projections::MoneyStore + projections::SessionStore
+    T: MetadataWriter
+        + MetadataReader
+        + projections::MoneyStore
+        + projections::SessionStore
+        + projections::AuditStore
 {
 }
 

@@ -315,7 +315,13 @@ pub async fn start_roles(s: Settings, roles: Roles) -> anyhow::Result<App> {
     let (stages_stop_tx, stages_stop_rx) = watch::channel(false);
 
     let metadata_reader: Arc<dyn MetadataReader> = b.metadata.clone();
-    let auth = Arc::new(web::Auth::new(metadata_reader.clone()).with_sessions(b.metadata.clone()));
+    let audit_store: Arc<dyn projections::AuditStore> = b.metadata.clone();
+    let (audit, _audit_writer) = web::audit::AuditSink::spawn(audit_store);
+    let auth = Arc::new(
+        web::Auth::new(metadata_reader.clone())
+            .with_sessions(b.metadata.clone())
+            .with_audit(audit),
+    );
     let mut app = Router::new();
     if roles.ingest {
         app = app.merge(ingest::router(
@@ -450,7 +456,8 @@ async fn ingest_state(
         ingest::IngestState::new(b.log.clone(), b.metadata.clone(), auth, geo, secret, icfg)
             .with_sources(Arc::new(registry))
             .with_money(b.metadata.clone())
-            .with_sessions(b.metadata.clone()),
+            .with_sessions(b.metadata.clone())
+            .with_audit(b.metadata.clone()),
     );
     if let Some(limiter) = state.limiter.clone() {
         let mut stop = stop.clone();

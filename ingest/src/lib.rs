@@ -84,6 +84,8 @@ pub struct IngestState {
     platform_company: std::sync::OnceLock<String>,
     /// Dashboard sessions.
     pub sessions: Option<Arc<dyn projections::SessionStore>>,
+    /// The audit trail (read by `GET /companies/{id}/audit-log`).
+    pub audit: Option<Arc<dyn projections::AuditStore>>,
     /// Failed sign-ins per client IP (times in ms), for the login limit.
     login_failures: DashMap<std::net::IpAddr, Vec<i64>>,
     /// What executions looked up, per (company handle, asset slug), briefly.
@@ -116,6 +118,7 @@ impl IngestState {
             platform_company: std::sync::OnceLock::new(),
             resolved: DashMap::new(),
             sessions: None,
+            audit: None,
             login_failures: DashMap::new(),
         }
     }
@@ -123,6 +126,12 @@ impl IngestState {
     /// Keeps dashboard sessions.
     pub fn with_sessions(mut self, sessions: Arc<dyn projections::SessionStore>) -> Self {
         self.sessions = Some(sessions);
+        self
+    }
+
+    /// Lets company admins read the audit trail.
+    pub fn with_audit(mut self, audit: Arc<dyn projections::AuditStore>) -> Self {
+        self.audit = Some(audit);
         self
     }
 
@@ -172,7 +181,6 @@ const MARKET_NOT_BUILT: &[&str] = &[
     "/companies/{company_id}/endpoints",
     "/companies/{company_id}/requests",
     "/companies/{company_id}/analytics",
-    "/companies/{company_id}/audit-log",
     "/companies/{company_id}/subscription",
     "/companies/{company_id}/posts",
     "/companies/{company_id}/postgen_integrations",
@@ -330,6 +338,10 @@ fn protected_routes() -> Routes {
     );
     route("/companies/{company_id}/credits", post(money::top_up));
     route("/companies/{company_id}/credits/ledger", get(money::ledger));
+    route(
+        "/companies/{company_id}/audit-log",
+        get(companies::audit_log),
+    );
     route(
         "/analyze/{company_handle}/assets/{asset_slug}",
         get(analyze::get).post(analyze::post),

@@ -3,6 +3,7 @@
 //! conformance suites every backend must pass.
 
 pub mod analytics;
+pub mod audit;
 #[cfg(feature = "clickhouse")]
 mod ch;
 pub mod conformance;
@@ -18,6 +19,7 @@ mod sqlmeta;
 mod sqlmoney;
 
 pub use analytics::*;
+pub use audit::{AuditRecord, AuditStore};
 #[cfg(feature = "clickhouse")]
 pub use ch::ClickHouseAnalytics;
 pub use duck::DuckAnalytics;

@@ -60,6 +60,21 @@ CREATE TABLE IF NOT EXISTS outbox_attempts (
     id TEXT PRIMARY KEY,
     log_from TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_log (
+    audit_id TEXT PRIMARY KEY,
+    at_ms BIGINT NOT NULL,
+    request_id TEXT,
+    company_id TEXT,
+    target_company_id TEXT,
+    user_id TEXT,
+    api_key_id BIGINT,
+    action TEXT NOT NULL,
+    object TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    outcome TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_company ON audit_log (company_id, at_ms);
+CREATE INDEX IF NOT EXISTS audit_by_target ON audit_log (target_company_id, at_ms);
 ";
 
 macro_rules! money_sql_impl {
@@ -186,6 +201,77 @@ macro_rules! money_sql_impl {
                     reason: r.try_get("reason")?,
                     created_at_ms: r.try_get("created_at_ms")?,
                 })
+            }
+
+            #[async_trait]
+            impl crate::audit::AuditStore for $store {
+                async fn append_audit(&self, rows: &[crate::audit::AuditRecord]) -> StoreResult<()> {
+                    if rows.is_empty() {
+                        return Ok(());
+                    }
+                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
+                    for chunk in rows.chunks(500) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO audit_log (audit_id, at_ms, request_id, company_id, target_company_id, user_id, api_key_id, action, object, status, outcome) ",
+                        );
+                        q.push_values(chunk, |mut b, r| {
+                            b.push_bind(r.audit_id.clone())
+                                .push_bind(r.at_ms)
+                                .push_bind(r.request_id.clone())
+                                .push_bind(r.company_id.clone())
+                                .push_bind(r.target_company_id.clone())
+                                .push_bind(r.user_id.clone())
+                                .push_bind(r.api_key_id)
+                                .push_bind(r.action.clone())
+                                .push_bind(r.object.clone())
+                                .push_bind(r.status)
+                                .push_bind(r.outcome.clone());
+                        });
+                        q.push(" ON CONFLICT (audit_id) DO NOTHING");
+                        q.build().execute(&self.pool).await.map_err(sql_err)?;
+                    }
+                    Ok(())
+                }
+
+                async fn audit_log(&self, company_id: &str, limit: usize, offset: usize) -> StoreResult<(Vec<crate::audit::AuditRecord>, u64)> {
+                    let rows = sqlx::query(
+                        "SELECT * FROM audit_log WHERE company_id = $1 OR target_company_id = $1 \
+                         ORDER BY at_ms DESC, audit_id DESC LIMIT $2 OFFSET $3",
+                    )
+                    .bind(company_id)
+                    .bind(limit as i64)
+                    .bind(offset as i64)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(sql_err)?;
+                    let total: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM audit_log WHERE company_id = $1 OR target_company_id = $1",
+                    )
+                    .bind(company_id)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(sql_err)?;
+                    let out = rows
+                        .iter()
+                        .map(|r| {
+                            Ok(crate::audit::AuditRecord {
+                                audit_id: r.try_get("audit_id")?,
+                                at_ms: r.try_get("at_ms")?,
+                                request_id: r.try_get("request_id")?,
+                                company_id: r.try_get("company_id")?,
+                                target_company_id: r.try_get("target_company_id")?,
+                                user_id: r.try_get("user_id")?,
+                                api_key_id: r.try_get("api_key_id")?,
+                                action: r.try_get("action")?,
+                                object: r.try_get("object")?,
+                                status: r.try_get("status")?,
+                                outcome: r.try_get("outcome")?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, sqlx::Error>>()
+                        .map_err(sql_err)?;
+                    Ok((out, total as u64))
+                }
             }
 
             #[async_trait]

@@ -11,4 +11,5 @@ mod isolation;
 mod login;
 mod market;
 mod money;
+mod roles;
 mod split;

@@ -74,6 +74,7 @@ pub struct Auth {
     metadata: Arc<dyn MetadataReader>,
     sessions: Option<Arc<dyn projections::SessionStore>>,
     cache: DashMap<String, (KeyOwner, Instant)>,
+    audit: Option<crate::audit::AuditSink>,
 }
 
 /// The dashboard session cookie.
@@ -95,7 +96,14 @@ impl Auth {
             metadata,
             sessions: None,
             cache: DashMap::new(),
+            audit: None,
         }
+    }
+
+    /// Records mutations, executions and refused calls in the audit trail.
+    pub fn with_audit(mut self, sink: crate::audit::AuditSink) -> Self {
+        self.audit = Some(sink);
+        self
     }
 
     /// Also accepts dashboard sessions (the `tally_session` cookie).
@@ -212,42 +220,72 @@ fn mutating(req: &Request) -> bool {
 
 /// Middleware: a request needs an active key, or a live dashboard session (then a mutating
 /// request must also be same-origin); otherwise `401 unauthorized`.
-pub async fn require_api_key(
-    State(auth): State<Arc<Auth>>,
+pub async fn require_api_key(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| path.clone());
+    let (caller, resp) = authenticate_and_run(&auth, req, next).await;
+    if let Some(sink) = &auth.audit {
+        let status = resp.status().as_u16();
+        if crate::audit::audited(&method, &path, status) {
+            sink.send(crate::audit::record(
+                caller.as_ref(),
+                &method,
+                &route,
+                &path,
+                status,
+            ));
+        }
+    }
+    resp
+}
+
+/// Finds the caller (key or session) and runs the handler; the caller, if one was found,
+/// comes back with the response for the audit trail.
+async fn authenticate_and_run(
+    auth: &Auth,
     mut req: Request,
     next: Next,
-) -> Response {
+) -> (Option<Caller>, Response) {
     let Some(key) = presented_key(&req).filter(|k| !k.is_empty()) else {
         let token = cookie(req.headers(), SESSION_COOKIE).map(str::to_string);
         let Some(token) = token.filter(|t| !t.is_empty()) else {
-            return ApiError::unauthorized(
+            let e = ApiError::unauthorized(
                 "missing API key: send x-api-key or Authorization: Bearer, or sign in",
-            )
-            .into_response();
+            );
+            return (None, e.into_response());
         };
         return match auth.verify_session(&token).await {
             Ok(Some(caller)) => {
                 if mutating(&req) && !same_origin(req.headers()) {
-                    return ApiError::forbidden(
+                    let e = ApiError::forbidden(
                         "a request signed in with the session cookie must come from the same origin",
-                    )
-                    .into_response();
+                    );
+                    return (Some(caller), e.into_response());
                 }
-                req.extensions_mut().insert(caller);
-                next.run(req).await
+                req.extensions_mut().insert(caller.clone());
+                (Some(caller), next.run(req).await)
             }
-            Ok(None) => {
-                ApiError::unauthorized("the session is expired or signed out").into_response()
-            }
-            Err(e) => e.into_response(),
+            Ok(None) => (
+                None,
+                ApiError::unauthorized("the session is expired or signed out").into_response(),
+            ),
+            Err(e) => (None, e.into_response()),
         };
     };
     match auth.verify(&key).await {
         Ok(Some(caller)) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
+            req.extensions_mut().insert(caller.clone());
+            (Some(caller), next.run(req).await)
         }
-        Ok(None) => ApiError::unauthorized("invalid, revoked or expired API key").into_response(),
-        Err(e) => e.into_response(),
+        Ok(None) => (
+            None,
+            ApiError::unauthorized("invalid, revoked or expired API key").into_response(),
+        ),
+        Err(e) => (None, e.into_response()),
     }
 }

@@ -2,6 +2,7 @@
 //! type and its mapping to HTTP responses, request ids, API-key authentication, and the JSON
 //! envelope helpers. Both HTTP crates use it so every error looks the same.
 
+pub mod audit;
 mod auth;
 mod error;
 mod idempotency;

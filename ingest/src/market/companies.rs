@@ -286,3 +286,50 @@ pub async fn patch(
     .await?;
     Ok(market("Company updated", json!({ "company_id": id })).into_response())
 }
+
+/// `GET /companies/{company_id}/audit-log`: the company's mutations and refused calls (its own
+/// callers', and calls on its paths by others), newest first, for company admins.
+pub async fn audit_log(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path(company_id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> ApiResult<Response> {
+    scoped(&s, &caller, &company_id, Action::ReadAuditLog).await?;
+    let paging = web::Paging::from_query(&q, 50, 500)?;
+    let store = s
+        .audit
+        .as_ref()
+        .ok_or_else(|| web::ApiError::not_implemented("this process keeps no audit trail"))?;
+    let (rows, total) = store
+        .audit_log(&company_id, paging.limit, paging.offset)
+        .await?;
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "audit_id": r.audit_id,
+                "date_created": rfc3339(r.at_ms),
+                "request_id": r.request_id,
+                "company_id": r.company_id,
+                "target_company_id": r.target_company_id,
+                "user_id": r.user_id,
+                "api_key_id": r.api_key_id,
+                "action": r.action,
+                "object": r.object,
+                "status": r.status,
+                "outcome": r.outcome,
+            })
+        })
+        .collect();
+    let n = rows.len();
+    Ok(web::market_page(
+        "Audit log retrieved",
+        rows,
+        total,
+        paging.limit as u64,
+        paging.offset as u64,
+        n,
+    )
+    .into_response())
+}
