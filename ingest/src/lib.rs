@@ -177,7 +177,6 @@ const MARKET_NOT_BUILT: &[&str] = &[
     "/companies/{company_id}/assets/{asset_id}/scan_column",
     "/companies/{company_id}/assets/{asset_id}/test",
     "/companies/{company_id}/assets/{asset_id}/predicted_price",
-    "/companies/{company_id}/assets/{asset_id}/prices/discount",
     "/companies/{company_id}/endpoints",
     "/companies/{company_id}/requests",
     "/companies/{company_id}/analytics",
@@ -331,6 +330,10 @@ fn protected_routes() -> Routes {
     route(
         "/companies/{company_id}/assets/{asset_id}/prices/calculate_credits",
         post(money::calculate_credits),
+    );
+    route(
+        "/companies/{company_id}/assets/{asset_id}/prices/discount",
+        post(money::set_discount).get(money::discounts),
     );
     route(
         "/companies/{company_id}/assets/{asset_id}/prices/{aph_id}",

@@ -168,6 +168,8 @@ pub trait MetadataReader: Send + Sync {
     async fn favorites(&self, user_id: &str) -> StoreResult<Vec<Favorite>>;
     /// An asset's price history, newest first.
     async fn prices(&self, asset_id: &str) -> StoreResult<Vec<Price>>;
+    /// An asset's discounts, newest first.
+    async fn discounts(&self, asset_id: &str) -> StoreResult<Vec<crate::money::Discount>>;
     /// Why the event with `event_id` was not applied, if it was rejected.
     async fn rejection(&self, event_id: &str) -> StoreResult<Option<Rejection>>;
     /// Next offset `consumer` has applied for `topic`/`partition` (0 if none).

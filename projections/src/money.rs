@@ -26,6 +26,55 @@ pub fn split(cost: i64, share_bp: i32) -> (i64, i64) {
     (seller, cost - seller)
 }
 
+/// A discount on an asset's price: `percent` (0 < p ≤ 100) or `amount_credits` off, in a
+/// time window, for every buyer or one company.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Discount {
+    pub discount_id: String,
+    pub asset_id: String,
+    pub percent: Option<f64>,
+    pub amount_credits: Option<i64>,
+    pub starts_at_ms: i64,
+    pub ends_at_ms: Option<i64>,
+    pub buyer_company_id: Option<String>,
+    pub set_at_ms: i64,
+}
+
+impl Discount {
+    /// Whether it applies to `buyer` at `now_ms`.
+    pub fn applies(&self, buyer: &str, now_ms: i64) -> bool {
+        self.starts_at_ms <= now_ms
+            && self.ends_at_ms.is_none_or(|end| now_ms < end)
+            && self.buyer_company_id.as_deref().is_none_or(|b| b == buyer)
+    }
+
+    /// Credits it takes off a price of `credits`: a percentage rounded down (the seller keeps
+    /// the fraction), an amount up to the whole price.
+    pub fn off(&self, credits: i64) -> i64 {
+        let off = match (self.percent, self.amount_credits) {
+            (Some(p), _) => {
+                let bp = (p.clamp(0.0, 100.0) * 100.0).round() as i64;
+                credits * bp / 10_000
+            }
+            (None, Some(a)) => a.max(0),
+            (None, None) => 0,
+        };
+        off.clamp(0, credits.max(0))
+    }
+}
+
+/// The price a buyer pays: `credits` less the best discount that applies to it now (discounts
+/// never add up; the largest reduction wins).
+pub fn discounted(credits: i64, discounts: &[Discount], buyer: &str, now_ms: i64) -> i64 {
+    let best = discounts
+        .iter()
+        .filter(|d| d.applies(buyer, now_ms))
+        .map(|d| d.off(credits))
+        .max()
+        .unwrap_or(0);
+    credits - best
+}
+
 /// Whole credits for a price in USD at `credits_per_usd`, rounded up. The USD amount is taken
 /// to the micro-dollar first, so 0.1 × 100 is 10, not 11.
 pub fn credits_for_usd(usd: f64, credits_per_usd: i64) -> Option<i64> {
@@ -186,6 +235,44 @@ pub trait MoneyStore: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn discount(percent: Option<f64>, amount: Option<i64>, buyer: Option<&str>) -> Discount {
+        Discount {
+            discount_id: "d".into(),
+            asset_id: "a".into(),
+            percent,
+            amount_credits: amount,
+            starts_at_ms: 100,
+            ends_at_ms: Some(200),
+            buyer_company_id: buyer.map(str::to_string),
+            set_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn the_best_discount_in_its_window_applies() {
+        let ds = [
+            discount(Some(25.0), None, None),
+            discount(None, Some(3), Some("globex")),
+        ];
+        assert_eq!(
+            discounted(10, &ds, "initech", 150),
+            8,
+            "25 % of 10 is 2.5, rounded down to 2"
+        );
+        assert_eq!(discounted(10, &ds, "globex", 150), 7, "3 off beats 2 off");
+        assert_eq!(discounted(10, &ds, "globex", 99), 10, "not started");
+        assert_eq!(discounted(10, &ds, "globex", 200), 10, "ended");
+        assert_eq!(
+            discounted(2, &[discount(None, Some(5), None)], "x", 150),
+            0,
+            "never below 0"
+        );
+        assert_eq!(
+            discounted(7, &[discount(Some(100.0), None, None)], "x", 150),
+            0
+        );
+    }
 
     #[test]
     fn shares_round_down_for_the_seller_and_always_add_up() {

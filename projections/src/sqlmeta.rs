@@ -8,7 +8,7 @@
 //! metadata stage's offsets, so the stage rebuilds them from the log.
 
 /// The version of the projected tables' shape. Bump it when they change.
-pub(crate) const SCHEMA_VERSION: &str = "2";
+pub(crate) const SCHEMA_VERSION: &str = "3";
 
 /// Tables that survive every migration.
 pub(crate) const DURABLE_DDL: &str = "
@@ -35,6 +35,7 @@ pub(crate) const PROJECTED_TABLES: &[&str] = &[
     "connections",
     "assets",
     "asset_prices",
+    "discounts",
     "favorites",
     "cloud_providers",
     "storage_engines",
@@ -164,6 +165,18 @@ CREATE TABLE IF NOT EXISTS asset_prices (
     date_ended_ms BIGINT
 );
 CREATE INDEX IF NOT EXISTS asset_prices_by_asset ON asset_prices (asset_id, date_created_ms);
+CREATE TABLE IF NOT EXISTS discounts (
+    discount_id TEXT PRIMARY KEY,
+    company_id TEXT NOT NULL,
+    asset_id TEXT NOT NULL,
+    percent DOUBLE PRECISION,
+    amount_credits BIGINT,
+    starts_at_ms BIGINT NOT NULL,
+    ends_at_ms BIGINT,
+    buyer_company_id TEXT,
+    set_at_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS discounts_by_asset ON discounts (asset_id);
 CREATE TABLE IF NOT EXISTS favorites (
     id TEXT PRIMARY KEY,
     favorite_id BIGINT NOT NULL UNIQUE,
@@ -745,6 +758,36 @@ macro_rules! metadata_sql_impl {
                 Ok(Ok(()))
             }
 
+            /// A discount on one of the company's assets.
+            async fn apply_discount(tx: &mut Tx<'_>, d: &schemas::DiscountSet) -> Result<Outcome, sqlx::Error> {
+                if exists(tx, "SELECT 1 FROM discounts WHERE discount_id = $1", &d.discount_id).await? {
+                    return Ok(Ok(()));
+                }
+                let owner: Option<String> = sqlx::query_scalar("SELECT company_id FROM assets WHERE id = $1")
+                    .bind(&d.asset_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                if owner.as_deref() != Some(d.company_id.as_str()) {
+                    return Ok(reject("asset_id", "no such asset in this company"));
+                }
+                sqlx::query(
+                    "INSERT INTO discounts (discount_id, company_id, asset_id, percent, amount_credits, starts_at_ms, ends_at_ms, buyer_company_id, set_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&d.discount_id)
+                .bind(&d.company_id)
+                .bind(&d.asset_id)
+                .bind(d.percent)
+                .bind(d.amount_credits)
+                .bind(d.starts_at_ms)
+                .bind(d.ends_at_ms)
+                .bind(&d.buyer_company_id)
+                .bind(d.set_at_ms)
+                .execute(&mut **tx)
+                .await?;
+                Ok(Ok(()))
+            }
+
             /// A new price ends the one in force (type 2 history).
             async fn apply_price(tx: &mut Tx<'_>, p: &schemas::PriceSet) -> Result<Outcome, sqlx::Error> {
                 if exists(tx, "SELECT 1 FROM asset_prices WHERE aph_id = $1", &p.aph_id).await? {
@@ -909,6 +952,7 @@ macro_rules! metadata_sql_impl {
                     EntityEvent::ConnectionUpserted(e) => return apply_connection(tx, &e.connection).await,
                     EntityEvent::AssetUpserted(e) => return apply_asset(tx, &e.asset).await,
                     EntityEvent::PriceSet(p) => return apply_price(tx, p).await,
+                    EntityEvent::DiscountSet(d) => return apply_discount(tx, d).await,
                     EntityEvent::FavoriteUpserted(e) => return apply_favorite(tx, &e.favorite).await,
                 }
                 Ok(Ok(()))
@@ -1376,6 +1420,29 @@ macro_rules! metadata_sql_impl {
                                     created_at_ms: r.try_get("created_at_ms")?,
                                     updated_at_ms: r.try_get("updated_at_ms")?,
                                 },
+                            })
+                        })
+                        .collect::<Result<_, sqlx::Error>>()
+                        .map_err(sql_err)
+                }
+
+                async fn discounts(&self, asset_id: &str) -> StoreResult<Vec<crate::money::Discount>> {
+                    let rows = sqlx::query("SELECT * FROM discounts WHERE asset_id = $1 ORDER BY set_at_ms DESC, discount_id DESC")
+                        .bind(asset_id)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    rows.iter()
+                        .map(|r| {
+                            Ok(crate::money::Discount {
+                                discount_id: r.try_get("discount_id")?,
+                                asset_id: r.try_get("asset_id")?,
+                                percent: r.try_get("percent")?,
+                                amount_credits: r.try_get("amount_credits")?,
+                                starts_at_ms: r.try_get("starts_at_ms")?,
+                                ends_at_ms: r.try_get("ends_at_ms")?,
+                                buyer_company_id: r.try_get("buyer_company_id")?,
+                                set_at_ms: r.try_get("set_at_ms")?,
                             })
                         })
                         .collect::<Result<_, sqlx::Error>>()

@@ -88,6 +88,7 @@ wire!(ConnectionUpserted, "tally.entities.ConnectionUpserted");
 wire!(AssetUpserted, "tally.entities.AssetUpserted");
 wire!(PriceSet, "tally.entities.PriceSet");
 wire!(FavoriteUpserted, "tally.entities.FavoriteUpserted");
+wire!(DiscountSet, "tally.entities.DiscountSet");
 wire!(UsageRecorded, "tally.usage.UsageRecorded");
 wire!(LedgerEntryPosted, "tally.billing.LedgerEntryPosted");
 wire!(DeadLetter, "tally.ops.DeadLetter");
@@ -178,6 +179,7 @@ pub fn encode_entity(event: &EntityEvent) -> Result<Vec<u8>, CodecError> {
         EntityEvent::AssetUpserted(e) => encode(e),
         EntityEvent::PriceSet(e) => encode(e),
         EntityEvent::FavoriteUpserted(e) => encode(e),
+        EntityEvent::DiscountSet(e) => encode(e),
     }
 }
 
@@ -200,6 +202,7 @@ pub fn decode_entity(bytes: &[u8]) -> Result<EntityEvent, CodecError> {
         AssetUpserted::SUBJECT => EntityEvent::AssetUpserted(decode_datum(id, datum)?),
         PriceSet::SUBJECT => EntityEvent::PriceSet(decode_datum(id, datum)?),
         FavoriteUpserted::SUBJECT => EntityEvent::FavoriteUpserted(decode_datum(id, datum)?),
+        DiscountSet::SUBJECT => EntityEvent::DiscountSet(decode_datum(id, datum)?),
         other => {
             return Err(CodecError::WrongSubject {
                 id,
@@ -332,6 +335,18 @@ mod tests {
                 price_usd: 0.25,
                 credits: 25,
                 set_at_ms: 7,
+            }),
+            EntityEvent::DiscountSet(DiscountSet {
+                event_id: "e9".into(),
+                discount_id: "d".into(),
+                company_id: "c".into(),
+                asset_id: "a".into(),
+                percent: Some(20.0),
+                amount_credits: None,
+                starts_at_ms: 1,
+                ends_at_ms: Some(9),
+                buyer_company_id: Some("b".into()),
+                set_at_ms: 2,
             }),
             EntityEvent::FavoriteUpserted(FavoriteUpserted {
                 event_id: "e8".into(),

@@ -294,6 +294,22 @@ pub struct PriceSet {
     pub set_at_ms: i64,
 }
 
+/// A discount on an asset's price in force: a percentage or an amount in credits off, from
+/// `starts_at_ms` until `ends_at_ms` (open-ended when none), for every buyer or one company.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiscountSet {
+    pub event_id: String,
+    pub discount_id: String,
+    pub company_id: String,
+    pub asset_id: String,
+    pub percent: Option<f64>,
+    pub amount_credits: Option<i64>,
+    pub starts_at_ms: i64,
+    pub ends_at_ms: Option<i64>,
+    pub buyer_company_id: Option<String>,
+    pub set_at_ms: i64,
+}
+
 /// One execution, charged or not, as committed by the money path (on `tally.usage`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageRecorded {
@@ -385,6 +401,7 @@ pub enum EntityEvent {
     AssetUpserted(AssetUpserted),
     PriceSet(PriceSet),
     FavoriteUpserted(FavoriteUpserted),
+    DiscountSet(DiscountSet),
 }
 
 impl EntityEvent {
@@ -405,6 +422,7 @@ impl EntityEvent {
             Self::AssetUpserted(e) => &e.asset.id,
             Self::PriceSet(e) => &e.asset_id,
             Self::FavoriteUpserted(e) => &e.favorite.id,
+            Self::DiscountSet(e) => &e.asset_id,
         }
     }
 
@@ -420,6 +438,7 @@ impl EntityEvent {
             Self::AssetUpserted(e) => Some(&e.event_id),
             Self::PriceSet(e) => Some(&e.event_id),
             Self::FavoriteUpserted(e) => Some(&e.event_id),
+            Self::DiscountSet(e) => Some(&e.event_id),
             _ => None,
         }
     }

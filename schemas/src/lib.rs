@@ -14,8 +14,8 @@ pub use codec::{
 pub use events::{
     ApiKeyCreated, ApiKeyRevoked, ApiKeyState, ApiKeyUpserted, AssetState, AssetUpserted,
     CollectedEvent, CompanyCreated, CompanyState, CompanyUpdated, ConnectionState,
-    ConnectionUpserted, DeadLetter, EnrichedEvent, EntityEvent, FavoriteState, FavoriteUpserted,
-    LedgerEntryPosted, PriceSet, UsageRecorded, UserCreated, UserState, UserUpserted,
-    WebsiteCreated, WebsiteDeleted, WebsiteUpdated,
+    ConnectionUpserted, DeadLetter, DiscountSet, EnrichedEvent, EntityEvent, FavoriteState,
+    FavoriteUpserted, LedgerEntryPosted, PriceSet, UsageRecorded, UserCreated, UserState,
+    UserUpserted, WebsiteCreated, WebsiteDeleted, WebsiteUpdated,
 };
 pub use registry::{schema_by_id, SchemaEntry, REGISTRY};

@@ -133,6 +133,7 @@ pub const REGISTRY: &[SchemaEntry] = &[
         1,
         "favorite_upserted.v1.avsc"
     ),
+    entry!(22, "tally.entities.DiscountSet", 1, "discount_set.v1.avsc"),
 ];
 
 struct Parsed {

@@ -1,8 +1,8 @@
 //! Seller → buyer over HTTP on every engine Tally connects to: the real seller PostgreSQL,
 //! MariaDB and ClickHouse servers that `deploy/local/services.sh` starts, and SQLite and DuckDB
 //! files under the file root. For each engine the same walk: connect and `test`, refuse
-//! writing SQL at asset creation, execute a priced asset with a bound parameter (the expected
-//! rows, the buyer charged the price, the seller credited its share), an injection attempt that
+//! writing SQL at asset creation, execute a priced, discounted asset with a bound parameter (the
+//! expected rows, the buyer charged the discounted price, the seller credited its share), an injection attempt that
 //! stays a value, a query past its timeout answering `504` uncharged, ten million rows capped;
 //! afterwards every source table is unchanged and `tally reconcile` agrees.
 
@@ -199,8 +199,13 @@ async fn balance(c: &Client, company: &str) -> i64 {
     b["data"]["credits_balance"].as_i64().expect("balance")
 }
 
-/// Creates a shared asset priced at `usd` (None: free) and returns its slug.
-async fn publish(seller: &Client, seller_id: &str, body: Value, usd: f64) -> String {
+/// Creates a shared asset priced at `usd` and returns its slug and id.
+async fn publish_with_id(
+    seller: &Client,
+    seller_id: &str,
+    body: Value,
+    usd: f64,
+) -> (String, String) {
     let (s, b) = seller
         .post(&format!("/companies/{seller_id}/assets"), &body)
         .await;
@@ -213,7 +218,12 @@ async fn publish(seller: &Client, seller_id: &str, body: Value, usd: f64) -> Str
         )
         .await;
     assert_eq!(s, 201, "{p}");
-    b["data"]["slug"].as_str().expect("slug").to_string()
+    (b["data"]["slug"].as_str().expect("slug").to_string(), id)
+}
+
+/// Creates a shared asset priced at `usd` and returns its slug.
+async fn publish(seller: &Client, seller_id: &str, body: Value, usd: f64) -> String {
+    publish_with_id(seller, seller_id, body, usd).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +302,7 @@ async fn every_engine_serves_buyers_in_place_read_only() {
                    "asset_schema": {"params": [{"name": "region", "type": "string", "required": true}]},
                    "sql_logic": sql})
         };
-        let totals = publish(
+        let (totals, totals_id) = publish_with_id(
             &seller,
             &seller_id,
             shared(
@@ -302,6 +312,14 @@ async fn every_engine_serves_buyers_in_place_read_only() {
             0.05,
         )
         .await;
+        // 20 % off for this buyer: 5 credits less 1 (20 % of 5).
+        let (s, d) = seller
+            .post(
+                &format!("/companies/{seller_id}/assets/{totals_id}/prices/discount"),
+                &json!({"discount_percent": 20, "buyer_company_id": buyer_id}),
+            )
+            .await;
+        assert_eq!(s, 201, "{d}");
         let (b0, s0) = (
             balance(&buyer, &buyer_id).await,
             balance(&seller, &seller_id).await,
@@ -315,12 +333,15 @@ async fn every_engine_serves_buyers_in_place_read_only() {
             json!([{"region": "north", "total": 4}]),
             "{name}"
         );
-        assert_eq!(b["data"]["credits_charged"], 5, "{name}");
-        assert_eq!(balance(&buyer, &buyer_id).await, b0 - 5, "{name}");
+        assert_eq!(
+            b["data"]["credits_charged"], 4,
+            "{name}: the discounted price"
+        );
+        assert_eq!(balance(&buyer, &buyer_id).await, b0 - 4, "{name}");
         assert_eq!(
             balance(&seller, &seller_id).await,
-            s0 + 4,
-            "{name}: 85 % of 5, rounded down"
+            s0 + 3,
+            "{name}: 85 % of 4, rounded down"
         );
         for attempt in [
             "x' OR '1'='1",

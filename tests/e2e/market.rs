@@ -418,6 +418,10 @@ async fn bad_bodies_on_the_new_routes_are_4xx_never_500() {
             ),
             (
                 reqwest::Method::POST,
+                format!("/companies/{acme}/assets/{asset}/prices/discount"),
+            ),
+            (
+                reqwest::Method::POST,
                 "/analyze/acme/assets/fuzzed".to_string(),
             ),
         ]);

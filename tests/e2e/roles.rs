@@ -199,7 +199,10 @@ async fn every_role_is_refused_exactly_where_the_table_says_and_the_audit_log_sh
         rows.iter().any(|r| r["outcome"] == "ok"
             && r["action"] == "PATCH /companies/{company_id}"
             && r["user_id"] == callers[1].2),
-        "the admin's company update is audited: {:?}", rows.iter().filter(|r| r["action"].as_str().is_some_and(|a| a.starts_with("PATCH"))).collect::<Vec<_>>()
+        "the admin's company update is audited: {:?}",
+        rows.iter()
+            .filter(|r| r["action"].as_str().is_some_and(|a| a.starts_with("PATCH")))
+            .collect::<Vec<_>>()
     );
     assert!(
         rows.iter()

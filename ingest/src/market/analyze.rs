@@ -45,6 +45,8 @@ pub(crate) struct Resolved {
     seller: Company,
     connection: Option<schemas::ConnectionState>,
     price: Option<i64>,
+    /// Discounts on the asset (applied per buyer and time at each execution).
+    discounts: Vec<projections::Discount>,
 }
 
 pub(crate) const RESOLVED_TTL: Duration = Duration::from_secs(1);
@@ -69,11 +71,13 @@ async fn resolve(s: &IngestState, handle: &str, slug: &str) -> ApiResult<Arc<Res
         .ok_or_else(not_found)?;
     let connection = s.metadata.connection(&asset.connection_id).await?;
     let price = active(&s.metadata.prices(&asset.id).await?).map(|p| p.credits);
+    let discounts = s.metadata.discounts(&asset.id).await?;
     let resolved = Arc::new(Resolved {
         asset,
         seller,
         connection,
         price,
+        discounts,
     });
     if s.resolved.len() > 10_000 {
         s.resolved.clear();
@@ -272,19 +276,26 @@ fn execution_id(buyer: &str, key: Option<&str>) -> String {
     }
 }
 
-/// The price for `caller` in credits: 0 for its own company, else the price in force
-/// (`409 not_for_sale` without one).
+/// The price for `caller` in credits: 0 for its own company, else the price in force less
+/// the best discount that applies to the caller's company now (`409 not_for_sale` without a
+/// price).
 fn cost(caller: &Caller, r: &Resolved) -> ApiResult<i64> {
     if r.asset.company_id == caller.company_id {
         return Ok(0);
     }
-    r.price.ok_or_else(|| {
+    let price = r.price.ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
             "not_for_sale",
             "this asset has no price in force, so it is not for sale",
         )
-    })
+    })?;
+    Ok(projections::discounted(
+        price,
+        &r.discounts,
+        &caller.company_id,
+        crate::commands::now_ms(),
+    ))
 }
 
 async fn execute(

@@ -153,6 +153,123 @@ pub async fn set_price(
         .into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscountBody {
+    discount_percent: Option<f64>,
+    discount_amount_usd: Option<f64>,
+    starts_at: Option<String>,
+    ends_at: Option<String>,
+    buyer_company_id: Option<String>,
+}
+
+fn instant(field: &str, v: &str) -> ApiResult<i64> {
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| ApiError::bad_request(format!("{field} must be an RFC 3339 time")))
+}
+
+/// `POST …/prices/discount`: `discount_percent` (0 < p ≤ 100) or `discount_amount_usd` off the
+/// price in force, from `starts_at` (default now) until `ends_at` (default open), for every
+/// buyer or only `buyer_company_id`. The best discount that applies wins; they never add up.
+pub async fn set_discount(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path((company_id, asset_id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    own_asset_prices(&s, &caller, &company_id, &asset_id, Action::ManagePrices).await?;
+    let b: DiscountBody = parse_json(&body)?;
+    let (percent, amount_credits) = match (b.discount_percent, b.discount_amount_usd) {
+        (Some(p), None) if p.is_finite() && p > 0.0 && p <= 100.0 => (Some(p), None),
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "discount_percent must be more than 0 and at most 100",
+            ))
+        }
+        (None, Some(usd)) if usd > 0.0 => (None, Some(credits(&s, usd)?)),
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "discount_amount_usd must be more than 0",
+            ))
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of discount_percent and discount_amount_usd",
+            ))
+        }
+    };
+    let now = now_ms();
+    let starts_at_ms = match &b.starts_at {
+        Some(t) => instant("starts_at", t)?,
+        None => now,
+    };
+    let ends_at_ms = b
+        .ends_at
+        .as_deref()
+        .map(|t| instant("ends_at", t))
+        .transpose()?;
+    if ends_at_ms.is_some_and(|e| e <= starts_at_ms) {
+        return Err(ApiError::bad_request("ends_at must be after starts_at"));
+    }
+    if let Some(buyer) = &b.buyer_company_id {
+        if s.metadata.company(buyer).await?.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "buyer_company_id {buyer:?} is no company"
+            )));
+        }
+    }
+    let event = schemas::DiscountSet {
+        event_id: new_id(),
+        discount_id: new_id(),
+        company_id,
+        asset_id,
+        percent,
+        amount_credits,
+        starts_at_ms,
+        ends_at_ms,
+        buyer_company_id: b.buyer_company_id,
+        set_at_ms: now,
+    };
+    let out = json!({
+        "discount_id": event.discount_id,
+        "discount_percent": event.percent,
+        "discount_credits": event.amount_credits,
+        "starts_at": rfc3339(event.starts_at_ms),
+        "ends_at": event.ends_at_ms.map(rfc3339),
+        "buyer_company_id": event.buyer_company_id,
+    });
+    s.command_checked(vec![EntityEvent::DiscountSet(event)])
+        .await?;
+    Ok((StatusCode::CREATED, market("Discount set", out)).into_response())
+}
+
+/// `GET …/prices/discount`: the asset's discounts, newest first.
+pub async fn discounts(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path((company_id, asset_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    own_asset_prices(&s, &caller, &company_id, &asset_id, Action::ManagePrices).await?;
+    let rows: Vec<Value> = s
+        .metadata
+        .discounts(&asset_id)
+        .await?
+        .iter()
+        .map(|d| {
+            json!({
+                "discount_id": d.discount_id,
+                "discount_percent": d.percent,
+                "discount_credits": d.amount_credits,
+                "starts_at": rfc3339(d.starts_at_ms),
+                "ends_at": d.ends_at_ms.map(rfc3339),
+                "buyer_company_id": d.buyer_company_id,
+            })
+        })
+        .collect();
+    Ok(market("Discounts retrieved", json!(rows)).into_response())
+}
+
 /// `POST …/prices/calculate_credits`: USD → whole credits, rounded up; nothing is saved.
 pub async fn calculate_credits(
     State(s): State<Arc<IngestState>>,
