@@ -173,10 +173,6 @@ const MARKET_NOT_BUILT: &[&str] = &[
     "/companies/{company_id}/api-keys/{api_key_id}/stats",
     "/companies/{company_id}/assets/statistics",
     "/companies/{company_id}/assets/{asset_id}/statistics",
-    "/companies/{company_id}/assets/{asset_id}/infoschema",
-    "/companies/{company_id}/assets/{asset_id}/scan_column",
-    "/companies/{company_id}/assets/{asset_id}/test",
-    "/companies/{company_id}/assets/{asset_id}/predicted_price",
     "/companies/{company_id}/endpoints",
     "/companies/{company_id}/requests",
     "/companies/{company_id}/analytics",
@@ -227,7 +223,8 @@ type Routes = Vec<(String, axum::routing::MethodRouter<Arc<IngestState>>)>;
 /// table, and [`protected_paths`] lists it, so a test can walk every route (none escapes).
 fn protected_routes() -> Routes {
     use market::{
-        analyze, assets, companies, connections, favorites, keys, money, reference, users,
+        analyze, asset_tools, assets, companies, connections, favorites, keys, money, reference,
+        users,
     };
     let mut routes: Routes = Vec::new();
     let mut route = |path: &str, handler: axum::routing::MethodRouter<Arc<IngestState>>| {
@@ -330,6 +327,26 @@ fn protected_routes() -> Routes {
     route(
         "/companies/{company_id}/assets/{asset_id}/prices/calculate_credits",
         post(money::calculate_credits),
+    );
+    route(
+        "/companies/{company_id}/assets/{asset_id}/infoschema",
+        get(asset_tools::infoschema),
+    );
+    route(
+        "/companies/{company_id}/assets/{asset_id}/infoschema/save",
+        get(asset_tools::infoschema_save),
+    );
+    route(
+        "/companies/{company_id}/assets/{asset_id}/scan_column",
+        post(asset_tools::scan_column),
+    );
+    route(
+        "/companies/{company_id}/assets/{asset_id}/test",
+        get(asset_tools::test).post(asset_tools::test),
+    );
+    route(
+        "/companies/{company_id}/assets/{asset_id}/predicted_price",
+        get(asset_tools::predicted_price),
     );
     route(
         "/companies/{company_id}/assets/{asset_id}/prices/discount",

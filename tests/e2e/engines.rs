@@ -312,6 +312,66 @@ async fn every_engine_serves_buyers_in_place_read_only() {
             0.05,
         )
         .await;
+        // The seller's tools on it: the result's columns, a test run, one column's values.
+        let tools = format!("/companies/{seller_id}/assets/{totals_id}");
+        let (s, i) = seller
+            .get(&format!("{tools}/infoschema?region=north"))
+            .await;
+        assert_eq!(s, 200, "{name}: {i}");
+        let cols: Vec<&str> = i["data"]["columns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(cols, vec!["region", "total"], "{name}");
+        let (s, t) = seller.get(&format!("{tools}/test?region=north")).await;
+        assert_eq!(
+            (
+                s,
+                t["data"]["status"].clone(),
+                t["data"]["row_count"].clone()
+            ),
+            (200, json!("ok"), json!(1)),
+            "{name}: {t}"
+        );
+        let (s, v) = seller
+            .post(
+                &format!("{tools}/scan_column"),
+                &json!({"column": "region", "params": {"region": "south"}}),
+            )
+            .await;
+        assert_eq!(
+            (s, v["data"]["values"].clone()),
+            (200, json!(["south"])),
+            "{name}: {v}"
+        );
+        let (s, v) = seller
+            .post(
+                &format!("{tools}/scan_column"),
+                &json!({"column": "nope", "params": {"region": "south"}}),
+            )
+            .await;
+        assert_eq!(s, 400, "{name}: {v}");
+        assert_eq!(
+            seller
+                .get(&format!("{tools}/infoschema/save?region=north"))
+                .await
+                .0,
+            200
+        );
+        let (_, a) = seller.get(&tools).await;
+        assert!(a["data"].to_string().contains("infoschema"), "{name}: {a}");
+        assert_eq!(
+            buyer
+                .get(&format!("/companies/{seller_id}/assets/{totals_id}/test"))
+                .await
+                .0,
+            403
+        );
+        let (s, p) = seller.get(&format!("{tools}/predicted_price")).await;
+        assert_eq!(s, 200, "{p}");
+
         // 20 % off for this buyer: 5 credits less 1 (20 % of 5).
         let (s, d) = seller
             .post(

@@ -422,6 +422,14 @@ async fn bad_bodies_on_the_new_routes_are_4xx_never_500() {
             ),
             (
                 reqwest::Method::POST,
+                format!("/companies/{acme}/assets/{asset}/scan_column"),
+            ),
+            (
+                reqwest::Method::POST,
+                format!("/companies/{acme}/assets/{asset}/test"),
+            ),
+            (
+                reqwest::Method::POST,
                 "/analyze/acme/assets/fuzzed".to_string(),
             ),
         ]);

@@ -49,6 +49,23 @@ pub(crate) struct Resolved {
     discounts: Vec<projections::Discount>,
 }
 
+impl Resolved {
+    /// An asset as its own company runs it (seller tooling: no price, no discount).
+    pub(crate) fn for_owner(
+        asset: AssetState,
+        seller: Company,
+        connection: Option<schemas::ConnectionState>,
+    ) -> Resolved {
+        Resolved {
+            asset,
+            seller,
+            connection,
+            price: None,
+            discounts: Vec::new(),
+        }
+    }
+}
+
 pub(crate) const RESOLVED_TTL: Duration = Duration::from_secs(1);
 
 async fn resolve(s: &IngestState, handle: &str, slug: &str) -> ApiResult<Arc<Resolved>> {
@@ -106,14 +123,14 @@ async fn runnable(
 }
 
 /// Query-string parameters (every value a string), minus Tally's own `format`.
-fn query_params(q: &HashMap<String, String>) -> Map<String, Value> {
+pub(crate) fn query_params(q: &HashMap<String, String>) -> Map<String, Value> {
     q.iter()
         .filter(|(k, _)| k.as_str() != "format")
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect()
 }
 
-fn body_params(body: &[u8]) -> ApiResult<Map<String, Value>> {
+pub(crate) fn body_params(body: &[u8]) -> ApiResult<Map<String, Value>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -126,16 +143,16 @@ fn body_params(body: &[u8]) -> ApiResult<Map<String, Value>> {
 }
 
 /// Everything an execution needs, checked before any money moves.
-struct Prepared {
-    connector: sources::Connector,
-    sql: String,
-    binds: Vec<Param>,
-    limits: Limits,
+pub(crate) struct Prepared {
+    pub(crate) connector: sources::Connector,
+    pub(crate) sql: String,
+    pub(crate) binds: Vec<Param>,
+    pub(crate) limits: Limits,
 }
 
 /// Checks the parameters and finds the source of `asset`: a bad parameter is a `400` here,
 /// before anything is charged.
-async fn prepare(
+pub(crate) async fn prepare(
     s: &IngestState,
     resolved: &Resolved,
     given: &Map<String, Value>,

@@ -466,7 +466,7 @@ pub async fn search(
     .into_response())
 }
 
-async fn own_asset(
+pub(crate) async fn own_asset(
     s: &IngestState,
     caller: &Caller,
     company_id: &str,

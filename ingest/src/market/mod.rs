@@ -5,6 +5,7 @@
 //! meantime) becomes `409 conflict` naming the field.
 
 pub mod analyze;
+pub mod asset_tools;
 pub mod assets;
 pub mod companies;
 pub mod connections;
