@@ -169,7 +169,6 @@ pub fn router(state: Arc<IngestState>) -> Router {
 /// Marketplace routes that exist in the contract but whose part is not built yet: they answer
 /// `501 not_implemented` (after authentication) instead of a misleading 404.
 const MARKET_NOT_BUILT: &[&str] = &[
-    "/companies/{company_id}/objects",
     "/companies/{company_id}/api-keys/{api_key_id}/stats",
     "/companies/{company_id}/assets/statistics",
     "/companies/{company_id}/assets/{asset_id}/statistics",
@@ -181,7 +180,6 @@ const MARKET_NOT_BUILT: &[&str] = &[
     "/companies/{company_id}/postgen_integrations",
     "/companies/{company_id}/users/{user_id}/alerts",
     "/companies/{company_id}/users/{user_id}/notifications",
-    "/industries/active",
     "/plans",
 ];
 
@@ -362,6 +360,7 @@ fn protected_routes() -> Routes {
         "/companies/{company_id}/audit-log",
         get(companies::audit_log),
     );
+    route("/companies/{company_id}/objects", get(companies::objects));
     route(
         "/analyze/{company_handle}/assets/{asset_slug}",
         get(analyze::get).post(analyze::post),
@@ -377,6 +376,7 @@ fn protected_routes() -> Routes {
         get(reference::engine),
     );
     route("/industries", get(reference::industries));
+    route("/industries/active", get(reference::active_industries));
     route("/industries/{industry_id}", get(reference::industry));
     route("/job-functions", get(reference::functions));
     route("/job-functions/{function_id}", get(reference::function));

@@ -298,7 +298,7 @@ async fn every_engine_serves_buyers_in_place_read_only() {
 
         let shared = |n: String, sql: String| {
             json!({"name": n, "connection_id": conn, "visibility": "SHARED", "sell_in_marketplace": true,
-                   "allow_params": true,
+                   "allow_params": true, "industry_id": 5,
                    "asset_schema": {"params": [{"name": "region", "type": "string", "required": true}]},
                    "sql_logic": sql})
         };
@@ -473,6 +473,33 @@ async fn every_engine_serves_buyers_in_place_read_only() {
             "{name}: the source is unchanged"
         );
     }
+    // The industries with sold assets, and the seller's objects in one answer.
+    let (s, i) = buyer.get("/industries/active").await;
+    assert_eq!(s, 200, "{i}");
+    let ids: Vec<i64> = i["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["industry_id"].as_i64())
+        .collect();
+    assert_eq!(ids, vec![5], "{i}");
+    let (s, o) = seller.get(&format!("/companies/{seller_id}/objects")).await;
+    assert_eq!(s, 200, "{o}");
+    assert_eq!(
+        o["data"]["connections"].as_array().map(Vec::len),
+        Some(engines.len())
+    );
+    assert_eq!(
+        o["data"]["assets"].as_array().map(Vec::len),
+        Some(engines.len() * 3)
+    );
+    assert_eq!(
+        buyer
+            .get(&format!("/companies/{seller_id}/objects"))
+            .await
+            .0,
+        403
+    );
     app.shutdown().await.expect("shutdown");
     let r = tally::reconcile(&settings).await.expect("reconcile");
     assert!(r.ok, "{}", r.lines.join("\n"));

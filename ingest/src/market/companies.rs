@@ -333,3 +333,40 @@ pub async fn audit_log(
     )
     .into_response())
 }
+
+/// `GET /companies/{company_id}/objects`: the company's connections (for roles that manage
+/// them) and assets in one answer. Endpoints come with the next issue (always empty here).
+pub async fn objects(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path(company_id): Path<String>,
+) -> ApiResult<Response> {
+    scoped(&s, &caller, &company_id, Action::ReadCompany).await?;
+    let connections: Vec<serde_json::Value> =
+        if web::roles::allowed(caller.role, Action::ManageConnections) {
+            s.metadata
+                .connections(&company_id)
+                .await?
+                .iter()
+                .map(super::connections::connection_json)
+                .collect()
+        } else {
+            Vec::new()
+        };
+    let assets: Vec<serde_json::Value> = if web::roles::allowed(caller.role, Action::ReadAssets) {
+        s.metadata
+            .visible_assets(&company_id)
+            .await?
+            .iter()
+            .filter(|a| a.company_id == company_id)
+            .map(|a| super::assets::asset_json(a, true))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(market(
+        "Company objects retrieved",
+        serde_json::json!({"connections": connections, "assets": assets, "endpoints": []}),
+    )
+    .into_response())
+}

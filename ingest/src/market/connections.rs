@@ -68,7 +68,7 @@ fn credential_type(value: Option<&str>) -> ApiResult<String> {
     }
 }
 
-fn connection_json(c: &ConnectionState) -> Value {
+pub(crate) fn connection_json(c: &ConnectionState) -> Value {
     json!({
         "connection_id": c.id,
         "company_id": c.company_id,

@@ -128,3 +128,26 @@ pub async fn usecase(
         id,
     )
 }
+
+/// `GET /industries/active`: the industries with at least one asset shared and sold in the
+/// marketplace.
+pub async fn active_industries(
+    axum::extract::State(s): axum::extract::State<std::sync::Arc<IngestState>>,
+    Extension(c): Extension<Caller>,
+) -> ApiResult<Response> {
+    c.require(Action::ReadReference)?;
+    let used: std::collections::BTreeSet<i32> = s
+        .metadata
+        .visible_assets(&c.company_id)
+        .await?
+        .iter()
+        .filter(|a| a.visibility == "SHARED" && a.sell_in_marketplace)
+        .filter_map(|a| a.industry_id)
+        .collect();
+    let rows: Vec<_> = INDUSTRIES
+        .iter()
+        .filter(|i| used.contains(&i.industry_id))
+        .cloned()
+        .collect();
+    list(&c, "Active industries", rows)
+}
