@@ -98,6 +98,11 @@ pub struct Settings {
     #[arg(long, env = "TALLY_OUTBOX_LEASE_MS", default_value_t = 30_000,
         value_parser = clap::value_parser!(u64).range(500..=600_000))]
     pub outbox_lease_ms: u64,
+    /// How long an identical execution of a `cached` asset is answered from cache, in
+    /// seconds (0: off).
+    #[arg(long, env = "TALLY_RESULT_CACHE_SECS", default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub result_cache_secs: u64,
 }
 
 fn parse_share(s: &str) -> Result<f64, String> {
@@ -215,6 +220,7 @@ pub(crate) mod tests {
             source_file_root: None,
             execution_timeout_ms: 10_000,
             outbox_lease_ms: 30_000,
+            result_cache_secs: 60,
             source_pool_size: 16,
         }
     }

@@ -45,6 +45,9 @@ pub struct IngestConfig {
     pub vendor_share_bp: i32,
     /// Credits per USD (`TALLY_CREDITS_PER_USD`).
     pub credits_per_usd: i64,
+    /// How long an identical execution of a `cached` asset is answered from the result cache
+    /// (`TALLY_RESULT_CACHE_SECS`; 0 turns the cache off).
+    pub result_cache: Duration,
 }
 
 impl IngestConfig {
@@ -59,6 +62,7 @@ impl IngestConfig {
             projection_wait: Duration::from_secs(10),
             vendor_share_bp: market::companies::DEFAULT_VENDOR_SHARE_BP,
             credits_per_usd: 100,
+            result_cache: Duration::from_secs(60),
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct IngestState {
     login_failures: DashMap<std::net::IpAddr, Vec<i64>>,
     /// What executions looked up, per (company handle, asset slug), briefly.
     resolved: DashMap<(String, String), (Instant, Arc<market::analyze::Resolved>)>,
+    /// Results of `cached` assets, per (asset, version, bound values).
+    pub(crate) results: DashMap<String, (Instant, Arc<sources::model::Rows>)>,
 }
 
 impl IngestState {
@@ -117,6 +123,7 @@ impl IngestState {
             money: None,
             platform_company: std::sync::OnceLock::new(),
             resolved: DashMap::new(),
+            results: DashMap::new(),
             sessions: None,
             audit: None,
             login_failures: DashMap::new(),

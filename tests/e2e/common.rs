@@ -95,6 +95,7 @@ pub fn embedded_settings(dir: &Path) -> tally::Settings {
         execution_timeout_ms: 10_000,
         source_pool_size: 16,
         outbox_lease_ms: 30_000,
+        result_cache_secs: 60,
     }
 }
 

@@ -467,6 +467,45 @@ async fn every_engine_serves_buyers_in_place_read_only() {
             "{name}"
         );
 
+        // A cached asset: the same call again within the window is answered from the cache.
+        let cached = publish(
+            &seller,
+            &seller_id,
+            shared(
+                format!("Cached {name}"),
+                format!("SELECT count(*) AS n FROM {table} WHERE region = {{{{region}}}}"),
+            )
+            .as_object()
+            .map(|o| {
+                let mut o = o.clone();
+                o.insert("cached".into(), json!(true));
+                Value::Object(o)
+            })
+            .unwrap_or_default(),
+            0.01,
+        )
+        .await;
+        let run = format!("/analyze/acme/assets/{cached}?region=north");
+        let (_, first) = buyer.get(&run).await;
+        let (_, second) = buyer.get(&run).await;
+        let (_, other) = buyer
+            .get(&format!("/analyze/acme/assets/{cached}?region=south"))
+            .await;
+        assert_eq!(
+            (
+                first["data"]["cached"].clone(),
+                second["data"]["cached"].clone(),
+                other["data"]["cached"].clone()
+            ),
+            (json!(false), json!(true), json!(false)),
+            "{name}: {first} {second}"
+        );
+        assert_eq!(first["data"]["rows"], second["data"]["rows"]);
+        assert_eq!(
+            second["data"]["credits_charged"], 1,
+            "a cached answer is charged"
+        );
+
         assert_eq!(
             e.db.fingerprint(table).await,
             before,
@@ -491,7 +530,7 @@ async fn every_engine_serves_buyers_in_place_read_only() {
     );
     assert_eq!(
         o["data"]["assets"].as_array().map(Vec::len),
-        Some(engines.len() * 3)
+        Some(engines.len() * 4)
     );
     assert_eq!(
         buyer

@@ -370,15 +370,33 @@ async fn execute(
             .with_details(json!({ "execution_id": execution_id })))
         }
     }
+    let cache_key = (asset.cached && !s.cfg.result_cache.is_zero())
+        .then(|| format!("{}|{}|{:?}", asset.id, asset.version, prepared.binds));
+    let hit = cache_key.as_ref().and_then(|k| {
+        s.results
+            .get(k)
+            .filter(|e| e.0.elapsed() < s.cfg.result_cache)
+            .map(|e| e.1.clone())
+    });
+    let from_cache = hit.is_some();
     let started = Instant::now();
-    let result = prepared
-        .connector
-        .query(&prepared.sql, &prepared.binds, prepared.limits)
-        .await;
+    let result = match hit {
+        Some(rows) => Ok(rows),
+        None => prepared
+            .connector
+            .query(&prepared.sql, &prepared.binds, prepared.limits)
+            .await
+            .map(Arc::new),
+    };
     let took = started.elapsed();
     let duration_ms = (took.as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
     let rows = match result {
-        Ok(rows) => rows,
+        Ok(rows) => {
+            if let (Some(k), false) = (&cache_key, from_cache) {
+                remember(s, k, &rows);
+            }
+            rows
+        }
         Err(e) => {
             if !replayed {
                 store
@@ -431,7 +449,7 @@ async fn execute(
         "row_count": rows.rows.len(),
         "truncated": rows.truncated,
         "duration_ms": duration_ms,
-        "cached": false,
+        "cached": from_cache,
         "credits_charged": charged,
         "credits_remaining": balance,
     });
@@ -442,6 +460,25 @@ async fn execute(
         data["value"] = rows.rows[0][0].clone();
     }
     Ok(market("Asset executed", data).into_response())
+}
+
+/// Results kept at most, and the largest result kept (rows).
+const CACHE_ENTRIES: usize = 1_000;
+const CACHE_MAX_ROWS: usize = 1_000;
+
+/// Keeps a `cached` asset's result for identical calls within `TALLY_RESULT_CACHE_SECS`.
+fn remember(s: &IngestState, key: &str, rows: &Arc<Rows>) {
+    if rows.rows.len() > CACHE_MAX_ROWS {
+        return;
+    }
+    if s.results.len() >= CACHE_ENTRIES {
+        s.results.retain(|_, e| e.0.elapsed() < s.cfg.result_cache);
+        if s.results.len() >= CACHE_ENTRIES {
+            s.results.clear();
+        }
+    }
+    s.results
+        .insert(key.to_string(), (Instant::now(), rows.clone()));
 }
 
 fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
