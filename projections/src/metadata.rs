@@ -35,13 +35,26 @@ pub struct Price {
     pub date_ended_ms: Option<i64>,
 }
 
+/// The order of an asset search.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AssetSort {
+    /// By name.
+    #[default]
+    Name,
+    /// Last changed first.
+    Recent,
+    /// Most succeeded executions first.
+    Popular,
+    /// Most succeeded executions since `since_ms` first.
+    Trending { since_ms: i64 },
+}
+
 /// An asset search: text in the name, description or tags; a category (asset type or tag).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AssetQuery {
     pub text: Option<String>,
     pub category: Option<String>,
-    /// Newest first; otherwise by name.
-    pub recent: bool,
+    pub sort: AssetSort,
     pub limit: usize,
     pub offset: usize,
 }

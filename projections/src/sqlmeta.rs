@@ -1355,7 +1355,18 @@ macro_rules! metadata_sql_impl {
                     const WHERE: &str = "WHERE NOT deleted AND (company_id = $1 OR (visibility = 'SHARED' AND sell_in_marketplace)) \
                         AND (lower(name) LIKE $2 OR lower(COALESCE(description, '')) LIKE $2 OR lower(tags) LIKE $2) \
                         AND ($3 = '%' OR lower(asset_type) = $4 OR lower(tags) LIKE $3)";
-                    let order = if q.recent { "updated_at_ms DESC, id" } else { "lower(name), id" };
+                    // Popularity counts succeeded executions (the money store's rows, same database).
+                    let since = match q.sort {
+                        crate::metadata::AssetSort::Trending { since_ms } => since_ms,
+                        _ => 0,
+                    };
+                    let order = match q.sort {
+                        crate::metadata::AssetSort::Name => "lower(name), id",
+                        crate::metadata::AssetSort::Recent => "updated_at_ms DESC, id",
+                        crate::metadata::AssetSort::Popular | crate::metadata::AssetSort::Trending { .. } => {
+                            "(SELECT count(*) FROM executions e WHERE e.asset_id = assets.id AND e.status = 'succeeded' AND e.created_at_ms >= $7) DESC, lower(name), id"
+                        }
+                    };
                     let like = |v: &Option<String>| v.as_ref().map_or("%".to_string(), |t| format!("%{}%", t.to_lowercase()));
                     let (text, tag) = (like(&q.text), q.category.as_ref().map_or("%".to_string(), |c| format!("%\"{}\"%", c.to_lowercase())));
                     let category = q.category.clone().unwrap_or_default().to_lowercase();
@@ -1363,13 +1374,17 @@ macro_rules! metadata_sql_impl {
                     let sql = format!(
                         "SELECT *, count(*) OVER () AS total_matches FROM assets {WHERE} ORDER BY {order} LIMIT $5 OFFSET $6"
                     );
-                    let rows = sqlx::query(&sql)
+                    let mut query = sqlx::query(&sql)
                         .bind(company_id)
                         .bind(&text)
                         .bind(&tag)
                         .bind(&category)
                         .bind(q.limit as i64)
-                        .bind(q.offset as i64)
+                        .bind(q.offset as i64);
+                    if matches!(q.sort, crate::metadata::AssetSort::Popular | crate::metadata::AssetSort::Trending { .. }) {
+                        query = query.bind(since);
+                    }
+                    let rows = query
                         .fetch_all(&self.pool)
                         .await
                         .map_err(sql_err)?;

@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS executions (
     settled_at_ms BIGINT
 );
 CREATE INDEX IF NOT EXISTS executions_held ON executions (status, created_at_ms);
+CREATE INDEX IF NOT EXISTS executions_by_asset ON executions (asset_id, created_at_ms);
 CREATE TABLE IF NOT EXISTS outbox (
     id TEXT PRIMARY KEY,
     topic TEXT NOT NULL,

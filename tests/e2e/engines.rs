@@ -512,6 +512,33 @@ async fn every_engine_serves_buyers_in_place_read_only() {
             "{name}: the source is unchanged"
         );
     }
+    // Popular and trending: the most executed assets first (each Totals ran 4 times).
+    for sort in ["popular", "trending"] {
+        let (s, found) = buyer
+            .get(&format!(
+                "/companies/{buyer_id}/assets/search?sort_by={sort}&limit=100"
+            ))
+            .await;
+        assert_eq!(s, 200, "{found}");
+        let names: Vec<&str> = found["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["name"].as_str())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .take(engines.len())
+                .all(|n| n.starts_with("Totals")),
+            "{sort}: {names:?}"
+        );
+        assert!(
+            names.last().is_some_and(|n| n.starts_with("Slow")),
+            "{sort}: {names:?}"
+        );
+    }
+
     // The industries with sold assets, and the seller's objects in one answer.
     let (s, i) = buyer.get("/industries/active").await;
     assert_eq!(s, 200, "{i}");

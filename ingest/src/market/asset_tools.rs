@@ -234,7 +234,7 @@ pub async fn predicted_price(
     let query = AssetQuery {
         text: None,
         category: Some(asset.asset_type.clone()),
-        recent: false,
+        sort: projections::AssetSort::Name,
         limit: 100,
         offset: 0,
     };

@@ -413,8 +413,12 @@ pub async fn list(
     Ok(web::market_list("Assets retrieved", &own, paging))
 }
 
+/// `sort_by=trending` counts the executions of the last seven days.
+const TRENDING_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
+
 /// `GET /companies/{company_id}/assets/search`: `q` (name, description, tags), `category`
-/// (asset type or tag), `sort_by` name|recent, `limit` (≤ 100), `offset`.
+/// (asset type or tag), `sort_by` name|recent|popular (succeeded executions)|trending (the
+/// same over the last seven days), `limit` (≤ 100), `offset`.
 pub async fn search(
     State(s): State<Arc<IngestState>>,
     Extension(caller): Extension<Caller>,
@@ -425,14 +429,14 @@ pub async fn search(
     let paging = Paging::from_query(&q, 20, 100)?;
     let text = q.get("q").filter(|v| !v.is_empty()).cloned();
     let category = q.get("category").filter(|v| !v.is_empty()).cloned();
-    let recent = match q.get("sort_by").map(String::as_str).unwrap_or("name") {
-        "name" => false,
-        "recent" => true,
-        "popular" | "trending" => {
-            return Err(ApiError::not_implemented(
-                "sort_by popular and trending need usage metering, which is not built yet",
-            ))
-        }
+    use projections::AssetSort;
+    let sort = match q.get("sort_by").map(String::as_str).unwrap_or("name") {
+        "name" => AssetSort::Name,
+        "recent" => AssetSort::Recent,
+        "popular" => AssetSort::Popular,
+        "trending" => AssetSort::Trending {
+            since_ms: now_ms() - TRENDING_WINDOW_MS,
+        },
         other => {
             return Err(ApiError::bad_request(format!(
                 "sort_by {other:?} is not one of name, recent, popular, trending"
@@ -445,7 +449,7 @@ pub async fn search(
     let query = projections::AssetQuery {
         text,
         category,
-        recent,
+        sort,
         limit: paging.limit,
         offset: paging.offset,
     };
