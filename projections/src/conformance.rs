@@ -716,3 +716,81 @@ async fn companies_users_and_keys<S: MetadataWriter + MetadataReader>(store: &S)
     assert!(store.connection("cn1").await.expect("conn").is_none());
     assert!(store.connections("c1").await.expect("list").is_empty());
 }
+
+/// The money rules every metadata store keeps, alone and in a batch (group commit): a hold
+/// debits only a covering balance, a retry holds nothing, a short hold leaves nothing behind,
+/// a settlement credits the seller and the platform or refunds the buyer, and every balance
+/// equals the sum of its ledger rows.
+pub async fn money_suite<S: crate::MoneyStore>(store: &S) {
+    use crate::{Hold, HoldOutcome, Settle};
+    store
+        .top_up("buyer", 10, Some("test"), "k1", "h1", 1)
+        .await
+        .expect("top up");
+    let h = |id: &str, cost: i64| Hold {
+        execution_id: id.into(),
+        buyer_company_id: "buyer".into(),
+        seller_company_id: "seller".into(),
+        platform_company_id: "platform".into(),
+        asset_id: "asset".into(),
+        api_key_id: 1,
+        user_id: "user".into(),
+        cost,
+        seller_share: cost * 8 / 10,
+        platform_fee: cost - cost * 8 / 10,
+        at_ms: 2,
+    };
+    let out = store
+        .hold_batch(&[h("e1", 4), h("e1", 4), h("e2", 7), h("e3", 6), h("e4", 0)])
+        .await
+        .expect("hold batch");
+    assert_eq!(
+        out,
+        vec![
+            HoldOutcome::Held { balance_after: 6 },
+            HoldOutcome::AlreadyHeld {
+                status: "held".into()
+            },
+            HoldOutcome::Insufficient { balance: 6 },
+            HoldOutcome::Held { balance_after: 0 },
+            HoldOutcome::Held { balance_after: 0 },
+        ]
+    );
+    let settle = |id: &str, ok: bool| Settle {
+        execution_id: id.into(),
+        succeeded: ok,
+        rows: 1,
+        duration_ms: 1.0,
+        at_ms: 3,
+    };
+    let balances = store
+        .settle_batch(&[settle("e1", true), settle("e3", false), settle("e1", false)])
+        .await
+        .expect("settle batch");
+    assert_eq!(
+        balances,
+        vec![0, 6, 6],
+        "the second settle of e1 changes nothing"
+    );
+    assert_eq!(store.balance("seller").await.expect("seller"), 3);
+    assert_eq!(store.balance("platform").await.expect("platform"), 1);
+    // A short hold left no execution behind, and one alone behaves as in a batch.
+    assert_eq!(
+        store.hold(&h("e2", 7)).await.expect("hold"),
+        HoldOutcome::Insufficient { balance: 6 }
+    );
+    for c in store.balance_checks().await.expect("checks") {
+        assert_eq!(c.balance, c.ledger_sum, "{}", c.company_id);
+    }
+    let n = store.money_counts().await.expect("counts");
+    assert_eq!(
+        (
+            n.executions_succeeded,
+            n.executions_failed,
+            n.executions_held,
+            n.debits,
+            n.refunds
+        ),
+        (1, 1, 1, 2, 1)
+    );
+}

@@ -8,6 +8,7 @@ pub mod audit;
 mod ch;
 pub mod conformance;
 mod duck;
+pub mod group_commit;
 pub mod metadata;
 pub mod money;
 #[cfg(feature = "postgres")]

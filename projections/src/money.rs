@@ -130,6 +130,16 @@ pub struct Hold {
     pub at_ms: i64,
 }
 
+/// One settlement: the execution, whether it succeeded, and what it returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settle {
+    pub execution_id: String,
+    pub succeeded: bool,
+    pub rows: i64,
+    pub duration_ms: f64,
+    pub at_ms: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HoldOutcome {
     Held {
@@ -196,6 +206,11 @@ pub trait MoneyStore: Send + Sync {
         at_ms: i64,
     ) -> StoreResult<TopUpOutcome>;
     async fn hold(&self, hold: &Hold) -> StoreResult<HoldOutcome>;
+    /// [`MoneyStore::hold`] for several executions in one transaction (group commit), one
+    /// outcome per hold in order.
+    async fn hold_batch(&self, holds: &[Hold]) -> StoreResult<Vec<HoldOutcome>>;
+    /// [`MoneyStore::settle`] for several executions in one transaction.
+    async fn settle_batch(&self, settles: &[Settle]) -> StoreResult<Vec<i64>>;
     /// Settles a held execution (once; settling again does nothing) and returns the buyer's
     /// balance afterwards.
     async fn settle(

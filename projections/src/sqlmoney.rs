@@ -204,6 +204,134 @@ macro_rules! money_sql_impl {
                 })
             }
 
+            /// Settles one held execution inside `tx`; the buyer's balance afterwards.
+            async fn settle_in(tx: &mut Tx<'_>, x: &Settle) -> StoreResult<i64> {
+                let (execution_id, succeeded, rows, duration_ms, at_ms) =
+                    (x.execution_id.as_str(), x.succeeded, x.rows, x.duration_ms, x.at_ms);
+                let status = if succeeded { "succeeded" } else { "failed" };
+                // The update is the lock: only the first settle of a held execution wins.
+                let row = sqlx::query(
+                    "UPDATE executions SET status = $1, result_rows = $2, duration_ms = $3, settled_at_ms = $4 \
+                     WHERE execution_id = $5 AND status = 'held' \
+                     RETURNING buyer_company_id, seller_company_id, platform_company_id, asset_id, api_key_id, user_id, cost, seller_share, platform_fee",
+                )
+                .bind(status)
+                .bind(rows)
+                .bind(duration_ms)
+                .bind(at_ms)
+                .bind(execution_id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(sql_err)?;
+                let Some(r) = row else {
+                    let buyer: Option<String> = sqlx::query_scalar("SELECT buyer_company_id FROM executions WHERE execution_id = $1")
+                        .bind(execution_id)
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map_err(sql_err)?;
+                    let balance = match buyer {
+                        Some(b) => balance_in(tx, &b).await.map_err(sql_err)?,
+                        None => 0,
+                    };
+                    return Ok(balance);
+                };
+                let get = |c: &str| -> Result<String, StoreError> { r.try_get(c).map_err(sql_err) };
+                let num = |c: &str| -> Result<i64, StoreError> { r.try_get(c).map_err(sql_err) };
+                let (buyer, seller, platform) = (get("buyer_company_id")?, get("seller_company_id")?, get("platform_company_id")?);
+                let (cost, share, fee) = (num("cost")?, num("seller_share")?, num("platform_fee")?);
+                let charged = if succeeded { cost } else { 0 };
+                if succeeded {
+                    for (company, kind, credits) in [(&seller, "seller_credit", share), (&platform, "platform_fee", fee)] {
+                        if credits > 0 {
+                            let after = add(tx, company, credits).await.map_err(sql_err)?.unwrap_or(0);
+                            post(tx, company, kind, credits, after, Some(execution_id), Some(&buyer), None, at_ms).await?;
+                        }
+                    }
+                } else if cost > 0 {
+                    let after = add(tx, &buyer, cost).await.map_err(sql_err)?.unwrap_or(0);
+                    post(tx, &buyer, "refund", cost, after, Some(execution_id), Some(&seller), None, at_ms).await?;
+                }
+                let usage = schemas::UsageRecorded {
+                    execution_id: execution_id.to_string(),
+                    buyer_company_id: buyer.clone(),
+                    seller_company_id: seller,
+                    asset_id: get("asset_id")?,
+                    api_key_id: num("api_key_id")?,
+                    user_id: get("user_id")?,
+                    credits: charged,
+                    rows,
+                    duration_ms,
+                    status: status.to_string(),
+                    mode: "live".into(),
+                    at_ms,
+                };
+                let payload = schemas::encode(&usage).map_err(|e| StoreError::Backend(e.to_string()))?;
+                outbox(tx, "usage", &buyer, payload, at_ms).await.map_err(sql_err)?;
+                let balance = balance_in(tx, &buyer).await.map_err(sql_err)?;
+                Ok(balance)
+            }
+
+            /// Holds one execution's cost inside `tx`. A refusal (a retry, a short balance)
+            /// leaves nothing behind in `tx`, so a batch can go on past it.
+            async fn hold_in(tx: &mut Tx<'_>, h: &Hold) -> StoreResult<HoldOutcome> {
+                // The insert is the lock on the execution id (also against other processes).
+                let inserted = sqlx::query(
+                    "INSERT INTO executions (execution_id, buyer_company_id, seller_company_id, platform_company_id, asset_id, api_key_id, \
+                     user_id, cost, seller_share, platform_fee, status, created_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'held', $11) ON CONFLICT (execution_id) DO NOTHING",
+                )
+                .bind(&h.execution_id)
+                .bind(&h.buyer_company_id)
+                .bind(&h.seller_company_id)
+                .bind(&h.platform_company_id)
+                .bind(&h.asset_id)
+                .bind(h.api_key_id)
+                .bind(&h.user_id)
+                .bind(h.cost)
+                .bind(h.seller_share)
+                .bind(h.platform_fee)
+                .bind(h.at_ms)
+                .execute(&mut **tx)
+                .await
+                .map_err(sql_err)?
+                .rows_affected();
+                if inserted == 0 {
+                    let status: String = sqlx::query_scalar("SELECT status FROM executions WHERE execution_id = $1")
+                        .bind(&h.execution_id)
+                        .fetch_one(&mut **tx)
+                        .await
+                        .map_err(sql_err)?;
+                    return Ok(HoldOutcome::AlreadyHeld { status });
+                }
+                if h.cost == 0 {
+                    let balance_after = balance_in(tx, &h.buyer_company_id).await.map_err(sql_err)?;
+                    return Ok(HoldOutcome::Held { balance_after });
+                }
+                let Some(balance_after) = add(tx, &h.buyer_company_id, -h.cost).await.map_err(sql_err)? else {
+                    // Short: the execution row goes again, so nothing of this hold remains.
+                    sqlx::query("DELETE FROM executions WHERE execution_id = $1")
+                        .bind(&h.execution_id)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(sql_err)?;
+                    let balance = balance_in(tx, &h.buyer_company_id).await.map_err(sql_err)?;
+                    return Ok(HoldOutcome::Insufficient { balance });
+                };
+                post(
+                    tx,
+                    &h.buyer_company_id,
+                    "debit",
+                    -h.cost,
+                    balance_after,
+                    Some(&h.execution_id),
+                    Some(&h.seller_company_id),
+                    None,
+                    h.at_ms,
+                )
+                .await?;
+                Ok(HoldOutcome::Held { balance_after })
+            }
+
             #[async_trait]
             impl crate::audit::AuditStore for $store {
                 async fn append_audit(&self, rows: &[crate::audit::AuditRecord]) -> StoreResult<()> {
@@ -331,58 +459,58 @@ macro_rules! money_sql_impl {
                 async fn hold(&self, h: &Hold) -> StoreResult<HoldOutcome> {
                     let _writer = crate::sqlmeta::write_turn(&self.writer).await;
                     let mut tx = self.pool.begin().await.map_err(sql_err)?;
-                    let inserted = sqlx::query(
-                        "INSERT INTO executions (execution_id, buyer_company_id, seller_company_id, platform_company_id, asset_id, api_key_id, \
-                         user_id, cost, seller_share, platform_fee, status, created_at_ms) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'held', $11) ON CONFLICT (execution_id) DO NOTHING",
-                    )
-                    .bind(&h.execution_id)
-                    .bind(&h.buyer_company_id)
-                    .bind(&h.seller_company_id)
-                    .bind(&h.platform_company_id)
-                    .bind(&h.asset_id)
-                    .bind(h.api_key_id)
-                    .bind(&h.user_id)
-                    .bind(h.cost)
-                    .bind(h.seller_share)
-                    .bind(h.platform_fee)
-                    .bind(h.at_ms)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(sql_err)?
-                    .rows_affected();
-                    if inserted == 0 {
-                        let status: String = sqlx::query_scalar("SELECT status FROM executions WHERE execution_id = $1")
-                            .bind(&h.execution_id)
-                            .fetch_one(&mut *tx)
-                            .await
-                            .map_err(sql_err)?;
-                        return Ok(HoldOutcome::AlreadyHeld { status });
-                    }
-                    if h.cost == 0 {
-                        let balance_after = balance_in(&mut tx, &h.buyer_company_id).await.map_err(sql_err)?;
-                        tx.commit().await.map_err(sql_err)?;
-                        return Ok(HoldOutcome::Held { balance_after });
-                    }
-                    let Some(balance_after) = add(&mut tx, &h.buyer_company_id, -h.cost).await.map_err(sql_err)? else {
-                        let balance = balance_in(&mut tx, &h.buyer_company_id).await.map_err(sql_err)?;
-                        tx.rollback().await.map_err(sql_err)?;
-                        return Ok(HoldOutcome::Insufficient { balance });
-                    };
-                    post(
-                        &mut tx,
-                        &h.buyer_company_id,
-                        "debit",
-                        -h.cost,
-                        balance_after,
-                        Some(&h.execution_id),
-                        Some(&h.seller_company_id),
-                        None,
-                        h.at_ms,
-                    )
-                    .await?;
+                    let out = hold_in(&mut tx, h).await?;
                     tx.commit().await.map_err(sql_err)?;
-                    Ok(HoldOutcome::Held { balance_after })
+                    Ok(out)
+                }
+
+                async fn hold_batch(&self, holds: &[Hold]) -> StoreResult<Vec<HoldOutcome>> {
+                    let together: StoreResult<Vec<HoldOutcome>> = async {
+                        let _writer = crate::sqlmeta::write_turn(&self.writer).await;
+                        let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                        let mut out = Vec::with_capacity(holds.len());
+                        for h in holds {
+                            out.push(hold_in(&mut tx, h).await?);
+                        }
+                        tx.commit().await.map_err(sql_err)?;
+                        Ok(out)
+                    }
+                    .await;
+                    match together {
+                        Ok(out) => Ok(out),
+                        // One failed statement spoils the shared transaction: each on its own.
+                        Err(_) => {
+                            let mut out = Vec::with_capacity(holds.len());
+                            for h in holds {
+                                out.push(self.hold(h).await?);
+                            }
+                            Ok(out)
+                        }
+                    }
+                }
+
+                async fn settle_batch(&self, settles: &[Settle]) -> StoreResult<Vec<i64>> {
+                    let together: StoreResult<Vec<i64>> = async {
+                        let _writer = crate::sqlmeta::write_turn(&self.writer).await;
+                        let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                        let mut out = Vec::with_capacity(settles.len());
+                        for x in settles {
+                            out.push(settle_in(&mut tx, x).await?);
+                        }
+                        tx.commit().await.map_err(sql_err)?;
+                        Ok(out)
+                    }
+                    .await;
+                    match together {
+                        Ok(out) => Ok(out),
+                        Err(_) => {
+                            let mut out = Vec::with_capacity(settles.len());
+                            for x in settles {
+                                out.push(self.settle(&x.execution_id, x.succeeded, x.rows, x.duration_ms, x.at_ms).await?);
+                            }
+                            Ok(out)
+                        }
+                    }
                 }
 
                 async fn settle(
@@ -395,66 +523,14 @@ macro_rules! money_sql_impl {
                 ) -> StoreResult<i64> {
                     let _writer = crate::sqlmeta::write_turn(&self.writer).await;
                     let mut tx = self.pool.begin().await.map_err(sql_err)?;
-                    let status = if succeeded { "succeeded" } else { "failed" };
-                    // The update is the lock: only the first settle of a held execution wins.
-                    let row = sqlx::query(
-                        "UPDATE executions SET status = $1, result_rows = $2, duration_ms = $3, settled_at_ms = $4 \
-                         WHERE execution_id = $5 AND status = 'held' \
-                         RETURNING buyer_company_id, seller_company_id, platform_company_id, asset_id, api_key_id, user_id, cost, seller_share, platform_fee",
-                    )
-                    .bind(status)
-                    .bind(rows)
-                    .bind(duration_ms)
-                    .bind(at_ms)
-                    .bind(execution_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(sql_err)?;
-                    let Some(r) = row else {
-                        let buyer: Option<String> = sqlx::query_scalar("SELECT buyer_company_id FROM executions WHERE execution_id = $1")
-                            .bind(execution_id)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(sql_err)?;
-                        let balance = match buyer {
-                            Some(b) => balance_in(&mut tx, &b).await.map_err(sql_err)?,
-                            None => 0,
-                        };
-                        return Ok(balance);
-                    };
-                    let get = |c: &str| -> Result<String, StoreError> { r.try_get(c).map_err(sql_err) };
-                    let num = |c: &str| -> Result<i64, StoreError> { r.try_get(c).map_err(sql_err) };
-                    let (buyer, seller, platform) = (get("buyer_company_id")?, get("seller_company_id")?, get("platform_company_id")?);
-                    let (cost, share, fee) = (num("cost")?, num("seller_share")?, num("platform_fee")?);
-                    let charged = if succeeded { cost } else { 0 };
-                    if succeeded {
-                        for (company, kind, credits) in [(&seller, "seller_credit", share), (&platform, "platform_fee", fee)] {
-                            if credits > 0 {
-                                let after = add(&mut tx, company, credits).await.map_err(sql_err)?.unwrap_or(0);
-                                post(&mut tx, company, kind, credits, after, Some(execution_id), Some(&buyer), None, at_ms).await?;
-                            }
-                        }
-                    } else if cost > 0 {
-                        let after = add(&mut tx, &buyer, cost).await.map_err(sql_err)?.unwrap_or(0);
-                        post(&mut tx, &buyer, "refund", cost, after, Some(execution_id), Some(&seller), None, at_ms).await?;
-                    }
-                    let usage = schemas::UsageRecorded {
+                    let x = Settle {
                         execution_id: execution_id.to_string(),
-                        buyer_company_id: buyer.clone(),
-                        seller_company_id: seller,
-                        asset_id: get("asset_id")?,
-                        api_key_id: num("api_key_id")?,
-                        user_id: get("user_id")?,
-                        credits: charged,
+                        succeeded,
                         rows,
                         duration_ms,
-                        status: status.to_string(),
-                        mode: "live".into(),
                         at_ms,
                     };
-                    let payload = schemas::encode(&usage).map_err(|e| StoreError::Backend(e.to_string()))?;
-                    outbox(&mut tx, "usage", &buyer, payload, at_ms).await.map_err(sql_err)?;
-                    let balance = balance_in(&mut tx, &buyer).await.map_err(sql_err)?;
+                    let balance = settle_in(&mut tx, &x).await?;
                     tx.commit().await.map_err(sql_err)?;
                     Ok(balance)
                 }

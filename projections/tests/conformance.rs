@@ -1,6 +1,6 @@
 //! The embedded projection stores against the shared conformance suites.
 
-use projections::conformance::{analytics_suite, metadata_suite};
+use projections::conformance::{analytics_suite, metadata_suite, money_suite};
 use projections::{DuckAnalytics, SqliteMetadata};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,6 +17,7 @@ async fn sqlite_metadata_passes_conformance() {
         .await
         .expect("open");
     metadata_suite(&store).await;
+    money_suite(&store).await;
 }
 
 #[cfg(feature = "postgres")]
@@ -30,6 +31,7 @@ async fn postgres_metadata_passes_conformance() {
         .await
         .expect("connect to postgres");
     metadata_suite(&store).await;
+    money_suite(&store).await;
     store.drop_namespace(&ns).await.expect("drop schema");
 }
 
