@@ -35,6 +35,18 @@ pub struct Price {
     pub date_ended_ms: Option<i64>,
 }
 
+/// What an asset's text search scans: its name, description and tags (as stored, JSON),
+/// lowercased and joined by U+001F, so a search term (which never holds that character) does
+/// not match across two fields.
+pub fn search_text(name: &str, description: Option<&str>, tags_json: &str) -> String {
+    format!(
+        "{}\u{1f}{}\u{1f}{}",
+        name.to_lowercase(),
+        description.unwrap_or("").to_lowercase(),
+        tags_json.to_lowercase()
+    )
+}
+
 /// The order of an asset search.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum AssetSort {

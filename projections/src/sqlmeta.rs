@@ -8,7 +8,7 @@
 //! metadata stage's offsets, so the stage rebuilds them from the log.
 
 /// The version of the projected tables' shape. Bump it when they change.
-pub(crate) const SCHEMA_VERSION: &str = "3";
+pub(crate) const SCHEMA_VERSION: &str = "4";
 
 /// Tables that survive every migration.
 pub(crate) const DURABLE_DDL: &str = "
@@ -150,7 +150,9 @@ CREATE TABLE IF NOT EXISTS assets (
     version INTEGER NOT NULL,
     deleted BOOLEAN NOT NULL,
     created_at_ms BIGINT NOT NULL,
-    updated_at_ms BIGINT NOT NULL
+    updated_at_ms BIGINT NOT NULL,
+    -- Name, description and tags, lowercased and joined by U+001F: what text search scans.
+    search_text TEXT NOT NULL DEFAULT ''
 );
 -- A deleted asset frees its slug; live slugs are unique per company.
 CREATE UNIQUE INDEX IF NOT EXISTS assets_live_slug ON assets (company_id, slug) WHERE NOT deleted;
@@ -671,11 +673,12 @@ macro_rules! metadata_sql_impl {
                     }
                 }
                 let tags = serde_json::to_string(&a.tags).unwrap_or_else(|_| "[]".into());
+                let search_text = crate::metadata::search_text(&a.name, a.description.as_deref(), &tags);
                 sqlx::query(
                     "INSERT INTO assets (id, company_id, user_id, connection_id, name, slug, description, asset_type, visibility, \
                      sell_in_marketplace, allow_params, source, require_customization, accept_terms, industry_id, auc_id, tags, \
-                     sql_logic, params_json, extra_json, cached, timeout_ms, version, deleted, created_at_ms, updated_at_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26) \
+                     sql_logic, params_json, extra_json, cached, timeout_ms, version, deleted, created_at_ms, updated_at_ms, search_text) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27) \
                      ON CONFLICT (id) DO UPDATE SET connection_id = EXCLUDED.connection_id, name = EXCLUDED.name, slug = EXCLUDED.slug, \
                      description = EXCLUDED.description, asset_type = EXCLUDED.asset_type, visibility = EXCLUDED.visibility, \
                      sell_in_marketplace = EXCLUDED.sell_in_marketplace, allow_params = EXCLUDED.allow_params, source = EXCLUDED.source, \
@@ -683,7 +686,7 @@ macro_rules! metadata_sql_impl {
                      industry_id = EXCLUDED.industry_id, auc_id = EXCLUDED.auc_id, tags = EXCLUDED.tags, sql_logic = EXCLUDED.sql_logic, \
                      params_json = EXCLUDED.params_json, extra_json = EXCLUDED.extra_json, cached = EXCLUDED.cached, \
                      timeout_ms = EXCLUDED.timeout_ms, version = EXCLUDED.version, deleted = EXCLUDED.deleted, \
-                     updated_at_ms = EXCLUDED.updated_at_ms",
+                     updated_at_ms = EXCLUDED.updated_at_ms, search_text = EXCLUDED.search_text",
                 )
                 .bind(&a.id)
                 .bind(&a.company_id)
@@ -711,6 +714,7 @@ macro_rules! metadata_sql_impl {
                 .bind(a.deleted)
                 .bind(a.created_at_ms)
                 .bind(a.updated_at_ms)
+                .bind(search_text)
                 .execute(&mut **tx)
                 .await?;
                 Ok(Ok(()))
@@ -1351,15 +1355,17 @@ macro_rules! metadata_sql_impl {
                 }
 
                 async fn search_assets(&self, company_id: &str, q: &AssetQuery) -> StoreResult<(Vec<schemas::AssetState>, u64)> {
-                    // `$2`/`$3` are lowercase LIKE patterns ('%' when absent); tags are stored as JSON text.
+                    // `$2`/`$3` are LIKE patterns ('%' when absent) over the lowercased search text
+                    // and the tags (stored as JSON text).
                     const WHERE: &str = "WHERE NOT deleted AND (company_id = $1 OR (visibility = 'SHARED' AND sell_in_marketplace)) \
-                        AND (lower(name) LIKE $2 OR lower(COALESCE(description, '')) LIKE $2 OR lower(tags) LIKE $2) \
+                        AND search_text LIKE $2 ESCAPE '\\' \
                         AND ($3 = '%' OR lower(asset_type) = $4 OR lower(tags) LIKE $3)";
                     // Popularity counts succeeded executions (the money store's rows, same database).
                     let since = match q.sort {
                         crate::metadata::AssetSort::Trending { since_ms } => since_ms,
                         _ => 0,
                     };
+                    let by_use = matches!(q.sort, crate::metadata::AssetSort::Popular | crate::metadata::AssetSort::Trending { .. });
                     let order = match q.sort {
                         crate::metadata::AssetSort::Name => "lower(name), id",
                         crate::metadata::AssetSort::Recent => "updated_at_ms DESC, id",
@@ -1367,12 +1373,15 @@ macro_rules! metadata_sql_impl {
                             "(SELECT count(*) FROM executions e WHERE e.asset_id = assets.id AND e.status = 'succeeded' AND e.created_at_ms >= $7) DESC, lower(name), id"
                         }
                     };
-                    let like = |v: &Option<String>| v.as_ref().map_or("%".to_string(), |t| format!("%{}%", t.to_lowercase()));
+                    // The search term is literal text: LIKE's wildcards in it are escaped.
+                    let literal = |t: &str| t.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                    let like = |v: &Option<String>| v.as_ref().map_or("%".to_string(), |t| format!("%{}%", literal(t)));
                     let (text, tag) = (like(&q.text), q.category.as_ref().map_or("%".to_string(), |c| format!("%\"{}\"%", c.to_lowercase())));
                     let category = q.category.clone().unwrap_or_default().to_lowercase();
-                    // One scan: the window count gives the total beside the page.
+                    // First the page's ids (one scan of narrow rows; the window count gives the
+                    // total beside the page), then their rows.
                     let sql = format!(
-                        "SELECT *, count(*) OVER () AS total_matches FROM assets {WHERE} ORDER BY {order} LIMIT $5 OFFSET $6"
+                        "SELECT id, count(*) OVER () AS total_matches FROM assets {WHERE} ORDER BY {order} LIMIT $5 OFFSET $6"
                     );
                     let mut query = sqlx::query(&sql)
                         .bind(company_id)
@@ -1381,14 +1390,11 @@ macro_rules! metadata_sql_impl {
                         .bind(&category)
                         .bind(q.limit as i64)
                         .bind(q.offset as i64);
-                    if matches!(q.sort, crate::metadata::AssetSort::Popular | crate::metadata::AssetSort::Trending { .. }) {
+                    if by_use {
                         query = query.bind(since);
                     }
-                    let rows = query
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(sql_err)?;
-                    let total: i64 = match rows.first() {
+                    let page = query.fetch_all(&self.pool).await.map_err(sql_err)?;
+                    let total: i64 = match page.first() {
                         Some(r) => r.try_get("total_matches").map_err(sql_err)?,
                         // A page past the end: count on its own.
                         None if q.offset > 0 => sqlx::query_scalar(&format!("SELECT count(*) FROM assets {WHERE}"))
@@ -1401,7 +1407,23 @@ macro_rules! metadata_sql_impl {
                             .map_err(sql_err)?,
                         None => 0,
                     };
-                    Ok((all(&rows, asset_from)?, total as u64))
+                    let ids: Vec<String> = page.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>().map_err(sql_err)?;
+                    if ids.is_empty() {
+                        return Ok((Vec::new(), total as u64));
+                    }
+                    let mut rows_q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM assets WHERE id IN (");
+                    let mut list = rows_q.separated(", ");
+                    for id in &ids {
+                        list.push_bind(id.clone());
+                    }
+                    list.push_unseparated(")");
+                    let rows = rows_q.build().fetch_all(&self.pool).await.map_err(sql_err)?;
+                    let mut found: std::collections::HashMap<String, schemas::AssetState> = all(&rows, asset_from)?
+                        .into_iter()
+                        .map(|a| (a.id.clone(), a))
+                        .collect();
+                    let ordered = ids.iter().filter_map(|id| found.remove(id)).collect();
+                    Ok((ordered, total as u64))
                 }
 
                 async fn company_by_handle(&self, handle: &str) -> StoreResult<Option<Company>> {

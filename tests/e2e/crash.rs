@@ -271,12 +271,15 @@ async fn a_crash_between_append_and_mark_leaves_each_money_event_on_the_log_once
     // it can mark them published.
     let mut child = spawn_role(dir.path(), &["serve"], port, &env(true));
     wait_up(&op).await;
-    let (s, b) = buyer.get("/analyze/acme/assets/one").await;
-    assert_eq!(
-        (s, b["data"]["credits_charged"].clone()),
-        (200, json!(5)),
-        "{b}"
-    );
+    // The answer may or may not get out before the process dies (the relay runs beside the
+    // request); the charge is committed either way, and the log must hold its events once.
+    if let Ok(r) = buyer
+        .req(reqwest::Method::GET, "/analyze/acme/assets/one")
+        .send()
+        .await
+    {
+        assert_eq!(r.status().as_u16(), 200);
+    }
     let exited = tokio::task::spawn_blocking(move || {
         let status = child.0.wait();
         (child, status)

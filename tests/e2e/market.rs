@@ -314,7 +314,6 @@ async fn reference_data_and_unbuilt_parts() {
     for path in [
         format!("/companies/{acme}/endpoints"),
         format!("/companies/{acme}/assets/statistics"),
-        "/industries/active".to_string(),
         "/plans".to_string(),
     ] {
         let (s, b) = tenant.get(&path).await;

@@ -446,6 +446,12 @@ pub async fn search(
     if text.as_ref().is_some_and(|t| t.chars().count() > 200) {
         return Err(ApiError::bad_request("q is longer than 200 characters"));
     }
+    if text
+        .as_ref()
+        .is_some_and(|t| t.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request("q may not hold control characters"));
+    }
     let query = projections::AssetQuery {
         text,
         category,
