@@ -301,11 +301,12 @@ async fn a_crash_between_append_and_mark_leaves_each_money_event_on_the_log_once
     settings.source_file_root = Some(root.clone());
     let r = tally::reconcile(&settings).await.expect("reconcile");
     assert!(r.ok, "{}", r.lines.join("\n"));
+    // Each ledger row is on the billing topic once (a duplicate would make this line differ).
     assert!(
         r.lines
             .iter()
-            .any(|l| l.contains("usage records on the log 1")),
-        "exactly one usage event: {}",
+            .any(|l| l.starts_with("ok") && l.contains("billing records on the log")),
+        "{}",
         r.lines.join("\n")
     );
 }
