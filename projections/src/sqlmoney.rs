@@ -97,21 +97,64 @@ macro_rules! money_sql_impl {
                 uuid::Uuid::now_v7().to_string()
             }
 
-            async fn outbox(
-                tx: &mut Tx<'_>,
-                topic: &str,
-                key: &str,
-                payload: Vec<u8>,
+            /// Ledger and outbox rows a transaction writes, inserted together just before it
+            /// commits (one multi-row statement per table instead of one per row).
+            #[derive(Default)]
+            struct Pending {
+                ledger: Vec<LedgerRow>,
+                outbox: Vec<(String, String, String, String, i64)>,
+            }
+
+            struct LedgerRow {
+                entry_id: String,
+                company_id: String,
+                kind: String,
+                credits: i64,
+                balance_after: i64,
+                execution_id: Option<String>,
+                counterparty: Option<String>,
+                reason: Option<String>,
                 at_ms: i64,
-            ) -> Result<(), sqlx::Error> {
-                sqlx::query("INSERT INTO outbox (id, topic, record_key, payload, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(new_id())
-                    .bind(topic)
-                    .bind(key)
-                    .bind(hex::encode(payload))
-                    .bind(at_ms)
-                    .execute(&mut **tx)
-                    .await?;
+            }
+
+            fn outbox(p: &mut Pending, topic: &str, key: &str, payload: Vec<u8>, at_ms: i64) {
+                p.outbox.push((new_id(), topic.to_string(), key.to_string(), hex::encode(payload), at_ms));
+            }
+
+            /// Writes what `p` holds into `tx`.
+            async fn flush(tx: &mut Tx<'_>, p: &mut Pending) -> Result<(), StoreError> {
+                for chunk in p.ledger.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO ledger (entry_id, company_id, kind, credits, balance_after, execution_id, counterparty_company_id, reason, created_at_ms) ",
+                    );
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(r.entry_id.clone())
+                            .push_bind(r.company_id.clone())
+                            .push_bind(r.kind.clone())
+                            .push_bind(r.credits)
+                            .push_bind(r.balance_after)
+                            .push_bind(r.execution_id.clone())
+                            .push_bind(r.counterparty.clone())
+                            .push_bind(r.reason.clone())
+                            .push_bind(r.at_ms);
+                    });
+                    q.build().execute(&mut **tx).await.map_err(sql_err)?;
+                }
+                for chunk in p.outbox.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO outbox (id, topic, record_key, payload, created_at_ms) ",
+                    );
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(r.0.clone())
+                            .push_bind(r.1.clone())
+                            .push_bind(r.2.clone())
+                            .push_bind(r.3.clone())
+                            .push_bind(r.4);
+                    });
+                    q.build().execute(&mut **tx).await.map_err(sql_err)?;
+                }
+                p.ledger.clear();
+                p.outbox.clear();
                 Ok(())
             }
 
@@ -137,10 +180,10 @@ macro_rules! money_sql_impl {
                 .await
             }
 
-            /// A ledger row and its `LedgerEntryPosted` in the outbox.
+            /// A ledger row and its `LedgerEntryPosted` in the outbox (written at [`flush`]).
             #[allow(clippy::too_many_arguments)]
-            async fn post(
-                tx: &mut Tx<'_>,
+            fn post(
+                p: &mut Pending,
                 company: &str,
                 kind: &str,
                 credits: i64,
@@ -151,22 +194,6 @@ macro_rules! money_sql_impl {
                 at_ms: i64,
             ) -> Result<String, StoreError> {
                 let entry_id = new_id();
-                sqlx::query(
-                    "INSERT INTO ledger (entry_id, company_id, kind, credits, balance_after, execution_id, counterparty_company_id, reason, created_at_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(&entry_id)
-                .bind(company)
-                .bind(kind)
-                .bind(credits)
-                .bind(balance_after)
-                .bind(execution_id)
-                .bind(counterparty)
-                .bind(reason)
-                .bind(at_ms)
-                .execute(&mut **tx)
-                .await
-                .map_err(sql_err)?;
                 let record = schemas::LedgerEntryPosted {
                     entry_id: entry_id.clone(),
                     company_id: company.to_string(),
@@ -178,7 +205,18 @@ macro_rules! money_sql_impl {
                     at_ms,
                 };
                 let payload = schemas::encode(&record).map_err(|e| StoreError::Backend(e.to_string()))?;
-                outbox(tx, "billing", company, payload, at_ms).await.map_err(sql_err)?;
+                p.ledger.push(LedgerRow {
+                    entry_id: entry_id.clone(),
+                    company_id: company.to_string(),
+                    kind: kind.to_string(),
+                    credits,
+                    balance_after,
+                    execution_id: execution_id.map(str::to_string),
+                    counterparty: counterparty.map(str::to_string),
+                    reason: reason.map(str::to_string),
+                    at_ms,
+                });
+                outbox(p, "billing", company, payload, at_ms);
                 Ok(entry_id)
             }
 
@@ -205,7 +243,7 @@ macro_rules! money_sql_impl {
             }
 
             /// Settles one held execution inside `tx`; the buyer's balance afterwards.
-            async fn settle_in(tx: &mut Tx<'_>, x: &Settle) -> StoreResult<i64> {
+            async fn settle_in(tx: &mut Tx<'_>, p: &mut Pending, x: &Settle) -> StoreResult<i64> {
                 let (execution_id, succeeded, rows, duration_ms, at_ms) =
                     (x.execution_id.as_str(), x.succeeded, x.rows, x.duration_ms, x.at_ms);
                 let status = if succeeded { "succeeded" } else { "failed" };
@@ -244,12 +282,12 @@ macro_rules! money_sql_impl {
                     for (company, kind, credits) in [(&seller, "seller_credit", share), (&platform, "platform_fee", fee)] {
                         if credits > 0 {
                             let after = add(tx, company, credits).await.map_err(sql_err)?.unwrap_or(0);
-                            post(tx, company, kind, credits, after, Some(execution_id), Some(&buyer), None, at_ms).await?;
+                            post(p, company, kind, credits, after, Some(execution_id), Some(&buyer), None, at_ms)?;
                         }
                     }
                 } else if cost > 0 {
                     let after = add(tx, &buyer, cost).await.map_err(sql_err)?.unwrap_or(0);
-                    post(tx, &buyer, "refund", cost, after, Some(execution_id), Some(&seller), None, at_ms).await?;
+                    post(p, &buyer, "refund", cost, after, Some(execution_id), Some(&seller), None, at_ms)?;
                 }
                 let usage = schemas::UsageRecorded {
                     execution_id: execution_id.to_string(),
@@ -266,14 +304,14 @@ macro_rules! money_sql_impl {
                     at_ms,
                 };
                 let payload = schemas::encode(&usage).map_err(|e| StoreError::Backend(e.to_string()))?;
-                outbox(tx, "usage", &buyer, payload, at_ms).await.map_err(sql_err)?;
+                outbox(p, "usage", &buyer, payload, at_ms);
                 let balance = balance_in(tx, &buyer).await.map_err(sql_err)?;
                 Ok(balance)
             }
 
             /// Holds one execution's cost inside `tx`. A refusal (a retry, a short balance)
             /// leaves nothing behind in `tx`, so a batch can go on past it.
-            async fn hold_in(tx: &mut Tx<'_>, h: &Hold) -> StoreResult<HoldOutcome> {
+            async fn hold_in(tx: &mut Tx<'_>, p: &mut Pending, h: &Hold) -> StoreResult<HoldOutcome> {
                 // The insert is the lock on the execution id (also against other processes).
                 let inserted = sqlx::query(
                     "INSERT INTO executions (execution_id, buyer_company_id, seller_company_id, platform_company_id, asset_id, api_key_id, \
@@ -318,7 +356,7 @@ macro_rules! money_sql_impl {
                     return Ok(HoldOutcome::Insufficient { balance });
                 };
                 post(
-                    tx,
+                    p,
                     &h.buyer_company_id,
                     "debit",
                     -h.cost,
@@ -327,8 +365,7 @@ macro_rules! money_sql_impl {
                     Some(&h.seller_company_id),
                     None,
                     h.at_ms,
-                )
-                .await?;
+                )?;
                 Ok(HoldOutcome::Held { balance_after })
             }
 
@@ -443,7 +480,9 @@ macro_rules! money_sql_impl {
                         .await
                         .map_err(sql_err)?
                         .ok_or_else(|| StoreError::Invalid("a top-up must be positive".into()))?;
-                    let entry_id = post(&mut tx, company_id, "topup", credits, balance, None, None, reason, at_ms).await?;
+                    let mut pending = Pending::default();
+                    let entry_id = post(&mut pending, company_id, "topup", credits, balance, None, None, reason, at_ms)?;
+                    flush(&mut tx, &mut pending).await?;
                     sqlx::query("INSERT INTO topups (company_id, idempotency_key, body_hash, entry_id) VALUES ($1, $2, $3, $4)")
                         .bind(company_id)
                         .bind(idempotency_key)
@@ -459,7 +498,9 @@ macro_rules! money_sql_impl {
                 async fn hold(&self, h: &Hold) -> StoreResult<HoldOutcome> {
                     let _writer = crate::sqlmeta::write_turn(&self.writer).await;
                     let mut tx = self.pool.begin().await.map_err(sql_err)?;
-                    let out = hold_in(&mut tx, h).await?;
+                    let mut pending = Pending::default();
+                    let out = hold_in(&mut tx, &mut pending, h).await?;
+                    flush(&mut tx, &mut pending).await?;
                     tx.commit().await.map_err(sql_err)?;
                     Ok(out)
                 }
@@ -468,10 +509,12 @@ macro_rules! money_sql_impl {
                     let together: StoreResult<Vec<HoldOutcome>> = async {
                         let _writer = crate::sqlmeta::write_turn(&self.writer).await;
                         let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                        let mut pending = Pending::default();
                         let mut out = Vec::with_capacity(holds.len());
                         for h in holds {
-                            out.push(hold_in(&mut tx, h).await?);
+                            out.push(hold_in(&mut tx, &mut pending, h).await?);
                         }
+                        flush(&mut tx, &mut pending).await?;
                         tx.commit().await.map_err(sql_err)?;
                         Ok(out)
                     }
@@ -493,10 +536,12 @@ macro_rules! money_sql_impl {
                     let together: StoreResult<Vec<i64>> = async {
                         let _writer = crate::sqlmeta::write_turn(&self.writer).await;
                         let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                        let mut pending = Pending::default();
                         let mut out = Vec::with_capacity(settles.len());
                         for x in settles {
-                            out.push(settle_in(&mut tx, x).await?);
+                            out.push(settle_in(&mut tx, &mut pending, x).await?);
                         }
+                        flush(&mut tx, &mut pending).await?;
                         tx.commit().await.map_err(sql_err)?;
                         Ok(out)
                     }
@@ -530,7 +575,9 @@ macro_rules! money_sql_impl {
                         duration_ms,
                         at_ms,
                     };
-                    let balance = settle_in(&mut tx, &x).await?;
+                    let mut pending = Pending::default();
+                    let balance = settle_in(&mut tx, &mut pending, &x).await?;
+                    flush(&mut tx, &mut pending).await?;
                     tx.commit().await.map_err(sql_err)?;
                     Ok(balance)
                 }
