@@ -30,6 +30,9 @@ impl SqliteMetadata {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
+            // LIKE as in Postgres: case-sensitive (search compares lowercased text), and
+            // without SQLite's per-character case folding.
+            .pragma("case_sensitive_like", "true")
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)

@@ -217,12 +217,9 @@ impl ClickHouseSource {
         };
         let mut bytes = 0usize;
         for row in answer.data {
-            bytes += row.iter().map(|v| v.to_string().len()).sum::<usize>();
-            if out.rows.len() == limits.max_rows || bytes > limits.max_bytes {
-                out.truncated = true;
+            if !out.push_within(row, &mut bytes, limits) {
                 break;
             }
-            out.rows.push(row);
         }
         Ok(out)
     }
@@ -236,31 +233,17 @@ impl ClickHouseSource {
                 64 << 20,
             )
             .await?;
-        let mut out: Vec<TableInfo> = Vec::new();
-        for row in answer.data {
+        let columns = answer.data.into_iter().map(|row| {
             let text = |i: usize| row.get(i).and_then(J::as_str).unwrap_or("").to_string();
-            let (schema, table) = (text(0), text(1));
-            if !filter.admits(&schema, &table) {
-                continue;
-            }
             let ty = text(3);
             let column = ColumnInfo {
                 name: text(2),
                 nullable: ty.starts_with("Nullable("),
                 type_name: ty,
             };
-            match out
-                .iter_mut()
-                .find(|t| t.schema == schema && t.table == table)
-            {
-                Some(t) => t.columns.push(column),
-                None => out.push(TableInfo {
-                    schema,
-                    table,
-                    columns: vec![column],
-                }),
-            }
-        }
+            (text(0), text(1), column)
+        });
+        let mut out = TableInfo::group(columns, filter);
         out.sort_by(|a, b| (&a.schema, &a.table).cmp(&(&b.schema, &b.table)));
         Ok(out)
     }

@@ -80,28 +80,15 @@ impl DuckDbSource {
         let rows = tokio::task::spawn_blocking(move || list_columns(&conn))
             .await
             .map_err(|e| SourceError::Query(e.to_string()))??;
-        let mut out: Vec<TableInfo> = Vec::new();
-        for [schema, table, name, ty, nullable] in rows {
-            if !filter.admits(&schema, &table) {
-                continue;
-            }
+        let columns = rows.into_iter().map(|[schema, table, name, ty, nullable]| {
             let column = ColumnInfo {
                 name,
                 type_name: ty.to_lowercase(),
                 nullable: nullable == "YES",
             };
-            match out.last_mut() {
-                Some(last) if last.schema == schema && last.table == table => {
-                    last.columns.push(column)
-                }
-                _ => out.push(TableInfo {
-                    schema,
-                    table,
-                    columns: vec![column],
-                }),
-            }
-        }
-        Ok(out)
+            (schema, table, column)
+        });
+        Ok(TableInfo::group(columns, filter))
     }
 
     pub async fn test(&self) -> TestReport {
@@ -160,11 +147,7 @@ fn run(conn: &Connection, sql: &str, binds: &[D], limits: Limits) -> Result<Rows
     let mut rows = stmt
         .query(duckdb::params_from_iter(binds.iter()))
         .map_err(query_err)?;
-    let mut out = Rows {
-        columns: Vec::new(),
-        rows: Vec::new(),
-        truncated: false,
-    };
+    let mut out = Rows::empty();
     let mut bytes = 0usize;
     while let Some(row) = rows.next().map_err(query_err)? {
         let stmt = row.as_ref();
@@ -182,12 +165,9 @@ fn run(conn: &Connection, sql: &str, binds: &[D], limits: Limits) -> Result<Rows
         let values: Vec<J> = (0..out.columns.len())
             .map(|i| row.get::<_, D>(i).map(|v| json(&v)).unwrap_or(J::Null))
             .collect();
-        bytes += values.iter().map(|v| v.to_string().len()).sum::<usize>();
-        if out.rows.len() == limits.max_rows || bytes > limits.max_bytes {
-            out.truncated = true;
+        if !out.push_within(values, &mut bytes, limits) {
             break;
         }
-        out.rows.push(values);
     }
     Ok(out)
 }

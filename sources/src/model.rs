@@ -85,6 +85,58 @@ impl Rows {
     }
 }
 
+impl Rows {
+    /// No rows yet, columns to come with the first row.
+    pub fn empty() -> Rows {
+        Rows {
+            columns: Vec::new(),
+            rows: Vec::new(),
+            truncated: false,
+        }
+    }
+
+    /// Adds one row within `limits`: false (and `truncated` set) when the row cap or the byte
+    /// cap is reached, so the caller stops reading. `bytes` counts the JSON so far.
+    pub fn push_within(&mut self, values: Vec<Value>, bytes: &mut usize, limits: Limits) -> bool {
+        *bytes += values.iter().map(|v| v.to_string().len()).sum::<usize>();
+        if self.rows.len() == limits.max_rows || *bytes > limits.max_bytes {
+            self.truncated = true;
+            return false;
+        }
+        self.rows.push(values);
+        true
+    }
+}
+
+impl TableInfo {
+    /// Tables from (schema, table, column) rows, in the order given (rows of one table
+    /// together or not), keeping those `filter` admits.
+    pub fn group(
+        columns: impl IntoIterator<Item = (String, String, ColumnInfo)>,
+        filter: &SchemaFilter,
+    ) -> Vec<TableInfo> {
+        let mut out: Vec<TableInfo> = Vec::new();
+        for (schema, table, column) in columns {
+            if !filter.admits(&schema, &table) {
+                continue;
+            }
+            match out
+                .iter_mut()
+                .rev()
+                .find(|t| t.schema == schema && t.table == table)
+            {
+                Some(t) => t.columns.push(column),
+                None => out.push(TableInfo {
+                    schema,
+                    table,
+                    columns: vec![column],
+                }),
+            }
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ColumnInfo {
     pub name: String,

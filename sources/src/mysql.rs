@@ -190,11 +190,7 @@ impl MySqlSource {
                 Param::Timestamp(t) => q.bind(t.naive_utc()),
             };
         }
-        let mut out = Rows {
-            columns: Vec::new(),
-            rows: Vec::new(),
-            truncated: false,
-        };
+        let mut out = Rows::empty();
         let mut bytes = 0usize;
         let mut stream = q.fetch(&mut *conn);
         while let Some(row) = stream.try_next().await.map_err(err)? {
@@ -209,12 +205,9 @@ impl MySqlSource {
                     .collect();
             }
             let values: Vec<serde_json::Value> = (0..row.len()).map(|i| value(&row, i)).collect();
-            bytes += values.iter().map(|v| v.to_string().len()).sum::<usize>();
-            if out.rows.len() == limits.max_rows || bytes > limits.max_bytes {
-                out.truncated = true;
+            if !out.push_within(values, &mut bytes, limits) {
                 break;
             }
-            out.rows.push(values);
         }
         Ok(out)
     }
@@ -232,29 +225,15 @@ impl MySqlSource {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| query_err(e, self.session_timeout))?;
-        let mut out: Vec<TableInfo> = Vec::new();
-        for r in rows {
-            let (schema, table): (String, String) = (r.get("s"), r.get("t"));
-            if !filter.admits(&schema, &table) {
-                continue;
-            }
+        let columns = rows.iter().map(|r| {
             let column = ColumnInfo {
                 name: r.get("c"),
                 type_name: r.get("ty"),
                 nullable: r.get::<String, _>("n") == "YES",
             };
-            match out.last_mut() {
-                Some(last) if last.schema == schema && last.table == table => {
-                    last.columns.push(column)
-                }
-                _ => out.push(TableInfo {
-                    schema,
-                    table,
-                    columns: vec![column],
-                }),
-            }
-        }
-        Ok(out)
+            (r.get("s"), r.get("t"), column)
+        });
+        Ok(TableInfo::group(columns, filter))
     }
 
     pub async fn test(&self) -> TestReport {

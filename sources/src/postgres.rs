@@ -194,29 +194,15 @@ impl PgSource {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| query_err(e, self.session_timeout))?;
-        let mut out: Vec<TableInfo> = Vec::new();
-        for r in rows {
-            let (schema, table): (String, String) = (r.get("s"), r.get("t"));
-            if !filter.admits(&schema, &table) {
-                continue;
-            }
+        let columns = rows.iter().map(|r| {
             let column = ColumnInfo {
                 name: r.get("c"),
                 type_name: r.get("ty"),
                 nullable: r.get("nullable"),
             };
-            match out.last_mut() {
-                Some(last) if last.schema == schema && last.table == table => {
-                    last.columns.push(column)
-                }
-                _ => out.push(TableInfo {
-                    schema,
-                    table,
-                    columns: vec![column],
-                }),
-            }
-        }
-        Ok(out)
+            (r.get("s"), r.get("t"), column)
+        });
+        Ok(TableInfo::group(columns, filter))
     }
 
     /// Latency, read and schema permissions, tables found. Never an error.

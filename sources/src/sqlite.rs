@@ -117,11 +117,7 @@ impl SqliteSource {
                 Param::Timestamp(t) => q.bind(t.to_rfc3339()),
             };
         }
-        let mut out = Rows {
-            columns: Vec::new(),
-            rows: Vec::new(),
-            truncated: false,
-        };
+        let mut out = Rows::empty();
         let mut bytes = 0usize;
         let mut stream = q.fetch(&mut *conn);
         while let Some(row) = stream.try_next().await.map_err(query_err)? {
@@ -136,12 +132,9 @@ impl SqliteSource {
                     .collect();
             }
             let values: Vec<serde_json::Value> = (0..row.len()).map(|i| value(&row, i)).collect();
-            bytes += values.iter().map(|v| v.to_string().len()).sum::<usize>();
-            if out.rows.len() == limits.max_rows || bytes > limits.max_bytes {
-                out.truncated = true;
+            if !out.push_within(values, &mut bytes, limits) {
                 break;
             }
-            out.rows.push(values);
         }
         Ok(out)
     }
