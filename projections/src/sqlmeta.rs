@@ -762,16 +762,21 @@ macro_rules! metadata_sql_impl {
                 Ok(Ok(()))
             }
 
+            /// Whether asset `asset_id` belongs to company `company_id`.
+            async fn asset_of(tx: &mut Tx<'_>, asset_id: &str, company_id: &str) -> Result<bool, sqlx::Error> {
+                let owner: Option<String> = sqlx::query_scalar("SELECT company_id FROM assets WHERE id = $1")
+                    .bind(asset_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                Ok(owner.as_deref() == Some(company_id))
+            }
+
             /// A discount on one of the company's assets.
             async fn apply_discount(tx: &mut Tx<'_>, d: &schemas::DiscountSet) -> Result<Outcome, sqlx::Error> {
                 if exists(tx, "SELECT 1 FROM discounts WHERE discount_id = $1", &d.discount_id).await? {
                     return Ok(Ok(()));
                 }
-                let owner: Option<String> = sqlx::query_scalar("SELECT company_id FROM assets WHERE id = $1")
-                    .bind(&d.asset_id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                if owner.as_deref() != Some(d.company_id.as_str()) {
+                if !asset_of(tx, &d.asset_id, &d.company_id).await? {
                     return Ok(reject("asset_id", "no such asset in this company"));
                 }
                 sqlx::query(
@@ -797,11 +802,7 @@ macro_rules! metadata_sql_impl {
                 if exists(tx, "SELECT 1 FROM asset_prices WHERE aph_id = $1", &p.aph_id).await? {
                     return Ok(Ok(()));
                 }
-                let owner: Option<String> = sqlx::query_scalar("SELECT company_id FROM assets WHERE id = $1")
-                    .bind(&p.asset_id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                if owner.as_deref() != Some(p.company_id.as_str()) {
+                if !asset_of(tx, &p.asset_id, &p.company_id).await? {
                     return Ok(reject("asset_id", "no such asset in this company"));
                 }
                 sqlx::query("UPDATE asset_prices SET date_ended_ms = $1 WHERE asset_id = $2 AND date_ended_ms IS NULL")
