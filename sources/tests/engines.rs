@@ -8,33 +8,12 @@
 
 use sources::model::{Limits, NetworkCredentials, Param, SchemaFilter, SourceError};
 use sources::sql::{check_read_only, compile};
-use sources::{Connector, Driver, NetworkGuard};
+use sources::{Connector, Driver};
 use sqlx::Executor;
 use std::time::Duration;
 
-fn creds(url: &str) -> NetworkCredentials {
-    let u = url::Url::parse(url).expect("url");
-    NetworkCredentials {
-        host: u.host_str().expect("host").to_string(),
-        port: u.port(),
-        database: u.path().trim_start_matches('/').to_string(),
-        username: u.username().to_string(),
-        password: u.password().unwrap_or("").to_string(),
-        ssl_mode: None,
-    }
-}
-
-fn loopback_allowed() -> NetworkGuard {
-    NetworkGuard::new(vec!["127.0.0.0/8".parse().expect("net")], vec![])
-}
-
-fn limits(rows: usize, timeout_ms: u64) -> Limits {
-    Limits {
-        timeout: Duration::from_millis(timeout_ms),
-        max_rows: rows,
-        max_bytes: 1 << 20,
-    }
-}
+mod common;
+use common::{creds, limits, loopback_allowed};
 
 /// What differs per engine.
 struct Engine {

@@ -2,35 +2,14 @@
 //! `deploy/local/services.sh` starts): rows and types, bound parameters, read-only sessions,
 //! the timeout, the row cap and the network guard.
 
-use sources::model::{Limits, NetworkCredentials, Param, SchemaFilter, SourceError};
+use sources::model::{NetworkCredentials, Param, SchemaFilter, SourceError};
 use sources::postgres::PgSource;
 use sources::{GuardError, NetworkGuard};
 use sqlx::Executor;
 use std::time::Duration;
 
-fn creds(url: &str) -> NetworkCredentials {
-    let u = url::Url::parse(url).expect("url");
-    NetworkCredentials {
-        host: u.host_str().expect("host").to_string(),
-        port: u.port(),
-        database: u.path().trim_start_matches('/').to_string(),
-        username: u.username().to_string(),
-        password: u.password().unwrap_or("").to_string(),
-        ssl_mode: None,
-    }
-}
-
-fn loopback_allowed() -> NetworkGuard {
-    NetworkGuard::new(vec!["127.0.0.0/8".parse().expect("net")], vec![])
-}
-
-fn limits(rows: usize, timeout_ms: u64) -> Limits {
-    Limits {
-        timeout: Duration::from_millis(timeout_ms),
-        max_rows: rows,
-        max_bytes: 1 << 20,
-    }
-}
+mod common;
+use common::{creds, limits, loopback_allowed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_source_reads_binds_caps_and_stays_read_only() {
