@@ -176,9 +176,6 @@ pub fn router(state: Arc<IngestState>) -> Router {
 /// Marketplace routes that exist in the contract but whose part is not built yet: they answer
 /// `501 not_implemented` (after authentication) instead of a misleading 404.
 const MARKET_NOT_BUILT: &[&str] = &[
-    "/companies/{company_id}/api-keys/{api_key_id}/stats",
-    "/companies/{company_id}/assets/statistics",
-    "/companies/{company_id}/assets/{asset_id}/statistics",
     "/companies/{company_id}/endpoints",
     "/companies/{company_id}/requests",
     "/companies/{company_id}/analytics",
@@ -229,7 +226,7 @@ type Routes = Vec<(String, axum::routing::MethodRouter<Arc<IngestState>>)>;
 fn protected_routes() -> Routes {
     use market::{
         analyze, asset_tools, assets, companies, connections, favorites, keys, money, reference,
-        users,
+        statistics, users,
     };
     let mut routes: Routes = Vec::new();
     let mut route = |path: &str, handler: axum::routing::MethodRouter<Arc<IngestState>>| {
@@ -282,6 +279,10 @@ fn protected_routes() -> Routes {
         get(keys::get).patch(keys::patch).delete(keys::delete),
     );
     route(
+        "/companies/{company_id}/api-keys/{api_key_id}/stats",
+        get(keys::stats),
+    );
+    route(
         "/companies/{company_id}/api-keys/{api_key_id}/revoke",
         post(keys::revoke),
     );
@@ -317,6 +318,14 @@ fn protected_routes() -> Routes {
         get(assets::list).post(assets::create),
     );
     route("/companies/{company_id}/assets/search", get(assets::search));
+    route(
+        "/companies/{company_id}/assets/statistics",
+        get(statistics::all),
+    );
+    route(
+        "/companies/{company_id}/assets/{asset_id}/statistics",
+        get(statistics::one),
+    );
     route(
         "/companies/{company_id}/assets/{asset_id}",
         get(assets::get).patch(assets::patch).delete(assets::delete),
@@ -359,7 +368,9 @@ fn protected_routes() -> Routes {
     );
     route(
         "/companies/{company_id}/assets/{asset_id}/prices/{aph_id}",
-        get(money::price),
+        get(money::price)
+            .patch(money::patch_price)
+            .delete(money::delete_price),
     );
     route("/companies/{company_id}/credits", post(money::top_up));
     route("/companies/{company_id}/credits/ledger", get(money::ledger));

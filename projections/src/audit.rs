@@ -35,8 +35,47 @@ pub fn outcome(status: u16) -> &'static str {
     }
 }
 
+/// How often one API key was used, and refused, since the last flush (or in total, when read
+/// back). Counts add up across processes; the times keep the latest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct KeyUse {
+    pub api_key_id: i64,
+    /// Calls authenticated with the key.
+    pub uses: i64,
+    /// Calls with the key that were refused: by its role or company (403), its balance (402),
+    /// a limit (429), or because the key was expired, deactivated or revoked (401).
+    pub failures: i64,
+    pub last_used_ms: Option<i64>,
+    pub last_failed_ms: Option<i64>,
+}
+
+impl KeyUse {
+    /// Counts one call at `at_ms`.
+    pub fn count(&mut self, refused: bool, at_ms: i64) {
+        if refused {
+            self.failures += 1;
+            self.last_failed_ms = self.last_failed_ms.max(Some(at_ms));
+        } else {
+            self.uses += 1;
+            self.last_used_ms = self.last_used_ms.max(Some(at_ms));
+        }
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn absorb(&mut self, other: &KeyUse) {
+        self.uses += other.uses;
+        self.failures += other.failures;
+        self.last_used_ms = self.last_used_ms.max(other.last_used_ms);
+        self.last_failed_ms = self.last_failed_ms.max(other.last_failed_ms);
+    }
+}
+
 #[async_trait]
 pub trait AuditStore: Send + Sync {
+    /// Adds the counts of `uses` to each key's totals.
+    async fn add_key_uses(&self, uses: &[KeyUse]) -> StoreResult<()>;
+    /// A key's totals (zero if it was never presented).
+    async fn key_uses(&self, api_key_id: i64) -> StoreResult<KeyUse>;
     async fn append_audit(&self, rows: &[AuditRecord]) -> StoreResult<()>;
     /// Rows of `company_id` (as the caller's or the target company), newest first, and the
     /// total.
@@ -57,5 +96,15 @@ mod tests {
         assert_eq!(super::outcome(402), "refused");
         assert_eq!(super::outcome(404), "failed");
         assert_eq!(super::outcome(500), "failed");
+    }
+
+    #[test]
+    fn key_use_counts_calls_and_keeps_the_latest_times() {
+        let mut u = super::KeyUse::default();
+        u.count(false, 5);
+        u.count(false, 3);
+        u.count(true, 4);
+        assert_eq!((u.uses, u.failures), (2, 1));
+        assert_eq!((u.last_used_ms, u.last_failed_ms), (Some(5), Some(4)));
     }
 }

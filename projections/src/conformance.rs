@@ -321,6 +321,12 @@ async fn legacy_events<S: MetadataWriter + MetadataReader>(store: &S) {
             store.key_by_hash("hash2").await.expect("key").is_none(),
             "revoked key"
         );
+        assert_eq!(
+            store.api_key_id_by_hash("hash2").await.expect("id"),
+            Some(2),
+            "a revoked key is still known by its hash"
+        );
+        assert_eq!(store.api_key_id_by_hash("nope").await.expect("id"), None);
         let op = store.company("operator").await.expect("company");
         assert!(op.is_some_and(|c| c.state.is_operator));
     }
@@ -709,12 +715,89 @@ async fn companies_users_and_keys<S: MetadataWriter + MetadataReader>(store: &S)
         None,
         "a deleted asset frees its slug"
     );
+    prices_end_and_follow_each_other(store).await;
 
     let mut deleted = conn.clone();
     deleted.deleted = true;
     apply_all(store, vec![upsert("e18", deleted)]).await;
     assert!(store.connection("cn1").await.expect("conn").is_none());
     assert!(store.connections("c1").await.expect("list").is_empty());
+}
+
+/// A new price ends the one in force; `PriceEnded` ends one without a successor (once), and
+/// neither touches another company's asset.
+async fn prices_end_and_follow_each_other<S: MetadataWriter + MetadataReader>(store: &S) {
+    let set = |event: &str, aph: &str, company: &str, credits: i64, at_ms: i64| {
+        EntityEvent::PriceSet(schemas::PriceSet {
+            event_id: event.into(),
+            aph_id: aph.into(),
+            company_id: company.into(),
+            asset_id: "a5".into(),
+            price_usd: credits as f64 / 100.0,
+            credits,
+            set_at_ms: at_ms,
+        })
+    };
+    let end = |event: &str, aph: &str, company: &str, at_ms: i64| {
+        EntityEvent::PriceEnded(schemas::PriceEnded {
+            event_id: event.into(),
+            aph_id: aph.into(),
+            company_id: company.into(),
+            asset_id: "a5".into(),
+            ended_at_ms: at_ms,
+        })
+    };
+    apply_all(
+        store,
+        vec![
+            set("e30", "p1", "c1", 10, 100),
+            set("e31", "p2", "c1", 20, 200),
+            set("e32", "p3", "c5", 30, 250),
+            end("e33", "p2", "c5", 260),
+        ],
+    )
+    .await;
+    assert_eq!(
+        rejected_field(store, "e32").await.as_deref(),
+        Some("asset_id")
+    );
+    assert_eq!(
+        rejected_field(store, "e33").await.as_deref(),
+        Some("asset_id")
+    );
+    let ends = |ps: Vec<crate::Price>| {
+        ps.into_iter()
+            .map(|p| (p.aph_id, p.credits, p.date_ended_ms))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ends(store.prices("a5").await.expect("prices")),
+        vec![("p2".into(), 20, None), ("p1".into(), 10, Some(200))],
+        "newest first; the new price ended the old one"
+    );
+    apply_all(
+        store,
+        vec![
+            end("e34", "p2", "c1", 300),
+            end("e35", "p2", "c1", 400),
+            end("e36", "nope", "c1", 400),
+        ],
+    )
+    .await;
+    assert_eq!(
+        rejected_field(store, "e35").await,
+        None,
+        "ending twice is a no-op"
+    );
+    assert_eq!(
+        rejected_field(store, "e36").await.as_deref(),
+        Some("aph_id")
+    );
+    assert_eq!(
+        ends(store.prices("a5").await.expect("prices")),
+        vec![("p2".into(), 20, Some(300)), ("p1".into(), 10, Some(200))],
+        "no price in force"
+    );
 }
 
 /// The money rules every metadata store keeps, alone and in a batch (group commit): a hold
@@ -792,5 +875,88 @@ pub async fn money_suite<S: crate::MoneyStore>(store: &S) {
             n.refunds
         ),
         (1, 1, 1, 2, 1)
+    );
+    let mut rows: Vec<_> = store
+        .executions_of(&["asset".into(), "other".into()], 2)
+        .await
+        .expect("executions")
+        .into_iter()
+        .map(|r| (r.status, r.seller_share, r.duration_ms))
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        rows,
+        vec![
+            ("failed".to_string(), 4, Some(1.0)),
+            ("held".to_string(), 0, None),
+            ("succeeded".to_string(), 3, Some(1.0)),
+        ],
+        "every execution held, the refused one not"
+    );
+    assert!(store
+        .executions_of(&["asset".into()], 3)
+        .await
+        .expect("later")
+        .is_empty());
+}
+
+/// The audit store's rules: records are kept once and listed newest first for either company
+/// they name; key uses add up across flushes and keep the latest times.
+pub async fn audit_suite<S: crate::AuditStore>(store: &S) {
+    use crate::{AuditRecord, KeyUse};
+    let rec = |id: &str, at_ms: i64, company: &str, target: Option<&str>| AuditRecord {
+        audit_id: id.into(),
+        at_ms,
+        request_id: Some(format!("req-{id}")),
+        company_id: Some(company.into()),
+        target_company_id: target.map(str::to_string),
+        user_id: Some("u".into()),
+        api_key_id: Some(7),
+        action: "POST /companies/{company_id}/assets".into(),
+        object: format!("/companies/{company}/assets"),
+        status: 201,
+        outcome: "ok".into(),
+    };
+    let rows = [rec("a1", 1, "c1", None), rec("a2", 2, "c2", Some("c1"))];
+    store.append_audit(&rows).await.expect("append");
+    store.append_audit(&rows[..1]).await.expect("append again");
+    let (c1, total) = store.audit_log("c1", 10, 0).await.expect("log");
+    assert_eq!(total, 2, "once each, as caller or as target");
+    assert_eq!(c1, vec![rows[1].clone(), rows[0].clone()], "newest first");
+    let (c2, total) = store.audit_log("c2", 10, 0).await.expect("log");
+    assert_eq!((c2.len(), total), (1, 1));
+
+    assert_eq!(
+        store.key_uses(9).await.expect("uses"),
+        KeyUse {
+            api_key_id: 9,
+            ..Default::default()
+        }
+    );
+    let used = KeyUse {
+        api_key_id: 9,
+        uses: 3,
+        failures: 0,
+        last_used_ms: Some(50),
+        last_failed_ms: None,
+    };
+    let refused = KeyUse {
+        api_key_id: 9,
+        uses: 1,
+        failures: 2,
+        last_used_ms: Some(40),
+        last_failed_ms: Some(45),
+    };
+    store.add_key_uses(&[used]).await.expect("add");
+    store.add_key_uses(&[refused]).await.expect("add");
+    assert_eq!(
+        store.key_uses(9).await.expect("uses"),
+        KeyUse {
+            api_key_id: 9,
+            uses: 4,
+            failures: 2,
+            last_used_ms: Some(50),
+            last_failed_ms: Some(45),
+        }
     );
 }

@@ -185,4 +185,12 @@ impl MoneyStore for GroupCommit {
     async fn money_counts(&self) -> StoreResult<MoneyCounts> {
         self.inner.money_counts().await
     }
+
+    async fn executions_of(
+        &self,
+        asset_ids: &[String],
+        since_ms: i64,
+    ) -> StoreResult<Vec<crate::execution_stats::ExecutionRow>> {
+        self.inner.executions_of(asset_ids, since_ms).await
+    }
 }

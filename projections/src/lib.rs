@@ -8,6 +8,7 @@ pub mod audit;
 mod ch;
 pub mod conformance;
 mod duck;
+pub mod execution_stats;
 pub mod group_commit;
 pub mod metadata;
 pub mod money;
@@ -20,7 +21,7 @@ mod sqlmeta;
 mod sqlmoney;
 
 pub use analytics::*;
-pub use audit::{AuditRecord, AuditStore};
+pub use audit::{AuditRecord, AuditStore, KeyUse};
 #[cfg(feature = "clickhouse")]
 pub use ch::ClickHouseAnalytics;
 pub use duck::DuckAnalytics;

@@ -135,6 +135,9 @@ pub trait MetadataReader: Send + Sync {
     async fn user_count(&self) -> StoreResult<u64>;
     /// The owner of an active (not revoked) key, by the key's SHA-256 hex.
     async fn key_by_hash(&self, key_hash: &str) -> StoreResult<Option<KeyOwner>>;
+    /// The integer id of any key (active, expired, deactivated or revoked) by its hash: who a
+    /// refused presentation counts against.
+    async fn api_key_id_by_hash(&self, key_hash: &str) -> StoreResult<Option<i64>>;
     /// Every key of `company_id`, active or not, in creation order.
     async fn api_keys(&self, company_id: &str) -> StoreResult<Vec<ApiKey>>;
     /// A key by its aggregate id.

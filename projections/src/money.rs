@@ -245,6 +245,12 @@ pub trait MoneyStore: Send + Sync {
     async fn unpublished_count(&self) -> StoreResult<u64>;
     async fn balance_checks(&self) -> StoreResult<Vec<BalanceCheck>>;
     async fn money_counts(&self) -> StoreResult<MoneyCounts>;
+    /// The executions of `asset_ids` held at or after `since_ms`, oldest first.
+    async fn executions_of(
+        &self,
+        asset_ids: &[String],
+        since_ms: i64,
+    ) -> StoreResult<Vec<crate::execution_stats::ExecutionRow>>;
 }
 
 #[cfg(test)]

@@ -824,6 +824,26 @@ macro_rules! metadata_sql_impl {
                 Ok(Ok(()))
             }
 
+            /// Ends one price of one of the company's assets (once: ending it again does nothing).
+            async fn apply_price_end(tx: &mut Tx<'_>, e: &schemas::PriceEnded) -> Result<Outcome, sqlx::Error> {
+                if !asset_of(tx, &e.asset_id, &e.company_id).await? {
+                    return Ok(reject("asset_id", "no such asset in this company"));
+                }
+                let known: Option<String> = sqlx::query_scalar("SELECT asset_id FROM asset_prices WHERE aph_id = $1")
+                    .bind(&e.aph_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                if known.as_deref() != Some(e.asset_id.as_str()) {
+                    return Ok(reject("aph_id", "no such price of this asset"));
+                }
+                sqlx::query("UPDATE asset_prices SET date_ended_ms = $1 WHERE aph_id = $2 AND date_ended_ms IS NULL")
+                    .bind(e.ended_at_ms)
+                    .bind(&e.aph_id)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(Ok(()))
+            }
+
             /// Places a pre-company setup user (an old log's `UserCreated`) in the operator
             /// company, creating that company the first time.
             async fn apply_legacy_user(
@@ -958,6 +978,7 @@ macro_rules! metadata_sql_impl {
                     EntityEvent::AssetUpserted(e) => return apply_asset(tx, &e.asset).await,
                     EntityEvent::PriceSet(p) => return apply_price(tx, p).await,
                     EntityEvent::DiscountSet(d) => return apply_discount(tx, d).await,
+                    EntityEvent::PriceEnded(e) => return apply_price_end(tx, e).await,
                     EntityEvent::FavoriteUpserted(e) => return apply_favorite(tx, &e.favorite).await,
                 }
                 Ok(Ok(()))
@@ -1205,6 +1226,14 @@ macro_rules! metadata_sql_impl {
                     })
                     .transpose()
                     .map_err(sql_err)
+                }
+
+                async fn api_key_id_by_hash(&self, key_hash: &str) -> StoreResult<Option<i64>> {
+                    sqlx::query_scalar("SELECT api_key_id FROM api_keys WHERE key_hash = $1")
+                        .bind(key_hash)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(sql_err)
                 }
 
                 async fn api_keys(&self, company_id: &str) -> StoreResult<Vec<ApiKey>> {

@@ -76,6 +76,13 @@ CREATE TABLE IF NOT EXISTS audit_log (
 );
 CREATE INDEX IF NOT EXISTS audit_by_company ON audit_log (company_id, at_ms);
 CREATE INDEX IF NOT EXISTS audit_by_target ON audit_log (target_company_id, at_ms);
+CREATE TABLE IF NOT EXISTS api_key_usage (
+    api_key_id BIGINT PRIMARY KEY,
+    use_count BIGINT NOT NULL,
+    failed_attempts BIGINT NOT NULL,
+    last_used_at_ms BIGINT,
+    last_failed_at_ms BIGINT
+);
 ";
 
 macro_rules! money_sql_impl {
@@ -399,6 +406,58 @@ macro_rules! money_sql_impl {
                     Ok(())
                 }
 
+                async fn add_key_uses(&self, uses: &[crate::audit::KeyUse]) -> StoreResult<()> {
+                    if uses.is_empty() {
+                        return Ok(());
+                    }
+                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
+                    for chunk in uses.chunks(500) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO api_key_usage (api_key_id, use_count, failed_attempts, last_used_at_ms, last_failed_at_ms) ",
+                        );
+                        q.push_values(chunk, |mut b, u| {
+                            b.push_bind(u.api_key_id)
+                                .push_bind(u.uses)
+                                .push_bind(u.failures)
+                                .push_bind(u.last_used_ms)
+                                .push_bind(u.last_failed_ms);
+                        });
+                        // Portable "greatest, ignoring NULL": a NULL comparison is not true.
+                        q.push(
+                            " ON CONFLICT (api_key_id) DO UPDATE SET \
+                             use_count = api_key_usage.use_count + excluded.use_count, \
+                             failed_attempts = api_key_usage.failed_attempts + excluded.failed_attempts, \
+                             last_used_at_ms = CASE WHEN excluded.last_used_at_ms > COALESCE(api_key_usage.last_used_at_ms, 0) \
+                                 THEN excluded.last_used_at_ms ELSE api_key_usage.last_used_at_ms END, \
+                             last_failed_at_ms = CASE WHEN excluded.last_failed_at_ms > COALESCE(api_key_usage.last_failed_at_ms, 0) \
+                                 THEN excluded.last_failed_at_ms ELSE api_key_usage.last_failed_at_ms END",
+                        );
+                        q.build().execute(&self.pool).await.map_err(sql_err)?;
+                    }
+                    Ok(())
+                }
+
+                async fn key_uses(&self, api_key_id: i64) -> StoreResult<crate::audit::KeyUse> {
+                    let row = sqlx::query("SELECT * FROM api_key_usage WHERE api_key_id = $1")
+                        .bind(api_key_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    let Some(r) = row else {
+                        return Ok(crate::audit::KeyUse { api_key_id, ..Default::default() });
+                    };
+                    (|| -> Result<_, sqlx::Error> {
+                        Ok(crate::audit::KeyUse {
+                            api_key_id,
+                            uses: r.try_get("use_count")?,
+                            failures: r.try_get("failed_attempts")?,
+                            last_used_ms: r.try_get("last_used_at_ms")?,
+                            last_failed_ms: r.try_get("last_failed_at_ms")?,
+                        })
+                    })()
+                    .map_err(sql_err)
+                }
+
                 async fn audit_log(&self, company_id: &str, limit: usize, offset: usize) -> StoreResult<(Vec<crate::audit::AuditRecord>, u64)> {
                     let rows = sqlx::query(
                         "SELECT * FROM audit_log WHERE company_id = $1 OR target_company_id = $1 \
@@ -599,6 +658,41 @@ macro_rules! money_sql_impl {
                         .map_err(sql_err)?;
                     let entries = rows.iter().map(entry_from).collect::<Result<_, _>>().map_err(sql_err)?;
                     Ok((entries, total as u64))
+                }
+
+                async fn executions_of(&self, asset_ids: &[String], since_ms: i64) -> StoreResult<Vec<crate::execution_stats::ExecutionRow>> {
+                    let mut out = Vec::new();
+                    for chunk in asset_ids.chunks(500) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(
+                            "SELECT asset_id, buyer_company_id, seller_company_id, status, seller_share, duration_ms, created_at_ms \
+                             FROM executions WHERE created_at_ms >= ",
+                        );
+                        q.push_bind(since_ms).push(" AND asset_id IN (");
+                        let mut ids = q.separated(", ");
+                        for id in chunk {
+                            ids.push_bind(id.clone());
+                        }
+                        q.push(")");
+                        let rows = q.build().fetch_all(&self.pool).await.map_err(sql_err)?;
+                        for r in &rows {
+                            out.push(
+                                (|| -> Result<_, sqlx::Error> {
+                                    Ok(crate::execution_stats::ExecutionRow {
+                                        asset_id: r.try_get("asset_id")?,
+                                        buyer_company_id: r.try_get("buyer_company_id")?,
+                                        seller_company_id: r.try_get("seller_company_id")?,
+                                        status: r.try_get("status")?,
+                                        seller_share: r.try_get("seller_share")?,
+                                        duration_ms: r.try_get("duration_ms")?,
+                                        created_at_ms: r.try_get("created_at_ms")?,
+                                    })
+                                })()
+                                .map_err(sql_err)?,
+                            );
+                        }
+                    }
+                    out.sort_by_key(|r| r.created_at_ms);
+                    Ok(out)
                 }
 
                 async fn stale_holds(&self, before_ms: i64) -> StoreResult<Vec<String>> {

@@ -1,6 +1,6 @@
 //! The embedded projection stores against the shared conformance suites.
 
-use projections::conformance::{analytics_suite, metadata_suite, money_suite};
+use projections::conformance::{analytics_suite, audit_suite, metadata_suite, money_suite};
 use projections::{DuckAnalytics, SqliteMetadata};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,6 +18,7 @@ async fn sqlite_metadata_passes_conformance() {
         .expect("open");
     metadata_suite(&store).await;
     money_suite(&store).await;
+    audit_suite(&store).await;
 }
 
 #[cfg(feature = "postgres")]
@@ -32,6 +33,7 @@ async fn postgres_metadata_passes_conformance() {
         .expect("connect to postgres");
     metadata_suite(&store).await;
     money_suite(&store).await;
+    audit_suite(&store).await;
     store.drop_namespace(&ns).await.expect("drop schema");
 }
 

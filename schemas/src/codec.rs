@@ -89,6 +89,7 @@ wire!(AssetUpserted, "tally.entities.AssetUpserted");
 wire!(PriceSet, "tally.entities.PriceSet");
 wire!(FavoriteUpserted, "tally.entities.FavoriteUpserted");
 wire!(DiscountSet, "tally.entities.DiscountSet");
+wire!(PriceEnded, "tally.entities.PriceEnded");
 wire!(UsageRecorded, "tally.usage.UsageRecorded");
 wire!(LedgerEntryPosted, "tally.billing.LedgerEntryPosted");
 wire!(DeadLetter, "tally.ops.DeadLetter");
@@ -180,6 +181,7 @@ pub fn encode_entity(event: &EntityEvent) -> Result<Vec<u8>, CodecError> {
         EntityEvent::PriceSet(e) => encode(e),
         EntityEvent::FavoriteUpserted(e) => encode(e),
         EntityEvent::DiscountSet(e) => encode(e),
+        EntityEvent::PriceEnded(e) => encode(e),
     }
 }
 
@@ -203,6 +205,7 @@ pub fn decode_entity(bytes: &[u8]) -> Result<EntityEvent, CodecError> {
         PriceSet::SUBJECT => EntityEvent::PriceSet(decode_datum(id, datum)?),
         FavoriteUpserted::SUBJECT => EntityEvent::FavoriteUpserted(decode_datum(id, datum)?),
         DiscountSet::SUBJECT => EntityEvent::DiscountSet(decode_datum(id, datum)?),
+        PriceEnded::SUBJECT => EntityEvent::PriceEnded(decode_datum(id, datum)?),
         other => {
             return Err(CodecError::WrongSubject {
                 id,
@@ -335,6 +338,13 @@ mod tests {
                 price_usd: 0.25,
                 credits: 25,
                 set_at_ms: 7,
+            }),
+            EntityEvent::PriceEnded(PriceEnded {
+                event_id: "e10".into(),
+                aph_id: "p".into(),
+                company_id: "c".into(),
+                asset_id: "a".into(),
+                ended_at_ms: 8,
             }),
             EntityEvent::DiscountSet(DiscountSet {
                 event_id: "e9".into(),

@@ -294,6 +294,17 @@ pub struct PriceSet {
     pub set_at_ms: i64,
 }
 
+/// The price `aph_id` of an asset ends without a successor: from `ended_at_ms` the asset has no
+/// price in force (not for sale). Ending a price that has already ended changes nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriceEnded {
+    pub event_id: String,
+    pub aph_id: String,
+    pub company_id: String,
+    pub asset_id: String,
+    pub ended_at_ms: i64,
+}
+
 /// A discount on an asset's price in force: a percentage or an amount in credits off, from
 /// `starts_at_ms` until `ends_at_ms` (open-ended when none), for every buyer or one company.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -402,6 +413,7 @@ pub enum EntityEvent {
     PriceSet(PriceSet),
     FavoriteUpserted(FavoriteUpserted),
     DiscountSet(DiscountSet),
+    PriceEnded(PriceEnded),
 }
 
 impl EntityEvent {
@@ -423,6 +435,7 @@ impl EntityEvent {
             Self::PriceSet(e) => &e.asset_id,
             Self::FavoriteUpserted(e) => &e.favorite.id,
             Self::DiscountSet(e) => &e.asset_id,
+            Self::PriceEnded(e) => &e.asset_id,
         }
     }
 
@@ -439,6 +452,7 @@ impl EntityEvent {
             Self::PriceSet(e) => Some(&e.event_id),
             Self::FavoriteUpserted(e) => Some(&e.event_id),
             Self::DiscountSet(e) => Some(&e.event_id),
+            Self::PriceEnded(e) => Some(&e.event_id),
             _ => None,
         }
     }

@@ -134,6 +134,7 @@ pub const REGISTRY: &[SchemaEntry] = &[
         "favorite_upserted.v1.avsc"
     ),
     entry!(22, "tally.entities.DiscountSet", 1, "discount_set.v1.avsc"),
+    entry!(23, "tally.entities.PriceEnded", 1, "price_ended.v1.avsc"),
 ];
 
 struct Parsed {

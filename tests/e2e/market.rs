@@ -311,11 +311,7 @@ async fn reference_data_and_unbuilt_parts() {
     let anonymous = Client::new(op.base.clone());
     assert_eq!(anonymous.get("/industries").await.0, 401);
 
-    for path in [
-        format!("/companies/{acme}/endpoints"),
-        format!("/companies/{acme}/assets/statistics"),
-        "/plans".to_string(),
-    ] {
+    for path in [format!("/companies/{acme}/endpoints"), "/plans".to_string()] {
         let (s, b) = tenant.get(&path).await;
         assert_eq!(
             (s, b["error"]["code"].clone()),
@@ -398,7 +394,19 @@ async fn bad_bodies_on_the_new_routes_are_4xx_never_500() {
             .await;
         assert_eq!(s, 201, "{a}");
         let asset = a["data"]["asset_id"].as_str().expect("asset").to_string();
+        let (s, p) = admin
+            .post(
+                &format!("/companies/{acme}/assets/{asset}/prices"),
+                &json!({"price_usd": 1.0}),
+            )
+            .await;
+        assert_eq!(s, 201, "{p}");
+        let aph = p["data"]["aph_id"].as_str().expect("aph").to_string();
         routes.extend([
+            (
+                reqwest::Method::PATCH,
+                format!("/companies/{acme}/assets/{asset}/prices/{aph}"),
+            ),
             (
                 reqwest::Method::PATCH,
                 format!("/companies/{acme}/connections/{conn}"),

@@ -100,6 +100,173 @@ async fn ledger_kinds(c: &Client, company: &str) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// The price in force is replaced by PATCH and ended by DELETE; ended prices are history that
+/// never changes, and an asset without a price in force is not for sale.
+async fn price_changes(m: &Market, asset_id: &str, run: &str) {
+    let prices = format!("/companies/{}/assets/{asset_id}/prices", m.seller_id);
+    let (s, b) = m.seller.get(&format!("{prices}/active")).await;
+    assert_eq!(s, 200, "{b}");
+    let first = b["data"]["aph_id"].as_str().expect("aph").to_string();
+    let both = json!({"price_usd": 0.3, "active": false});
+    assert_eq!(
+        m.seller.patch(&format!("{prices}/{first}"), &both).await.0,
+        400
+    );
+    let (s, b) = m
+        .buyer
+        .patch(&format!("{prices}/{first}"), &json!({"price_usd": 0.01}))
+        .await;
+    assert_eq!(s, 403, "the buyer may not change the seller's price: {b}");
+    let (s, b) = m
+        .seller
+        .patch(&format!("{prices}/{first}"), &json!({"price_usd": 0.3}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (&b["data"]["price_credits"], &b["data"]["replaces"]),
+        (&json!(30), &json!(first))
+    );
+    let second = b["data"]["aph_id"].as_str().expect("aph").to_string();
+    let (s, b) = m
+        .seller
+        .patch(&format!("{prices}/{first}"), &json!({"price_usd": 0.4}))
+        .await;
+    assert_eq!(s, 409, "an ended price never changes: {b}");
+    let (s, b) = m.seller.delete(&format!("{prices}/{second}")).await;
+    assert_eq!((s, &b["data"]["active"]), (200, &json!(false)), "{b}");
+    assert_eq!(m.seller.delete(&format!("{prices}/{second}")).await.0, 409);
+    assert_eq!(
+        m.seller.delete(&format!("{prices}/no-such-price")).await.0,
+        404
+    );
+    let (s, b) = m.seller.get(&prices).await;
+    assert_eq!(s, 200, "{b}");
+    let history: Vec<(Value, Value)> = b["data"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| (p["aph_id"].clone(), p["active"].clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        history,
+        vec![(json!(second), json!(false)), (json!(first), json!(false))],
+        "newest first, both kept"
+    );
+    let (s, b) = m.buyer.get(run).await;
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (409, &json!("not_for_sale")),
+        "{b}"
+    );
+}
+
+/// The seller's statistics after the walk below: the priced asset ran four times (three charged
+/// runs by the buyer, one free run by the seller) and earned 3 × 21; the broken one failed three
+/// times; the slow one timed out once. The buyer may not read them.
+async fn asset_statistics(m: &Market, asset_id: &str, broken: &str) {
+    let base = format!("/companies/{}/assets", m.seller_id);
+    let (s, b) = m.seller.get(&format!("{base}/{asset_id}/statistics")).await;
+    assert_eq!(s, 200, "{b}");
+    let t = &b["data"]["totals"];
+    assert_eq!(
+        (&t["executions"], &t["succeeded"], &t["failed"]),
+        (&json!(4), &json!(4), &json!(0)),
+        "{b}"
+    );
+    assert_eq!(
+        (&t["distinct_buyers"], &t["revenue_credits"]),
+        (&json!(1), &json!(63))
+    );
+    assert!(t["p95_duration_ms"]
+        .as_f64()
+        .is_some_and(|d| d >= t["p50_duration_ms"].as_f64().unwrap_or(f64::MAX)));
+    assert_eq!(b["data"]["per_day"].as_array().map(Vec::len), Some(1));
+    assert_eq!(b["data"]["per_day"][0]["executions"], 4);
+    let (s, b) = m.seller.get(&format!("{base}/statistics?days=7")).await;
+    assert_eq!(s, 200, "{b}");
+    let t = &b["data"]["totals"];
+    assert_eq!(
+        (
+            &t["executions"],
+            &t["failed"],
+            &t["error_rate"],
+            &t["revenue_credits"]
+        ),
+        (&json!(8), &json!(4), &json!(0.5), &json!(63)),
+        "{b}"
+    );
+    let broken_row = b["data"]["assets"]
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["asset_id"] == broken))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(broken_row["totals"]["error_rate"], 1.0, "{b}");
+    assert_eq!(
+        m.seller.get(&format!("{base}/statistics?days=0")).await.0,
+        400
+    );
+    let theirs = m.buyer.get(&format!("{base}/{asset_id}/statistics")).await;
+    assert_eq!(theirs.0, 403, "{}", theirs.1);
+    let own_path = format!("/companies/{}/assets/{asset_id}/statistics", m.buyer_id);
+    assert_eq!(m.buyer.get(&own_path).await.0, 404, "not the buyer's asset");
+}
+
+/// A fresh key used twice, refused once by its company scope and once after it was revoked:
+/// its statistics say so (counted within a second).
+async fn key_statistics(m: &Market) {
+    let keys = format!("/companies/{}/api-keys", m.buyer_id);
+    let (s, b) = m.buyer.post(&keys, &json!({"name": "counted"})).await;
+    assert_eq!(s, 201, "{b}");
+    let number = b["data"]["api_key_id"].as_i64().expect("id");
+    let key = b["data"]["key"].as_str().expect("key").to_string();
+    let counted = m.buyer.with_key(&key);
+    assert_eq!(counted.get("/me").await.0, 200);
+    assert_eq!(
+        counted.get(&format!("/companies/{}", m.buyer_id)).await.0,
+        200
+    );
+    let other = format!("/companies/{}/credits/ledger", m.seller_id);
+    assert_eq!(counted.get(&other).await.0, 403);
+    let (s, b) = m
+        .buyer
+        .post(
+            &format!("{keys}/{number}/revoke"),
+            &json!({"reason": "test"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(counted.get("/me").await.0, 401);
+    let stats = format!("{keys}/{number}/stats");
+    let mut last = Value::Null;
+    for _ in 0..50 {
+        let (s, b) = m.buyer.get(&stats).await;
+        assert_eq!(s, 200, "{b}");
+        last = b["data"].clone();
+        if last["usage_count"] == 2 && last["failed_attempts"] == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (
+            &last["usage_count"],
+            &last["failed_attempts"],
+            &last["is_active"]
+        ),
+        (&json!(2), &json!(2), &json!(false)),
+        "{last}"
+    );
+    assert!(last["last_used"].is_string() && last["last_failed_attempt"].is_string());
+    let theirs = format!("/companies/{}/api-keys/{number}/stats", m.seller_id);
+    assert_eq!(
+        m.seller.get(&theirs).await.0,
+        404,
+        "another company's key number"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seller_to_buyer_charges_exactly_and_reconciles() {
     let Some(url) = source_url() else {
@@ -367,11 +534,15 @@ async fn seller_to_buyer_charges_exactly_and_reconciles() {
         403
     );
 
+    asset_statistics(&m, &asset_id, &broken).await;
+    key_statistics(&m).await;
+
     // The source is byte-for-byte unchanged.
     assert_eq!(
         seller_db::connect(&url).await.fingerprint(&table).await,
         before
     );
+    price_changes(&m, &asset_id, &run).await;
 
     let settings = m.settings.clone();
     m.app.shutdown().await.expect("shutdown");

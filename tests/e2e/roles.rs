@@ -65,6 +65,7 @@ fn probe(
             json!({"credits": 1, "reason": "probe"}),
         ),
         Action::ReadLedger => ("GET", format!("{c}/credits/ledger"), Value::Null),
+        Action::ReadSales => ("GET", format!("{c}/assets/statistics"), Value::Null),
         Action::ManageFavorites => ("GET", format!("{c}/users/{me}/favorites"), Value::Null),
         Action::ManageAlerts => ("GET", format!("{c}/users/{me}/alerts"), Value::Null),
         Action::ReadAuditLog => ("GET", format!("{c}/audit-log"), Value::Null),

@@ -3,10 +3,14 @@
 //! becomes an [`AuditRecord`]. Records go to a bounded channel and a background writer stores
 //! them in batches, so a request never waits on the audit store; a full channel drops a record
 //! and counts it (`tally_audit_dropped_total`) rather than slowing every caller.
+//!
+//! The sink also counts every call made with an API key (used, or refused) in memory and adds
+//! the counts to the store once a second: what `GET …/api-keys/{id}/stats` reads.
 
 use crate::Caller;
 use axum::http::Method;
-use projections::{AuditRecord, AuditStore};
+use dashmap::DashMap;
+use projections::{AuditRecord, AuditStore, KeyUse};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -14,11 +18,19 @@ use tokio::task::JoinHandle;
 
 const CHANNEL: usize = 65_536;
 const BATCH: usize = 1_000;
+/// How often the key-use counts are added to the store.
+const KEY_USE_FLUSH: Duration = Duration::from_secs(1);
 
 /// Where the HTTP layer sends audit records.
 #[derive(Clone)]
 pub struct AuditSink {
     tx: mpsc::Sender<AuditRecord>,
+    key_uses: Arc<DashMap<i64, KeyUse>>,
+}
+
+/// Whether a call made with a key counts as a failed attempt of that key.
+pub fn refused(status: u16) -> bool {
+    matches!(status, 401 | 402 | 403 | 429)
 }
 
 /// Whether a call is audited: a mutation, an execution, or a refusal.
@@ -67,29 +79,82 @@ impl AuditSink {
     /// flushes what is left.
     pub fn spawn(store: Arc<dyn AuditStore>) -> (AuditSink, JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<AuditRecord>(CHANNEL);
+        let key_uses: Arc<DashMap<i64, KeyUse>> = Arc::new(DashMap::new());
+        let counts = key_uses.clone();
         let writer = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
-            while rx.recv_many(&mut batch, BATCH).await > 0 {
-                let mut tries = 0;
-                while let Err(e) = store.append_audit(&batch).await {
-                    tries += 1;
-                    tracing::warn!(error = %e, rows = batch.len(), "cannot store audit records; retrying");
-                    if tries == 10 {
-                        metrics::counter!("tally_audit_dropped_total")
-                            .increment(batch.len() as u64);
-                        break;
+            let mut tick = tokio::time::interval(KEY_USE_FLUSH);
+            loop {
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, BATCH) => {
+                        if n == 0 {
+                            break;
+                        }
+                        store_records(store.as_ref(), &batch).await;
+                        batch.clear();
                     }
-                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                    _ = tick.tick() => store_key_uses(store.as_ref(), &counts).await,
                 }
-                batch.clear();
             }
+            store_key_uses(store.as_ref(), &counts).await;
         });
-        (AuditSink { tx }, writer)
+        (AuditSink { tx, key_uses }, writer)
     }
 
     pub fn send(&self, r: AuditRecord) {
         if self.tx.try_send(r).is_err() {
             metrics::counter!("tally_audit_dropped_total").increment(1);
+        }
+    }
+
+    /// Counts one call made with key `api_key_id` that answered `status`.
+    pub fn count_key_use(&self, api_key_id: i64, status: u16) {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.key_uses
+            .entry(api_key_id)
+            .or_insert_with(|| KeyUse {
+                api_key_id,
+                ..KeyUse::default()
+            })
+            .count(refused(status), now);
+    }
+}
+
+/// Stores `batch`, retrying a failing store for a while before dropping (and counting) it.
+async fn store_records(store: &dyn AuditStore, batch: &[AuditRecord]) {
+    let mut tries = 0;
+    while let Err(e) = store.append_audit(batch).await {
+        tries += 1;
+        tracing::warn!(error = %e, rows = batch.len(), "cannot store audit records; retrying");
+        if tries == 10 {
+            metrics::counter!("tally_audit_dropped_total").increment(batch.len() as u64);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+    }
+}
+
+/// Moves the counts gathered so far into the store; counts it cannot store go back into the
+/// map, so a store outage delays them and loses none.
+async fn store_key_uses(store: &dyn AuditStore, counts: &DashMap<i64, KeyUse>) {
+    let ids: Vec<i64> = counts.iter().map(|e| *e.key()).collect();
+    let taken: Vec<KeyUse> = ids
+        .iter()
+        .filter_map(|id| counts.remove(id).map(|(_, u)| u))
+        .collect();
+    if taken.is_empty() {
+        return;
+    }
+    if let Err(e) = store.add_key_uses(&taken).await {
+        tracing::warn!(error = %e, keys = taken.len(), "cannot store key use counts; keeping them");
+        for u in taken {
+            counts
+                .entry(u.api_key_id)
+                .or_insert_with(|| KeyUse {
+                    api_key_id: u.api_key_id,
+                    ..KeyUse::default()
+                })
+                .absorb(&u);
         }
     }
 }

@@ -159,6 +159,19 @@ impl Auth {
         Ok(Caller::from_owner(&owner))
     }
 
+    /// The id of a presented key that exists but is out of service (only looked up when use
+    /// is counted: an unknown key costs nothing more).
+    async fn known_key(&self, key: &str) -> Option<i64> {
+        self.audit.as_ref()?;
+        match self.metadata.api_key_id_by_hash(&hash_key(key)).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up a refused key");
+                None
+            }
+        }
+    }
+
     /// Forgets a changed or revoked key at once.
     pub fn evict_key_id(&self, key_id: &str) {
         self.cache.retain(|_, (owner, _)| owner.key_id != key_id);
@@ -228,9 +241,13 @@ pub async fn require_api_key(State(auth): State<Arc<Auth>>, req: Request, next: 
         .get::<axum::extract::MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| path.clone());
-    let (caller, resp) = authenticate_and_run(&auth, req, next).await;
+    let (caller, refused_key, resp) = authenticate_and_run(&auth, req, next).await;
     if let Some(sink) = &auth.audit {
         let status = resp.status().as_u16();
+        let key_used = caller.as_ref().map(|c| c.api_key_id).filter(|id| *id > 0);
+        if let Some(id) = key_used.or(refused_key) {
+            sink.count_key_use(id, status);
+        }
         if crate::audit::audited(&method, &path, status) {
             sink.send(crate::audit::record(
                 caller.as_ref(),
@@ -244,20 +261,21 @@ pub async fn require_api_key(State(auth): State<Arc<Auth>>, req: Request, next: 
     resp
 }
 
-/// Finds the caller (key or session) and runs the handler; the caller, if one was found,
-/// comes back with the response for the audit trail.
+/// Finds the caller (key or session) and runs the handler; the caller, if one was found (or
+/// the id of a known key that is out of service), comes back with the response for the audit
+/// trail.
 async fn authenticate_and_run(
     auth: &Auth,
     mut req: Request,
     next: Next,
-) -> (Option<Caller>, Response) {
+) -> (Option<Caller>, Option<i64>, Response) {
     let Some(key) = presented_key(&req).filter(|k| !k.is_empty()) else {
         let token = cookie(req.headers(), SESSION_COOKIE).map(str::to_string);
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             let e = ApiError::unauthorized(
                 "missing API key: send x-api-key or Authorization: Bearer, or sign in",
             );
-            return (None, e.into_response());
+            return (None, None, e.into_response());
         };
         return match auth.verify_session(&token).await {
             Ok(Some(caller)) => {
@@ -265,27 +283,28 @@ async fn authenticate_and_run(
                     let e = ApiError::forbidden(
                         "a request signed in with the session cookie must come from the same origin",
                     );
-                    return (Some(caller), e.into_response());
+                    return (Some(caller), None, e.into_response());
                 }
                 req.extensions_mut().insert(caller.clone());
-                (Some(caller), next.run(req).await)
+                (Some(caller), None, next.run(req).await)
             }
             Ok(None) => (
                 None,
+                None,
                 ApiError::unauthorized("the session is expired or signed out").into_response(),
             ),
-            Err(e) => (None, e.into_response()),
+            Err(e) => (None, None, e.into_response()),
         };
     };
     match auth.verify(&key).await {
         Ok(Some(caller)) => {
             req.extensions_mut().insert(caller.clone());
-            (Some(caller), next.run(req).await)
+            (Some(caller), None, next.run(req).await)
         }
-        Ok(None) => (
-            None,
-            ApiError::unauthorized("invalid, revoked or expired API key").into_response(),
-        ),
-        Err(e) => (None, e.into_response()),
+        Ok(None) => {
+            let refused = ApiError::unauthorized("invalid, revoked or expired API key");
+            (None, auth.known_key(&key).await, refused.into_response())
+        }
+        Err(e) => (None, None, e.into_response()),
     }
 }

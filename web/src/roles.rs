@@ -76,13 +76,15 @@ pub enum Action {
     ManagePrices,
     TopUpCredits,
     ReadLedger,
+    /// Read what the company's assets sold: executions, buyers, revenue (seller analytics).
+    ReadSales,
     ManageFavorites,
     ManageAlerts,
     ReadAuditLog,
 }
 
 impl Action {
-    pub const ALL: [Action; 20] = [
+    pub const ALL: [Action; 21] = [
         Action::CreateCompany,
         Action::ReadCompany,
         Action::UpdateCompany,
@@ -100,6 +102,7 @@ impl Action {
         Action::ManagePrices,
         Action::TopUpCredits,
         Action::ReadLedger,
+        Action::ReadSales,
         Action::ManageFavorites,
         Action::ManageAlerts,
         Action::ReadAuditLog,
@@ -124,6 +127,7 @@ pub fn allowed(role: Role, action: Action) -> bool {
                 | ReadAssets
                 | ExecuteAssets
                 | ManagePrices
+                | ReadSales
                 | ManageFavorites
                 | ManageAlerts
         ),
@@ -170,6 +174,7 @@ mod tests {
                 ExecuteAssets,
                 ManagePrices,
                 ReadLedger,
+                ReadSales,
                 ManageFavorites,
                 ManageAlerts,
                 ReadAuditLog,
@@ -185,6 +190,7 @@ mod tests {
                 ReadAssets,
                 ExecuteAssets,
                 ManagePrices,
+                ReadSales,
                 ManageFavorites,
                 ManageAlerts,
             ],

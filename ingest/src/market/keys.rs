@@ -196,6 +196,31 @@ pub async fn get(
     Ok(market("API key retrieved", key_json(&k)).into_response())
 }
 
+/// `GET /companies/{company_id}/api-keys/{api_key_id}/stats`: how often the key was used and
+/// refused, and when last (counted by every process, stored within a second of the call).
+pub async fn stats(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path((company_id, key_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let k = company_key(&s, &caller, &company_id, &key_id).await?;
+    let store = s
+        .audit
+        .as_ref()
+        .ok_or_else(|| ApiError::not_implemented("this process keeps no usage counts"))?;
+    let u = store.key_uses(k.api_key_id).await?;
+    let data = json!({
+        "api_key_id": k.api_key_id,
+        "name": k.state.name,
+        "usage_count": u.uses,
+        "last_used": u.last_used_ms.map(rfc3339),
+        "failed_attempts": u.failures,
+        "last_failed_attempt": u.last_failed_ms.map(rfc3339),
+        "is_active": k.state.active && k.state.revoked_at_ms.is_none(),
+    });
+    Ok(market("API key statistics retrieved", data).into_response())
+}
+
 async fn save(s: &IngestState, key: ApiKeyState) -> ApiResult<()> {
     let id = key.id.clone();
     s.command_checked(vec![EntityEvent::ApiKeyUpserted(ApiKeyUpserted {

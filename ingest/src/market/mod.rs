@@ -14,6 +14,7 @@ pub mod keys;
 pub mod money;
 pub mod params;
 pub mod reference;
+pub mod statistics;
 pub mod users;
 
 use crate::commands::rfc3339;

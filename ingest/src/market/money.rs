@@ -115,6 +115,119 @@ struct PriceBody {
     price_usd: Option<f64>,
 }
 
+/// The price `aph_id` of the asset, if it is the one in force: an ended price is history (the
+/// charges made under it point at it) and never changes.
+async fn price_in_force(
+    s: &IngestState,
+    caller: &Caller,
+    company_id: &str,
+    asset_id: &str,
+    aph_id: &str,
+) -> ApiResult<Price> {
+    let all = own_asset_prices(s, caller, company_id, asset_id, Action::ManagePrices).await?;
+    let p = all
+        .into_iter()
+        .find(|p| p.aph_id == aph_id)
+        .ok_or_else(|| ApiError::not_found(format!("no price {aph_id:?} for this asset")))?;
+    if p.date_ended_ms.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "this price has ended; price history never changes (POST a new price instead)",
+        ));
+    }
+    Ok(p)
+}
+
+/// Ends the price in force `p` without a successor: the asset is not for sale until a new
+/// price is set.
+async fn end_price(s: &IngestState, company_id: String, p: &Price) -> ApiResult<Response> {
+    let event = schemas::PriceEnded {
+        event_id: new_id(),
+        aph_id: p.aph_id.clone(),
+        company_id,
+        asset_id: p.asset_id.clone(),
+        ended_at_ms: now_ms().max(p.date_created_ms),
+    };
+    let ended = Price {
+        date_ended_ms: Some(event.ended_at_ms),
+        ..p.clone()
+    };
+    s.command_checked(vec![EntityEvent::PriceEnded(event)])
+        .await?;
+    Ok(market("Price ended", price_json(&ended)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PricePatch {
+    price_usd: Option<f64>,
+    active: Option<bool>,
+}
+
+/// `PATCH …/prices/{aph_id}` on the price in force: `{"price_usd"}` replaces it by a new price
+/// (history keeps both; the answer names the new `aph_id` and the one it `replaces`), and
+/// `{"active": false}` ends it (the asset is then not for sale).
+pub async fn patch_price(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path((company_id, asset_id, aph_id)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let p = price_in_force(&s, &caller, &company_id, &asset_id, &aph_id).await?;
+    let b: PricePatch = parse_json(&body)?;
+    match (b.price_usd, b.active) {
+        (Some(usd), None | Some(true)) => {
+            let event = new_price(&s, company_id, asset_id, usd)?;
+            let data = json!({
+                "aph_id": event.aph_id,
+                "price_credits": event.credits,
+                "replaces": p.aph_id,
+            });
+            s.command_checked(vec![EntityEvent::PriceSet(event)])
+                .await?;
+            Ok(market("Price replaced", data).into_response())
+        }
+        (None, Some(false)) => end_price(&s, company_id, &p).await,
+        (None, Some(true)) => Ok(market("Price unchanged", price_json(&p)).into_response()),
+        (Some(_), Some(false)) => Err(ApiError::bad_request(
+            "give either price_usd (a new price) or active: false (end the price), not both",
+        )),
+        (None, None) => Err(ApiError::bad_request(
+            "give price_usd (a new price) or active: false (end the price)",
+        )),
+    }
+}
+
+/// `DELETE …/prices/{aph_id}`: ends the price in force (kept in the history); the asset is not
+/// for sale until a new price is set.
+pub async fn delete_price(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path((company_id, asset_id, aph_id)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let p = price_in_force(&s, &caller, &company_id, &asset_id, &aph_id).await?;
+    end_price(&s, company_id, &p).await
+}
+
+/// A price of `usd` in force from now.
+fn new_price(
+    s: &IngestState,
+    company_id: String,
+    asset_id: String,
+    usd: f64,
+) -> ApiResult<PriceSet> {
+    Ok(PriceSet {
+        event_id: new_id(),
+        aph_id: new_id(),
+        company_id,
+        asset_id,
+        price_usd: usd,
+        credits: credits(s, usd)?,
+        set_at_ms: now_ms(),
+    })
+}
+
 fn credits(s: &IngestState, usd: f64) -> ApiResult<i64> {
     credits_for_usd(usd, s.cfg.credits_per_usd)
         .filter(|c| *c <= MAX_CREDITS)
@@ -131,15 +244,7 @@ pub async fn set_price(
     own_asset_prices(&s, &caller, &company_id, &asset_id, Action::ManagePrices).await?;
     let b: PriceBody = parse_json(&body)?;
     let usd = *required("price_usd", &b.price_usd)?;
-    let event = PriceSet {
-        event_id: new_id(),
-        aph_id: new_id(),
-        company_id,
-        asset_id,
-        price_usd: usd,
-        credits: credits(&s, usd)?,
-        set_at_ms: now_ms(),
-    };
+    let event = new_price(&s, company_id, asset_id, usd)?;
     let (aph_id, price_credits) = (event.aph_id.clone(), event.credits);
     s.command_checked(vec![EntityEvent::PriceSet(event)])
         .await?;
