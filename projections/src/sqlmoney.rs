@@ -112,6 +112,16 @@ macro_rules! money_sql_impl {
                 outbox: Vec<(String, String, String, String, i64)>,
             }
 
+            /// One change to one company's balance, for [`move_credits`].
+            struct Movement {
+                company: String,
+                kind: &'static str,
+                credits: i64,
+                execution_id: String,
+                counterparty: String,
+                at_ms: i64,
+            }
+
             struct LedgerRow {
                 entry_id: String,
                 company_id: String,
@@ -376,6 +386,267 @@ macro_rules! money_sql_impl {
                 Ok(HoldOutcome::Held { balance_after })
             }
 
+            /// Balances of `companies` as they stand in `tx` (0 for a company without one).
+            async fn balances_in(tx: &mut Tx<'_>, companies: &[&str]) -> Result<std::collections::HashMap<String, i64>, sqlx::Error> {
+                let mut out: std::collections::HashMap<String, i64> = companies.iter().map(|c| (c.to_string(), 0)).collect();
+                if companies.is_empty() {
+                    return Ok(out);
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT company_id, credits FROM balances WHERE company_id IN (");
+                let mut ids = q.separated(", ");
+                for c in companies {
+                    ids.push_bind(c.to_string());
+                }
+                q.push(")");
+                for r in q.build().fetch_all(&mut **tx).await? {
+                    out.insert(r.try_get("company_id")?, r.try_get("credits")?);
+                }
+                Ok(out)
+            }
+
+            /// Adds each company's movements (in order) to its balance with one statement per
+            /// company, in company-id order (so two transactions never wait on each other in a
+            /// cycle), and posts a ledger row per movement with its running balance. `None` if
+            /// a debit would take a balance below zero (then nothing was changed for that
+            /// company, and the caller must not commit).
+            async fn move_credits(tx: &mut Tx<'_>, p: &mut Pending, moves: &[Movement]) -> StoreResult<Option<()>> {
+                let mut by_company: std::collections::BTreeMap<&str, Vec<&Movement>> = std::collections::BTreeMap::new();
+                for m in moves {
+                    by_company.entry(m.company.as_str()).or_default().push(m);
+                }
+                for (company, list) in by_company {
+                    let total: i64 = list.iter().map(|m| m.credits).sum();
+                    let Some(last) = add(tx, company, total).await.map_err(sql_err)? else {
+                        return Ok(None);
+                    };
+                    let mut after = last - total;
+                    for m in list {
+                        after += m.credits;
+                        post(p, company, m.kind, m.credits, after, Some(&m.execution_id), Some(&m.counterparty), None, m.at_ms)?;
+                    }
+                }
+                Ok(Some(()))
+            }
+
+            /// [`hold_in`] for a batch with a few statements in all: one insert of every
+            /// execution (the lock on each id), one debit per buyer for the sum of its holds
+            /// when the balance covers them all, and one read of the balances. A buyer whose
+            /// balance does not cover the whole batch is held one execution at a time, in order.
+            async fn hold_many_in(tx: &mut Tx<'_>, p: &mut Pending, holds: &[Hold]) -> StoreResult<Vec<HoldOutcome>> {
+                let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+                let unique: Vec<&Hold> = holds
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, h)| *first.entry(h.execution_id.as_str()).or_insert(*i) == *i)
+                    .map(|(_, h)| h)
+                    .collect();
+                let mut inserted = std::collections::HashSet::new();
+                for chunk in unique.chunks(200) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO executions (execution_id, buyer_company_id, seller_company_id, platform_company_id, asset_id, api_key_id, \
+                         user_id, cost, seller_share, platform_fee, status, created_at_ms) ",
+                    );
+                    q.push_values(chunk, |mut b, h| {
+                        b.push_bind(h.execution_id.clone())
+                            .push_bind(h.buyer_company_id.clone())
+                            .push_bind(h.seller_company_id.clone())
+                            .push_bind(h.platform_company_id.clone())
+                            .push_bind(h.asset_id.clone())
+                            .push_bind(h.api_key_id)
+                            .push_bind(h.user_id.clone())
+                            .push_bind(h.cost)
+                            .push_bind(h.seller_share)
+                            .push_bind(h.platform_fee)
+                            .push_bind("held")
+                            .push_bind(h.at_ms);
+                    });
+                    q.push(" ON CONFLICT (execution_id) DO NOTHING RETURNING execution_id");
+                    for r in q.build().fetch_all(&mut **tx).await.map_err(sql_err)? {
+                        inserted.insert(r.try_get::<String, _>("execution_id").map_err(sql_err)?);
+                    }
+                }
+                let mut outcome: std::collections::HashMap<String, HoldOutcome> = std::collections::HashMap::new();
+                let known: Vec<&Hold> = unique.iter().copied().filter(|h| !inserted.contains(&h.execution_id)).collect();
+                for h in known {
+                    let status: String = sqlx::query_scalar("SELECT status FROM executions WHERE execution_id = $1")
+                        .bind(&h.execution_id)
+                        .fetch_one(&mut **tx)
+                        .await
+                        .map_err(sql_err)?;
+                    outcome.insert(h.execution_id.clone(), HoldOutcome::AlreadyHeld { status });
+                }
+                let charged: Vec<&Hold> = unique.iter().copied().filter(|h| inserted.contains(&h.execution_id) && h.cost > 0).collect();
+                let mut buyers: Vec<&str> = charged.iter().map(|h| h.buyer_company_id.as_str()).collect();
+                buyers.sort_unstable();
+                buyers.dedup();
+                for buyer in buyers {
+                    let mine: Vec<&Hold> = charged.iter().copied().filter(|h| h.buyer_company_id == buyer).collect();
+                    let debits: Vec<Movement> = mine
+                        .iter()
+                        .map(|h| Movement {
+                            company: buyer.to_string(),
+                            kind: "debit",
+                            credits: -h.cost,
+                            execution_id: h.execution_id.clone(),
+                            counterparty: h.seller_company_id.clone(),
+                            at_ms: h.at_ms,
+                        })
+                        .collect();
+                    let mark = p.ledger.len();
+                    if move_credits(tx, p, &debits).await?.is_some() {
+                        for (h, row) in mine.iter().zip(&p.ledger[mark..]) {
+                            outcome.insert(h.execution_id.clone(), HoldOutcome::Held { balance_after: row.balance_after });
+                        }
+                        continue;
+                    }
+                    // Not all covered: one at a time, so exactly the ones that fit are held.
+                    for h in mine {
+                        sqlx::query("DELETE FROM executions WHERE execution_id = $1")
+                            .bind(&h.execution_id)
+                            .execute(&mut **tx)
+                            .await
+                            .map_err(sql_err)?;
+                        outcome.insert(h.execution_id.clone(), hold_in(tx, p, h).await?);
+                    }
+                }
+                let free: Vec<&Hold> = unique.iter().copied().filter(|h| inserted.contains(&h.execution_id) && h.cost == 0).collect();
+                if !free.is_empty() {
+                    let companies: Vec<&str> = free.iter().map(|h| h.buyer_company_id.as_str()).collect();
+                    let now = balances_in(tx, &companies).await.map_err(sql_err)?;
+                    for h in free {
+                        let balance_after = now.get(&h.buyer_company_id).copied().unwrap_or(0);
+                        outcome.insert(h.execution_id.clone(), HoldOutcome::Held { balance_after });
+                    }
+                }
+                // A repeat of an id within the batch sees what its first occurrence left.
+                Ok(holds
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        let o = outcome.get(&h.execution_id).cloned().unwrap_or(HoldOutcome::Insufficient { balance: 0 });
+                        match (first.get(h.execution_id.as_str()) == Some(&i), o) {
+                            (false, HoldOutcome::Held { .. }) => HoldOutcome::AlreadyHeld { status: "held".into() },
+                            (_, o) => o,
+                        }
+                    })
+                    .collect())
+            }
+
+            /// [`settle_in`] for a batch with a few statements in all: one update of every held
+            /// execution, one balance change per company (see [`move_credits`]) and one read of
+            /// the buyers' balances afterwards.
+            async fn settle_many_in(tx: &mut Tx<'_>, p: &mut Pending, settles: &[Settle]) -> StoreResult<Vec<i64>> {
+                let mut seen = std::collections::HashSet::new();
+                let unique: Vec<&Settle> = settles.iter().filter(|x| seen.insert(x.execution_id.as_str())).collect();
+                let mut settled: std::collections::HashMap<String, <$db as sqlx::Database>::Row> = std::collections::HashMap::new();
+                for chunk in unique.chunks(200) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "UPDATE executions SET status = v.x_status, result_rows = v.x_rows, duration_ms = v.x_duration, settled_at_ms = v.x_at \
+                         FROM (SELECT column1 AS x_id, column2 AS x_status, column3 AS x_rows, column4 AS x_duration, column5 AS x_at FROM (",
+                    );
+                    q.push_values(chunk, |mut b, x| {
+                        b.push_bind(x.execution_id.clone())
+                            .push_bind(if x.succeeded { "succeeded" } else { "failed" })
+                            .push_bind(x.rows)
+                            .push_bind(x.duration_ms)
+                            .push_bind(x.at_ms);
+                    });
+                    q.push(
+                        ") AS t) AS v WHERE executions.execution_id = v.x_id AND executions.status = 'held' \
+                         RETURNING execution_id, buyer_company_id, seller_company_id, platform_company_id, asset_id, api_key_id, user_id, cost, seller_share, platform_fee",
+                    );
+                    for r in q.build().fetch_all(&mut **tx).await.map_err(sql_err)? {
+                        settled.insert(r.try_get("execution_id").map_err(sql_err)?, r);
+                    }
+                }
+                let mut moves = Vec::new();
+                let mut buyer_of: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+                for x in &unique {
+                    let Some(r) = settled.get(&x.execution_id) else {
+                        continue;
+                    };
+                    let get = |c: &str| -> Result<String, StoreError> { r.try_get(c).map_err(sql_err) };
+                    let num = |c: &str| -> Result<i64, StoreError> { r.try_get(c).map_err(sql_err) };
+                    let (buyer, seller, platform) = (get("buyer_company_id")?, get("seller_company_id")?, get("platform_company_id")?);
+                    let (cost, share, fee) = (num("cost")?, num("seller_share")?, num("platform_fee")?);
+                    let movement = |company: &str, kind: &'static str, credits: i64, counterparty: &str| Movement {
+                        company: company.to_string(),
+                        kind,
+                        credits,
+                        execution_id: x.execution_id.clone(),
+                        counterparty: counterparty.to_string(),
+                        at_ms: x.at_ms,
+                    };
+                    if x.succeeded {
+                        for (company, kind, credits) in [(&seller, "seller_credit", share), (&platform, "platform_fee", fee)] {
+                            if credits > 0 {
+                                moves.push(movement(company, kind, credits, &buyer));
+                            }
+                        }
+                    } else if cost > 0 {
+                        moves.push(movement(&buyer, "refund", cost, &seller));
+                    }
+                    let usage = schemas::UsageRecorded {
+                        execution_id: x.execution_id.clone(),
+                        buyer_company_id: buyer.clone(),
+                        seller_company_id: seller,
+                        asset_id: get("asset_id")?,
+                        api_key_id: num("api_key_id")?,
+                        user_id: get("user_id")?,
+                        credits: if x.succeeded { cost } else { 0 },
+                        rows: x.rows,
+                        duration_ms: x.duration_ms,
+                        status: if x.succeeded { "succeeded" } else { "failed" }.to_string(),
+                        mode: "live".into(),
+                        at_ms: x.at_ms,
+                    };
+                    let payload = schemas::encode(&usage).map_err(|e| StoreError::Backend(e.to_string()))?;
+                    outbox(p, "usage", &buyer, payload, x.at_ms);
+                    buyer_of.insert(x.execution_id.clone(), buyer);
+                }
+                if move_credits(tx, p, &moves).await?.is_none() {
+                    return Err(StoreError::Backend("a settlement would take a balance below zero".into()));
+                }
+                for x in &unique {
+                    if buyer_of.contains_key(&x.execution_id) {
+                        continue;
+                    }
+                    let buyer: Option<String> = sqlx::query_scalar("SELECT buyer_company_id FROM executions WHERE execution_id = $1")
+                        .bind(&x.execution_id)
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map_err(sql_err)?;
+                    if let Some(b) = buyer {
+                        buyer_of.insert(x.execution_id.clone(), b);
+                    }
+                }
+                let companies: Vec<&str> = buyer_of.values().map(String::as_str).collect();
+                let mut running = balances_in(tx, &companies).await.map_err(sql_err)?;
+                // Each settle answers the buyer's balance as it stood right after it: the final
+                // balance less the refunds that come after it in the batch.
+                let refunds: std::collections::HashMap<&str, i64> = moves
+                    .iter()
+                    .filter(|m| m.kind == "refund")
+                    .map(|m| (m.execution_id.as_str(), m.credits))
+                    .collect();
+                let mut first = std::collections::HashSet::new();
+                let is_first: Vec<bool> = settles.iter().map(|x| first.insert(x.execution_id.as_str())).collect();
+                let mut out = vec![0; settles.len()];
+                for (i, x) in settles.iter().enumerate().rev() {
+                    let Some(buyer) = buyer_of.get(&x.execution_id) else {
+                        continue;
+                    };
+                    let balance = running.get(buyer).copied().unwrap_or(0);
+                    out[i] = balance;
+                    if is_first[i] {
+                        if let (Some(r), Some(b)) = (refunds.get(x.execution_id.as_str()), running.get_mut(buyer)) {
+                            *b = balance - r;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+
             #[async_trait]
             impl crate::audit::AuditStore for $store {
                 async fn append_audit(&self, rows: &[crate::audit::AuditRecord]) -> StoreResult<()> {
@@ -570,9 +841,7 @@ macro_rules! money_sql_impl {
                         let mut tx = self.pool.begin().await.map_err(sql_err)?;
                         let mut pending = Pending::default();
                         let mut out = Vec::with_capacity(holds.len());
-                        for h in holds {
-                            out.push(hold_in(&mut tx, &mut pending, h).await?);
-                        }
+                        out.extend(hold_many_in(&mut tx, &mut pending, holds).await?);
                         flush(&mut tx, &mut pending).await?;
                         tx.commit().await.map_err(sql_err)?;
                         Ok(out)
@@ -581,7 +850,9 @@ macro_rules! money_sql_impl {
                     match together {
                         Ok(out) => Ok(out),
                         // One failed statement spoils the shared transaction: each on its own.
-                        Err(_) => {
+                        Err(e) => {
+                            tracing::warn!(error = %e, holds = holds.len(), "a batch of holds failed; holding one at a time");
+                            metrics::counter!("tally_money_batch_fallbacks_total").increment(1);
                             let mut out = Vec::with_capacity(holds.len());
                             for h in holds {
                                 out.push(self.hold(h).await?);
@@ -597,9 +868,7 @@ macro_rules! money_sql_impl {
                         let mut tx = self.pool.begin().await.map_err(sql_err)?;
                         let mut pending = Pending::default();
                         let mut out = Vec::with_capacity(settles.len());
-                        for x in settles {
-                            out.push(settle_in(&mut tx, &mut pending, x).await?);
-                        }
+                        out.extend(settle_many_in(&mut tx, &mut pending, settles).await?);
                         flush(&mut tx, &mut pending).await?;
                         tx.commit().await.map_err(sql_err)?;
                         Ok(out)
@@ -607,7 +876,9 @@ macro_rules! money_sql_impl {
                     .await;
                     match together {
                         Ok(out) => Ok(out),
-                        Err(_) => {
+                        Err(e) => {
+                            tracing::warn!(error = %e, settles = settles.len(), "a batch of settlements failed; settling one at a time");
+                            metrics::counter!("tally_money_batch_fallbacks_total").increment(1);
                             let mut out = Vec::with_capacity(settles.len());
                             for x in settles {
                                 out.push(self.settle(&x.execution_id, x.succeeded, x.rows, x.duration_ms, x.at_ms).await?);
