@@ -11,7 +11,8 @@
 //! `TALLY_TEST_CLICKHOUSE`). Bounded in time; targets 127.0.0.1 only.
 //!
 //! `cargo bench --bench market`. Knobs: `TALLY_BENCH_PHASE_SECS` (default 10),
-//! `TALLY_BENCH_ASSETS` (default 10,000).
+//! `TALLY_BENCH_ASSETS` (default 10,000), `TALLY_BENCH_ONLY=embedded` (skip the Postgres
+//! column).
 
 #[path = "../tests/e2e/common.rs"]
 mod common;
@@ -301,8 +302,12 @@ fn main() {
             ],
         )
         .await;
+        let only_embedded = std::env::var("TALLY_BENCH_ONLY").is_ok_and(|v| v == "embedded");
         let distributed = match (
-            std::env::var("TALLY_TEST_KAFKA"),
+            std::env::var("TALLY_TEST_KAFKA")
+                .ok()
+                .filter(|_| !only_embedded)
+                .ok_or(()),
             std::env::var("TALLY_TEST_CLICKHOUSE"),
             std::env::var("TALLY_TEST_POSTGRES"),
         ) {

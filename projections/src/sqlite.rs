@@ -33,6 +33,9 @@ impl SqliteMetadata {
             // LIKE as in Postgres: case-sensitive (search compares lowercased text), and
             // without SQLite's per-character case folding.
             .pragma("case_sensitive_like", "true")
+            // Reads (search scans the assets) come from memory, not a copy per page read.
+            .pragma("cache_size", "-32768")
+            .pragma("mmap_size", "268435456")
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)

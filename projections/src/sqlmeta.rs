@@ -1387,7 +1387,10 @@ macro_rules! metadata_sql_impl {
                 async fn search_assets(&self, company_id: &str, q: &AssetQuery) -> StoreResult<(Vec<schemas::AssetState>, u64)> {
                     // `$2`/`$3` are LIKE patterns ('%' when absent) over the lowercased search text
                     // and the tags (stored as JSON text).
-                    const WHERE: &str = "WHERE NOT deleted AND (company_id = $1 OR (visibility = 'SHARED' AND sell_in_marketplace)) \
+                    // `deleted = FALSE`, not `NOT deleted`: SQLite would take the latter as a cue
+                    // to walk the partial slug index and look up every row from it, which is
+                    // slower than one pass over the table.
+                    const WHERE: &str = "WHERE deleted = FALSE AND (company_id = $1 OR (visibility = 'SHARED' AND sell_in_marketplace)) \
                         AND search_text LIKE $2 ESCAPE '\\' \
                         AND ($3 = '%' OR lower(asset_type) = $4 OR lower(tags) LIKE $3)";
                     // Popularity counts succeeded executions (the money store's rows, same database).
