@@ -26,7 +26,18 @@ impl PgMetadata {
         let opts = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Invalid(format!("postgres url: {e}")))?
             .options([("search_path", namespace)]);
+        // Ping a connection only after it sat idle (sqlx pings on every acquire by default:
+        // a round trip before each money transaction).
         let pool = PgPoolOptions::new()
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for < Duration::from_secs(2) {
+                        return Ok(true);
+                    }
+                    Ok(sqlx::Connection::ping(conn).await.is_ok())
+                })
+            })
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(opts)

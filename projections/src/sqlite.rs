@@ -37,7 +37,9 @@ impl SqliteMetadata {
             .pragma("cache_size", "-32768")
             .pragma("mmap_size", "268435456")
             .busy_timeout(Duration::from_secs(5));
+        // A local file: nothing to ping before each use (sqlx's default).
         let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(4)
             .connect_with(opts)
             .await

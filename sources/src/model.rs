@@ -239,3 +239,24 @@ mod tests {
         assert_eq!(rows.unique_names(), vec!["a", "b", "a_2", "a_3"]);
     }
 }
+
+/// A connection idle for longer than this is pinged before use (a seller's firewall may have
+/// dropped it); one in steady use is not, which saves a round trip per query.
+pub const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Pool options that ping a connection only after [`PING_AFTER_IDLE`] (sqlx's default pings
+/// on every acquire); a dead connection is dropped and a fresh one opened.
+pub fn ping_when_idle<DB: sqlx::Database>(
+    options: sqlx::pool::PoolOptions<DB>,
+) -> sqlx::pool::PoolOptions<DB> {
+    options
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < PING_AFTER_IDLE {
+                    return Ok(true);
+                }
+                Ok(sqlx::Connection::ping(conn).await.is_ok())
+            })
+        })
+}

@@ -118,7 +118,7 @@ impl MySqlSource {
             .statement_cache_capacity(256);
         let flavor = Arc::new(AtomicU8::new(UNKNOWN));
         let seen = flavor.clone();
-        let pool = MySqlPoolOptions::new()
+        let pool = crate::model::ping_when_idle(MySqlPoolOptions::new())
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .idle_timeout(Duration::from_secs(300))

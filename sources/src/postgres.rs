@@ -70,7 +70,7 @@ impl PgSource {
                 ("default_transaction_read_only", "on"),
                 ("statement_timeout", timeout_ms.as_str()),
             ]);
-        let pool = PgPoolOptions::new()
+        let pool = crate::model::ping_when_idle(PgPoolOptions::new())
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .idle_timeout(Duration::from_secs(300))

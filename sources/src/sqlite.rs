@@ -60,7 +60,9 @@ impl SqliteSource {
             .filename(file)
             .read_only(true)
             .create_if_missing(false);
+        // A local file: nothing to ping.
         let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(max_connections.clamp(1, 8))
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(opts);
