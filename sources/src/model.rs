@@ -221,25 +221,6 @@ impl SchemaFilter {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn repeated_column_names_get_suffixes() {
-        let col = |n: &str| Column {
-            name: n.into(),
-            type_name: "int".into(),
-        };
-        let rows = Rows {
-            columns: vec![col("a"), col("b"), col("a"), col("a")],
-            rows: vec![],
-            truncated: false,
-        };
-        assert_eq!(rows.unique_names(), vec!["a", "b", "a_2", "a_3"]);
-    }
-}
-
 /// A connection idle for longer than this is pinged before use (a seller's firewall may have
 /// dropped it); one in steady use is not, which saves a round trip per query.
 pub const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -259,4 +240,23 @@ pub fn ping_when_idle<DB: sqlx::Database>(
                 Ok(sqlx::Connection::ping(conn).await.is_ok())
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_column_names_get_suffixes() {
+        let col = |n: &str| Column {
+            name: n.into(),
+            type_name: "int".into(),
+        };
+        let rows = Rows {
+            columns: vec![col("a"), col("b"), col("a"), col("a")],
+            rows: vec![],
+            truncated: false,
+        };
+        assert_eq!(rows.unique_names(), vec!["a", "b", "a_2", "a_3"]);
+    }
 }
