@@ -197,6 +197,24 @@ macro_rules! money_sql_impl {
                 .await
             }
 
+            /// Adds each (company, credits > 0) to its balance (creating it) in one statement;
+            /// the new balances.
+            async fn credit_all(tx: &mut Tx<'_>, credits: &[(&str, i64)]) -> Result<std::collections::HashMap<String, i64>, sqlx::Error> {
+                let mut out = std::collections::HashMap::new();
+                if credits.is_empty() {
+                    return Ok(out);
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO balances (company_id, credits) ");
+                q.push_values(credits, |mut b, (company, n)| {
+                    b.push_bind(company.to_string()).push_bind(*n);
+                });
+                q.push(" ON CONFLICT (company_id) DO UPDATE SET credits = balances.credits + EXCLUDED.credits RETURNING company_id, credits");
+                for r in q.build().fetch_all(&mut **tx).await? {
+                    out.insert(r.try_get("company_id")?, r.try_get("credits")?);
+                }
+                Ok(out)
+            }
+
             /// A ledger row and its `LedgerEntryPosted` in the outbox (written at [`flush`]).
             #[allow(clippy::too_many_arguments)]
             fn post(
@@ -414,11 +432,23 @@ macro_rules! money_sql_impl {
                 for m in moves {
                     by_company.entry(m.company.as_str()).or_default().push(m);
                 }
-                for (company, list) in by_company {
-                    let total: i64 = list.iter().map(|m| m.credits).sum();
+                let totals: Vec<(&str, i64)> = by_company.iter().map(|(c, l)| (*c, l.iter().map(|m| m.credits).sum())).collect();
+                // Credits for several companies go in one statement; debits one at a time,
+                // each conditional on the balance covering it.
+                let credited: Vec<(&str, i64)> = totals.iter().copied().filter(|(_, t)| *t > 0).collect();
+                let mut after_all = credit_all(tx, &credited).await.map_err(sql_err)?;
+                for (company, total) in totals.iter().copied().filter(|(_, t)| *t <= 0) {
                     let Some(last) = add(tx, company, total).await.map_err(sql_err)? else {
                         return Ok(None);
                     };
+                    after_all.insert(company.to_string(), last);
+                }
+                for (company, list) in by_company {
+                    let total: i64 = list.iter().map(|m| m.credits).sum();
+                    let last = after_all
+                        .get(company)
+                        .copied()
+                        .ok_or_else(|| StoreError::Backend(format!("no balance came back for {company}")))?;
                     let mut after = last - total;
                     for m in list {
                         after += m.credits;
