@@ -179,12 +179,10 @@ const MARKET_NOT_BUILT: &[&str] = &[
     "/companies/{company_id}/endpoints",
     "/companies/{company_id}/requests",
     "/companies/{company_id}/analytics",
-    "/companies/{company_id}/subscription",
     "/companies/{company_id}/posts",
     "/companies/{company_id}/postgen_integrations",
     "/companies/{company_id}/users/{user_id}/alerts",
     "/companies/{company_id}/users/{user_id}/notifications",
-    "/plans",
 ];
 
 /// `403` for another company's path (as a built route would answer), else `501`.
@@ -225,8 +223,8 @@ type Routes = Vec<(String, axum::routing::MethodRouter<Arc<IngestState>>)>;
 /// table, and [`protected_paths`] lists it, so a test can walk every route (none escapes).
 fn protected_routes() -> Routes {
     use market::{
-        analyze, asset_tools, assets, companies, connections, favorites, keys, money, reference,
-        statistics, users,
+        analyze, asset_tools, assets, companies, connections, favorites, keys, money, plans,
+        reference, statistics, users,
     };
     let mut routes: Routes = Vec::new();
     let mut route = |path: &str, handler: axum::routing::MethodRouter<Arc<IngestState>>| {
@@ -270,6 +268,11 @@ fn protected_routes() -> Routes {
         post(google_oauth),
     );
     route("/me", get(users::me));
+    route("/plans", get(plans::list));
+    route(
+        "/companies/{company_id}/subscription",
+        get(plans::get).put(plans::put),
+    );
     route(
         "/companies/{company_id}/api-keys",
         get(keys::list).post(keys::create),

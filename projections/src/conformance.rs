@@ -716,12 +716,54 @@ async fn companies_users_and_keys<S: MetadataWriter + MetadataReader>(store: &S)
         "a deleted asset frees its slug"
     );
     prices_end_and_follow_each_other(store).await;
+    subscriptions_name_a_known_plan(store).await;
 
     let mut deleted = conn.clone();
     deleted.deleted = true;
     apply_all(store, vec![upsert("e18", deleted)]).await;
     assert!(store.connection("cn1").await.expect("conn").is_none());
     assert!(store.connections("c1").await.expect("list").is_empty());
+}
+
+/// A subscription names an existing company and plan; the company reads it back.
+async fn subscriptions_name_a_known_plan<S: MetadataWriter + MetadataReader>(store: &S) {
+    let set = |event: &str, company: &str, plan: &str, at_ms: i64| {
+        EntityEvent::SubscriptionSet(schemas::SubscriptionSet {
+            event_id: event.into(),
+            company_id: company.into(),
+            plan_id: plan.into(),
+            period_start_ms: at_ms,
+        })
+    };
+    let before = store.company("c1").await.expect("company").expect("c1");
+    assert_eq!(
+        before.subscription, None,
+        "no subscription: the default plan"
+    );
+    apply_all(
+        store,
+        vec![
+            set("e40", "c1", "starter", 10),
+            set("e41", "c1", "professional", 20),
+            set("e42", "c1", "gold", 30),
+            set("e43", "nobody", "starter", 40),
+        ],
+    )
+    .await;
+    assert_eq!(rejected_field(store, "e42").await.as_deref(), Some("plan"));
+    assert_eq!(
+        rejected_field(store, "e43").await.as_deref(),
+        Some("company_id")
+    );
+    let c = store.company("c1").await.expect("company").expect("c1");
+    assert_eq!(
+        c.subscription,
+        Some(crate::Subscription {
+            plan_id: "professional".into(),
+            period_start_ms: 20
+        }),
+        "the newest valid subscription"
+    );
 }
 
 /// A new price ends the one in force; `PriceEnded` ends one without a successor (once), and

@@ -15,6 +15,15 @@ use serde::Serialize;
 pub struct Company {
     pub state: CompanyState,
     pub credits_balance: i64,
+    /// Set by the operator; without one the company is on its default plan.
+    pub subscription: Option<Subscription>,
+}
+
+/// A company's plan and the start of its first monthly period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub plan_id: String,
+    pub period_start_ms: i64,
 }
 
 /// An API key as stored: its state plus the integer id the projection assigned.

@@ -1,5 +1,5 @@
 //! Reference data: cloud providers, storage engines, industries (the NAICS sectors), job
-//! functions and asset use cases. Defined once here; every metadata-store migration writes it
+//! functions, asset use cases and subscription plans. Defined once here; every metadata-store migration writes it
 //! into its tables (so queries can join it), and the read routes serve it from here.
 //! Tenants cannot change it.
 
@@ -53,6 +53,64 @@ pub struct AssetUseCase {
     pub auc_name: &'static str,
     pub slug: &'static str,
     pub auc_description: &'static str,
+}
+
+/// A subscription plan (seed `004`): per-key limits and the company's monthly request
+/// allocation. `None` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// `starter`, `professional` or `enterprise`: what `PUT …/subscription` takes.
+    pub plan_id: &'static str,
+    pub name: &'static str,
+    pub requests_per_minute: Option<u32>,
+    pub requests_per_day: Option<u32>,
+    pub concurrent_requests: u32,
+    /// Requests a company may make per monthly period, across its keys.
+    pub monthly_requests: Option<u64>,
+}
+
+/// The plans, cheapest first. The per-key limits are seed `004`'s; the monthly allocation is
+/// Tally's: thirty days of the daily limit (unlimited for Enterprise).
+pub const PLANS: &[Plan] = &[
+    Plan {
+        plan_id: "starter",
+        name: "Starter",
+        requests_per_minute: Some(60),
+        requests_per_day: Some(10_000),
+        concurrent_requests: 5,
+        monthly_requests: Some(300_000),
+    },
+    Plan {
+        plan_id: "professional",
+        name: "Professional",
+        requests_per_minute: Some(300),
+        requests_per_day: Some(100_000),
+        concurrent_requests: 15,
+        monthly_requests: Some(3_000_000),
+    },
+    Plan {
+        plan_id: "enterprise",
+        name: "Enterprise",
+        requests_per_minute: None,
+        requests_per_day: None,
+        concurrent_requests: 50,
+        monthly_requests: None,
+    },
+];
+
+/// The plan with id `plan_id`.
+pub fn plan(plan_id: &str) -> Option<&'static Plan> {
+    PLANS.iter().find(|p| p.plan_id == plan_id)
+}
+
+/// The plan a company is on without a subscription: the operator's company on Enterprise,
+/// every tenant on Starter.
+pub fn default_plan(is_operator: bool) -> &'static Plan {
+    if is_operator {
+        &PLANS[2]
+    } else {
+        &PLANS[0]
+    }
 }
 
 const fn provider(
@@ -464,6 +522,13 @@ mod tests {
         assert!(unique(INDUSTRIES.iter().map(|i| i.industry_name)));
         assert!(unique(INDUSTRIES.iter().map(|i| i.slug)));
         assert!(unique(JOB_FUNCTIONS.iter().map(|f| f.name)));
+        assert!(unique(PLANS.iter().map(|p| p.plan_id)));
+        assert_eq!(default_plan(false).plan_id, "starter");
+        assert_eq!(default_plan(true).plan_id, "enterprise");
+        assert_eq!(
+            plan("professional").map(|p| p.requests_per_minute),
+            Some(Some(300))
+        );
         assert!(unique(ASSET_USECASES.iter().map(|u| u.auc_name)));
         for e in STORAGE_ENGINES {
             assert!(CLOUD_PROVIDERS

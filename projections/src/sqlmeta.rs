@@ -8,7 +8,7 @@
 //! metadata stage's offsets, so the stage rebuilds them from the log.
 
 /// The version of the projected tables' shape. Bump it when they change.
-pub(crate) const SCHEMA_VERSION: &str = "4";
+pub(crate) const SCHEMA_VERSION: &str = "5";
 
 /// Tables that survive every migration.
 pub(crate) const DURABLE_DDL: &str = "
@@ -42,6 +42,8 @@ pub(crate) const PROJECTED_TABLES: &[&str] = &[
     "industries",
     "job_functions",
     "asset_usecases",
+    "plans",
+    "subscriptions",
 ];
 
 pub(crate) const PROJECTED_DDL: &str = "
@@ -230,6 +232,20 @@ CREATE TABLE IF NOT EXISTS asset_usecases (
     slug TEXT NOT NULL,
     auc_description TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS plans (
+    plan_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    requests_per_minute BIGINT,
+    requests_per_day BIGINT,
+    concurrent_requests BIGINT NOT NULL,
+    monthly_requests BIGINT
+);
+-- A company's subscription (none: the default plan, see `reference::default_plan`).
+CREATE TABLE IF NOT EXISTS subscriptions (
+    company_id TEXT PRIMARY KEY,
+    plan_id TEXT NOT NULL,
+    period_start_ms BIGINT NOT NULL
+);
 ";
 
 /// The company that legacy (pre-company) setup users are placed in when their `UserCreated`
@@ -252,7 +268,9 @@ pub(crate) async fn write_turn(
 macro_rules! const_format_company {
     ($tail:literal) => {
         concat!(
-            "SELECT companies.*, COALESCE((SELECT credits FROM balances b WHERE b.company_id = companies.id), 0) AS credits_balance FROM companies ",
+            "SELECT companies.*, COALESCE((SELECT credits FROM balances b WHERE b.company_id = companies.id), 0) AS credits_balance, \
+             (SELECT plan_id FROM subscriptions s WHERE s.company_id = companies.id) AS plan_id, \
+             (SELECT period_start_ms FROM subscriptions s WHERE s.company_id = companies.id) AS period_start_ms FROM companies ",
             $tail
         )
     };
@@ -344,6 +362,15 @@ macro_rules! metadata_sql_impl {
                 for f in reference::JOB_FUNCTIONS {
                     sqlx::query("INSERT INTO job_functions (function_id, name) VALUES ($1, $2) ON CONFLICT (function_id) DO UPDATE SET name = EXCLUDED.name")
                         .bind(f.function_id).bind(f.name)
+                        .execute(&mut **tx).await?;
+                }
+                for p in reference::PLANS {
+                    sqlx::query("INSERT INTO plans (plan_id, name, requests_per_minute, requests_per_day, concurrent_requests, monthly_requests) VALUES ($1, $2, $3, $4, $5, $6) \
+                                 ON CONFLICT (plan_id) DO UPDATE SET name = EXCLUDED.name, requests_per_minute = EXCLUDED.requests_per_minute, \
+                                 requests_per_day = EXCLUDED.requests_per_day, concurrent_requests = EXCLUDED.concurrent_requests, monthly_requests = EXCLUDED.monthly_requests")
+                        .bind(p.plan_id).bind(p.name)
+                        .bind(p.requests_per_minute.map(i64::from)).bind(p.requests_per_day.map(i64::from))
+                        .bind(i64::from(p.concurrent_requests)).bind(p.monthly_requests.map(|n| n as i64))
                         .execute(&mut **tx).await?;
                 }
                 for u in reference::ASSET_USECASES {
@@ -844,6 +871,26 @@ macro_rules! metadata_sql_impl {
                 Ok(Ok(()))
             }
 
+            /// A company's plan from now on; the period starts at `period_start_ms`.
+            async fn apply_subscription(tx: &mut Tx<'_>, e: &schemas::SubscriptionSet) -> Result<Outcome, sqlx::Error> {
+                if !exists(tx, "SELECT 1 FROM companies WHERE id = $1", &e.company_id).await? {
+                    return Ok(reject("company_id", "no such company"));
+                }
+                if reference::plan(&e.plan_id).is_none() {
+                    return Ok(reject("plan", "no such plan"));
+                }
+                sqlx::query(
+                    "INSERT INTO subscriptions (company_id, plan_id, period_start_ms) VALUES ($1, $2, $3) \
+                     ON CONFLICT (company_id) DO UPDATE SET plan_id = EXCLUDED.plan_id, period_start_ms = EXCLUDED.period_start_ms",
+                )
+                .bind(&e.company_id)
+                .bind(&e.plan_id)
+                .bind(e.period_start_ms)
+                .execute(&mut **tx)
+                .await?;
+                Ok(Ok(()))
+            }
+
             /// Places a pre-company setup user (an old log's `UserCreated`) in the operator
             /// company, creating that company the first time.
             async fn apply_legacy_user(
@@ -979,6 +1026,7 @@ macro_rules! metadata_sql_impl {
                     EntityEvent::PriceSet(p) => return apply_price(tx, p).await,
                     EntityEvent::DiscountSet(d) => return apply_discount(tx, d).await,
                     EntityEvent::PriceEnded(e) => return apply_price_end(tx, e).await,
+                    EntityEvent::SubscriptionSet(e) => return apply_subscription(tx, e).await,
                     EntityEvent::FavoriteUpserted(e) => return apply_favorite(tx, &e.favorite).await,
                 }
                 Ok(Ok(()))
@@ -1003,6 +1051,10 @@ macro_rules! metadata_sql_impl {
                         updated_at_ms: row.try_get("updated_at_ms")?,
                     },
                     credits_balance: row.try_get("credits_balance")?,
+                    subscription: match (row.try_get::<Option<String>, _>("plan_id")?, row.try_get::<Option<i64>, _>("period_start_ms")?) {
+                        (Some(plan_id), Some(period_start_ms)) => Some(Subscription { plan_id, period_start_ms }),
+                        _ => None,
+                    },
                 })
             }
 

@@ -90,6 +90,7 @@ wire!(PriceSet, "tally.entities.PriceSet");
 wire!(FavoriteUpserted, "tally.entities.FavoriteUpserted");
 wire!(DiscountSet, "tally.entities.DiscountSet");
 wire!(PriceEnded, "tally.entities.PriceEnded");
+wire!(SubscriptionSet, "tally.entities.SubscriptionSet");
 wire!(UsageRecorded, "tally.usage.UsageRecorded");
 wire!(LedgerEntryPosted, "tally.billing.LedgerEntryPosted");
 wire!(DeadLetter, "tally.ops.DeadLetter");
@@ -182,6 +183,7 @@ pub fn encode_entity(event: &EntityEvent) -> Result<Vec<u8>, CodecError> {
         EntityEvent::FavoriteUpserted(e) => encode(e),
         EntityEvent::DiscountSet(e) => encode(e),
         EntityEvent::PriceEnded(e) => encode(e),
+        EntityEvent::SubscriptionSet(e) => encode(e),
     }
 }
 
@@ -206,6 +208,7 @@ pub fn decode_entity(bytes: &[u8]) -> Result<EntityEvent, CodecError> {
         FavoriteUpserted::SUBJECT => EntityEvent::FavoriteUpserted(decode_datum(id, datum)?),
         DiscountSet::SUBJECT => EntityEvent::DiscountSet(decode_datum(id, datum)?),
         PriceEnded::SUBJECT => EntityEvent::PriceEnded(decode_datum(id, datum)?),
+        SubscriptionSet::SUBJECT => EntityEvent::SubscriptionSet(decode_datum(id, datum)?),
         other => {
             return Err(CodecError::WrongSubject {
                 id,
@@ -338,6 +341,12 @@ mod tests {
                 price_usd: 0.25,
                 credits: 25,
                 set_at_ms: 7,
+            }),
+            EntityEvent::SubscriptionSet(SubscriptionSet {
+                event_id: "e11".into(),
+                company_id: "c".into(),
+                plan_id: "professional".into(),
+                period_start_ms: 9,
             }),
             EntityEvent::PriceEnded(PriceEnded {
                 event_id: "e10".into(),

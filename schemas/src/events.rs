@@ -294,6 +294,16 @@ pub struct PriceSet {
     pub set_at_ms: i64,
 }
 
+/// A company's subscription, set by the operator: plan `plan_id` from `period_start_ms`, which
+/// also starts its monthly periods.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionSet {
+    pub event_id: String,
+    pub company_id: String,
+    pub plan_id: String,
+    pub period_start_ms: i64,
+}
+
 /// The price `aph_id` of an asset ends without a successor: from `ended_at_ms` the asset has no
 /// price in force (not for sale). Ending a price that has already ended changes nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -414,6 +424,7 @@ pub enum EntityEvent {
     FavoriteUpserted(FavoriteUpserted),
     DiscountSet(DiscountSet),
     PriceEnded(PriceEnded),
+    SubscriptionSet(SubscriptionSet),
 }
 
 impl EntityEvent {
@@ -436,6 +447,7 @@ impl EntityEvent {
             Self::FavoriteUpserted(e) => &e.favorite.id,
             Self::DiscountSet(e) => &e.asset_id,
             Self::PriceEnded(e) => &e.asset_id,
+            Self::SubscriptionSet(e) => &e.company_id,
         }
     }
 
@@ -453,6 +465,7 @@ impl EntityEvent {
             Self::FavoriteUpserted(e) => Some(&e.event_id),
             Self::DiscountSet(e) => Some(&e.event_id),
             Self::PriceEnded(e) => Some(&e.event_id),
+            Self::SubscriptionSet(e) => Some(&e.event_id),
             _ => None,
         }
     }

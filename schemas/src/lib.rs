@@ -15,7 +15,7 @@ pub use events::{
     ApiKeyCreated, ApiKeyRevoked, ApiKeyState, ApiKeyUpserted, AssetState, AssetUpserted,
     CollectedEvent, CompanyCreated, CompanyState, CompanyUpdated, ConnectionState,
     ConnectionUpserted, DeadLetter, DiscountSet, EnrichedEvent, EntityEvent, FavoriteState,
-    FavoriteUpserted, LedgerEntryPosted, PriceEnded, PriceSet, UsageRecorded, UserCreated,
-    UserState, UserUpserted, WebsiteCreated, WebsiteDeleted, WebsiteUpdated,
+    FavoriteUpserted, LedgerEntryPosted, PriceEnded, PriceSet, SubscriptionSet, UsageRecorded,
+    UserCreated, UserState, UserUpserted, WebsiteCreated, WebsiteDeleted, WebsiteUpdated,
 };
 pub use registry::{schema_by_id, SchemaEntry, REGISTRY};

@@ -135,6 +135,12 @@ pub const REGISTRY: &[SchemaEntry] = &[
     ),
     entry!(22, "tally.entities.DiscountSet", 1, "discount_set.v1.avsc"),
     entry!(23, "tally.entities.PriceEnded", 1, "price_ended.v1.avsc"),
+    entry!(
+        24,
+        "tally.entities.SubscriptionSet",
+        1,
+        "subscription_set.v1.avsc"
+    ),
 ];
 
 struct Parsed {

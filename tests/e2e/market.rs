@@ -311,7 +311,10 @@ async fn reference_data_and_unbuilt_parts() {
     let anonymous = Client::new(op.base.clone());
     assert_eq!(anonymous.get("/industries").await.0, 401);
 
-    for path in [format!("/companies/{acme}/endpoints"), "/plans".to_string()] {
+    for path in [
+        format!("/companies/{acme}/endpoints"),
+        format!("/companies/{acme}/requests/plan"),
+    ] {
         let (s, b) = tenant.get(&path).await;
         assert_eq!(
             (s, b["error"]["code"].clone()),
@@ -325,6 +328,103 @@ async fn reference_data_and_unbuilt_parts() {
         .post("/companies/x/users/google-oauth", &json!({}))
         .await;
     assert_eq!(s, 403, "another company's path is refused first");
+    app.shutdown().await.expect("shutdown");
+}
+
+/// The plans of seed `004`; a tenant starts on Starter and the operator's company on
+/// Enterprise; only the operator changes a subscription, and the change shows on the company.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_and_subscriptions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (app, op) = start_app(test_settings(dir.path())).await;
+    let (acme, tenant) = op.company("acme").await;
+    let (s, b) = tenant.get("/plans").await;
+    assert_eq!(s, 200, "{b}");
+    let ids: Vec<Value> = b["data"]
+        .as_array()
+        .map(|a| a.iter().map(|p| p["plan_id"].clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        ids,
+        vec![json!("starter"), json!("professional"), json!("enterprise")]
+    );
+    assert_eq!(
+        (
+            &b["data"][0]["requests_per_minute"],
+            &b["data"][0]["requests_per_day"],
+            &b["data"][0]["concurrent_requests"]
+        ),
+        (&json!(60), &json!(10_000), &json!(5))
+    );
+    assert_eq!(
+        b["data"][2]["requests_per_minute"],
+        Value::Null,
+        "unlimited"
+    );
+
+    let sub = format!("/companies/{acme}/subscription");
+    let (s, b) = tenant.get(&sub).await;
+    assert_eq!(
+        (s, &b["data"]["plan"], &b["data"]["is_default"]),
+        (200, &json!("starter"), &json!(true)),
+        "{b}"
+    );
+    let (_, me) = op.get("/me").await;
+    let home = me["data"]["company_id"]
+        .as_str()
+        .expect("company")
+        .to_string();
+    let (_, b) = op.get(&format!("/companies/{home}/subscription")).await;
+    assert_eq!(b["data"]["plan"], "enterprise", "{b}");
+
+    let (s, b) = tenant
+        .send(
+            reqwest::Method::PUT,
+            &sub,
+            Some(&json!({"plan": "enterprise"})),
+        )
+        .await;
+    assert_eq!(s, 403, "a company admin cannot change its plan: {b}");
+    let (s, b) = op
+        .send(reqwest::Method::PUT, &sub, Some(&json!({"plan": "gold"})))
+        .await;
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (400, &json!("bad_request")),
+        "{b}"
+    );
+    let (s, b) = op
+        .send(
+            reqwest::Method::PUT,
+            &sub,
+            Some(&json!({"plan": "professional", "x": 1})),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = op
+        .send(
+            reqwest::Method::PUT,
+            &sub,
+            Some(&json!({"plan": "professional"})),
+        )
+        .await;
+    assert_eq!(
+        (s, &b["data"]["plan"], &b["data"]["is_default"]),
+        (200, &json!("professional"), &json!(false)),
+        "{b}"
+    );
+    assert_eq!(b["data"]["limits"]["requests_per_minute"], 300);
+    let (_, c) = tenant.get(&format!("/companies/{acme}")).await;
+    assert_eq!(c["data"]["subscription"]["plan"], "professional", "{c}");
+    assert!(c["data"]["subscription"]["current_period"]["end"].is_string());
+    let (s, _) = op
+        .send(
+            reqwest::Method::PUT,
+            "/companies/no-such-company/subscription",
+            Some(&json!({"plan": "starter"})),
+        )
+        .await;
+    assert_eq!(s, 404);
     app.shutdown().await.expect("shutdown");
 }
 

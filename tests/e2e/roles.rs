@@ -64,6 +64,11 @@ fn probe(
             format!("{c}/credits"),
             json!({"credits": 1, "reason": "probe"}),
         ),
+        Action::SetSubscription => (
+            "PUT",
+            format!("{c}/subscription"),
+            json!({"plan": "professional"}),
+        ),
         Action::ReadLedger => ("GET", format!("{c}/credits/ledger"), Value::Null),
         Action::ReadSales => ("GET", format!("{c}/assets/statistics"), Value::Null),
         Action::ManageFavorites => ("GET", format!("{c}/users/{me}/favorites"), Value::Null),

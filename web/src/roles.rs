@@ -75,6 +75,8 @@ pub enum Action {
     ExecuteAssets,
     ManagePrices,
     TopUpCredits,
+    /// Put a company on a plan (the operator).
+    SetSubscription,
     ReadLedger,
     /// Read what the company's assets sold: executions, buyers, revenue (seller analytics).
     ReadSales,
@@ -84,7 +86,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 21] = [
+    pub const ALL: [Action; 22] = [
         Action::CreateCompany,
         Action::ReadCompany,
         Action::UpdateCompany,
@@ -101,6 +103,7 @@ impl Action {
         Action::ExecuteAssets,
         Action::ManagePrices,
         Action::TopUpCredits,
+        Action::SetSubscription,
         Action::ReadLedger,
         Action::ReadSales,
         Action::ManageFavorites,
@@ -114,7 +117,7 @@ pub fn allowed(role: Role, action: Action) -> bool {
     use Action::*;
     match role {
         Role::Operator => true,
-        Role::CompanyAdmin => !matches!(action, CreateCompany | TopUpCredits),
+        Role::CompanyAdmin => !matches!(action, CreateCompany | TopUpCredits | SetSubscription),
         Role::Seller => matches!(
             action,
             ReadCompany
@@ -227,6 +230,7 @@ mod tests {
             let op = role == Role::Operator;
             assert_eq!(allowed(role, CreateCompany), op);
             assert_eq!(allowed(role, TopUpCredits), op);
+            assert_eq!(allowed(role, SetSubscription), op);
         }
     }
 

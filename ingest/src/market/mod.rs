@@ -13,6 +13,7 @@ pub mod favorites;
 pub mod keys;
 pub mod money;
 pub mod params;
+pub mod plans;
 pub mod reference;
 pub mod statistics;
 pub mod users;
@@ -203,6 +204,7 @@ pub(crate) fn company_json(c: &Company) -> Value {
         "stripe_account_status": null,
         "timezone": s.timezone,
         "is_operator": s.is_operator,
+        "subscription": plans::subscription_json(c),
         "date_created": rfc3339(s.created_at_ms),
         "last_updated": rfc3339(s.updated_at_ms),
     })
@@ -286,6 +288,7 @@ mod tests {
         let tenant = Company {
             state: schemas::testenv::company("c", "acme"),
             credits_balance: 0,
+            subscription: None,
         };
         let mut home = tenant.clone();
         home.state.is_operator = true;

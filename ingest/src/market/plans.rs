@@ -1,0 +1,154 @@
+//! Plans and subscriptions: `GET /plans` (the plans of seed `004` with Tally's monthly
+//! allocations, from `projections::reference`), `GET /companies/{id}/subscription` and the
+//! operator's `PUT /companies/{id}/subscription` (`{"plan"}`; the period starts then). A company
+//! without a subscription is on its default plan: Enterprise for the operator's company,
+//! Starter for every tenant, with periods counted from the company's creation.
+
+use super::companies::scoped;
+use super::*;
+use crate::commands::now_ms;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use chrono::{Months, TimeZone};
+use projections::reference::{default_plan, plan, Plan, PLANS};
+use serde::Deserialize;
+use std::sync::Arc;
+use web::roles::Action;
+use web::{market, parse_json, Caller};
+
+fn plan_json(p: &Plan) -> Value {
+    json!({
+        "plan_id": p.plan_id,
+        "name": p.name,
+        "requests_per_minute": p.requests_per_minute,
+        "requests_per_day": p.requests_per_day,
+        "concurrent_requests": p.concurrent_requests,
+        "monthly_requests": p.monthly_requests,
+    })
+}
+
+/// The monthly period that holds `now_ms`, for periods that start at `start_ms` and each last
+/// one calendar month (UTC; a start on the 31st ends on the last day of shorter months).
+pub fn current_period(start_ms: i64, now_ms: i64) -> (i64, i64) {
+    let Some(start) = Utc.timestamp_millis_opt(start_ms).single() else {
+        return (start_ms, start_ms);
+    };
+    let nth = |k: u32| {
+        start
+            .checked_add_months(Months::new(k))
+            .map_or(i64::MAX, |t| t.timestamp_millis())
+    };
+    let mut k = 0u32;
+    while nth(k + 1) <= now_ms && k < 12 * 1000 {
+        k += 1;
+    }
+    (nth(k), nth(k + 1))
+}
+
+/// A company's plan and period as clients see them (its default plan without a subscription).
+pub(crate) fn subscription_json(c: &Company) -> Value {
+    let (p, start, explicit) = match &c.subscription {
+        Some(s) => (
+            plan(&s.plan_id).unwrap_or(default_plan(c.state.is_operator)),
+            s.period_start_ms,
+            true,
+        ),
+        None => (
+            default_plan(c.state.is_operator),
+            c.state.created_at_ms,
+            false,
+        ),
+    };
+    let (from, to) = current_period(start, now_ms());
+    json!({
+        "plan": p.plan_id,
+        "plan_name": p.name,
+        "is_default": !explicit,
+        "period_start": rfc3339(start),
+        "current_period": { "start": rfc3339(from), "end": rfc3339(to) },
+        "limits": plan_json(p),
+    })
+}
+
+/// `GET /plans`
+pub async fn list(Extension(caller): Extension<Caller>) -> ApiResult<Response> {
+    caller.require(Action::ReadReference)?;
+    let all: Vec<Value> = PLANS.iter().map(plan_json).collect();
+    Ok(market("Plans retrieved", all).into_response())
+}
+
+/// `GET /companies/{company_id}/subscription`
+pub async fn get(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path(company_id): Path<String>,
+) -> ApiResult<Response> {
+    let c = scoped(&s, &caller, &company_id, Action::ReadCompany).await?;
+    Ok(market("Subscription retrieved", subscription_json(&c)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriptionBody {
+    plan: Option<String>,
+}
+
+/// `PUT /companies/{company_id}/subscription` (operator): `{"plan": "starter" | "professional" |
+/// "enterprise"}`; the new period starts now.
+pub async fn put(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path(company_id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    scoped(&s, &caller, &company_id, Action::SetSubscription).await?;
+    let b: SubscriptionBody = parse_json(&body)?;
+    let wanted = required("plan", &b.plan)?;
+    let p = plan(wanted).ok_or_else(|| {
+        let names: Vec<&str> = PLANS.iter().map(|p| p.plan_id).collect();
+        ApiError::bad_request(format!(
+            "plan {wanted:?} is not one of {}",
+            names.join(", ")
+        ))
+    })?;
+    s.command_checked(vec![EntityEvent::SubscriptionSet(
+        schemas::SubscriptionSet {
+            event_id: new_id(),
+            company_id: company_id.clone(),
+            plan_id: p.plan_id.to_string(),
+            period_start_ms: now_ms(),
+        },
+    )])
+    .await?;
+    let c = scoped(&s, &caller, &company_id, Action::ReadCompany).await?;
+    Ok(market("Subscription set", subscription_json(&c)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn periods_are_calendar_months_from_the_start() {
+        let start = ms("2026-01-31T10:00:00Z");
+        assert_eq!(
+            current_period(start, ms("2026-01-31T10:00:00Z")),
+            (start, ms("2026-02-28T10:00:00Z"))
+        );
+        assert_eq!(
+            current_period(start, ms("2026-03-15T00:00:00Z")),
+            (ms("2026-02-28T10:00:00Z"), ms("2026-03-31T10:00:00Z"))
+        );
+        assert_eq!(
+            current_period(start, ms("2026-03-31T10:00:00Z")),
+            (ms("2026-03-31T10:00:00Z"), ms("2026-04-30T10:00:00Z"))
+        );
+    }
+}
