@@ -274,6 +274,10 @@ fn protected_routes() -> Routes {
         get(plans::get).put(plans::put),
     );
     route(
+        "/companies/{company_id}/requests/plan",
+        get(plans::requests_plan),
+    );
+    route(
         "/companies/{company_id}/api-keys",
         get(keys::list).post(keys::create),
     );

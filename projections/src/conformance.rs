@@ -940,6 +940,27 @@ pub async fn money_suite<S: crate::MoneyStore>(store: &S) {
         .await
         .expect("later")
         .is_empty());
+    assert_eq!(
+        store
+            .executions_by_buyer("buyer", 2, 3)
+            .await
+            .expect("count"),
+        3
+    );
+    assert_eq!(
+        store
+            .executions_by_buyer("buyer", 3, 9)
+            .await
+            .expect("count"),
+        0
+    );
+    assert_eq!(
+        store
+            .executions_by_buyer("seller", 0, 9)
+            .await
+            .expect("count"),
+        0
+    );
 }
 
 /// The audit store's rules: records are kept once and listed newest first for either company

@@ -186,6 +186,17 @@ impl MoneyStore for GroupCommit {
         self.inner.money_counts().await
     }
 
+    async fn executions_by_buyer(
+        &self,
+        buyer_company_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<u64> {
+        self.inner
+            .executions_by_buyer(buyer_company_id, from_ms, to_ms)
+            .await
+    }
+
     async fn executions_of(
         &self,
         asset_ids: &[String],

@@ -245,6 +245,14 @@ pub trait MoneyStore: Send + Sync {
     async fn unpublished_count(&self) -> StoreResult<u64>;
     async fn balance_checks(&self) -> StoreResult<Vec<BalanceCheck>>;
     async fn money_counts(&self) -> StoreResult<MoneyCounts>;
+    /// How many executions `buyer_company_id` made from `from_ms` (inclusive) to `to_ms`
+    /// (exclusive), whatever their outcome.
+    async fn executions_by_buyer(
+        &self,
+        buyer_company_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<u64>;
     /// The executions of `asset_ids` held at or after `since_ms`, oldest first.
     async fn executions_of(
         &self,

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS executions (
 );
 CREATE INDEX IF NOT EXISTS executions_held ON executions (status, created_at_ms);
 CREATE INDEX IF NOT EXISTS executions_by_asset ON executions (asset_id, created_at_ms);
+CREATE INDEX IF NOT EXISTS executions_by_buyer ON executions (buyer_company_id, created_at_ms);
 CREATE TABLE IF NOT EXISTS outbox (
     id TEXT PRIMARY KEY,
     topic TEXT NOT NULL,
@@ -959,6 +960,19 @@ macro_rules! money_sql_impl {
                         .map_err(sql_err)?;
                     let entries = rows.iter().map(entry_from).collect::<Result<_, _>>().map_err(sql_err)?;
                     Ok((entries, total as u64))
+                }
+
+                async fn executions_by_buyer(&self, buyer_company_id: &str, from_ms: i64, to_ms: i64) -> StoreResult<u64> {
+                    let n: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM executions WHERE buyer_company_id = $1 AND created_at_ms >= $2 AND created_at_ms < $3",
+                    )
+                    .bind(buyer_company_id)
+                    .bind(from_ms)
+                    .bind(to_ms)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(sql_err)?;
+                    Ok(n as u64)
                 }
 
                 async fn executions_of(&self, asset_ids: &[String], since_ms: i64) -> StoreResult<Vec<crate::execution_stats::ExecutionRow>> {

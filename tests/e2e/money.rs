@@ -207,6 +207,35 @@ async fn asset_statistics(m: &Market, asset_id: &str, broken: &str) {
         m.seller.get(&format!("{base}/statistics?days=0")).await.0,
         400
     );
+    // Requests against the plan: every execution the company made counts (the buyer's three
+    // priced runs, one slow and three broken; the seller's own free run).
+    let (s, b) = m
+        .buyer
+        .get(&format!("/companies/{}/requests/plan", m.buyer_id))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (
+            &b["data"]["plan"],
+            &b["data"]["allocation"],
+            &b["data"]["used"],
+            &b["data"]["remaining"]
+        ),
+        (
+            &json!("starter"),
+            &json!(300_000),
+            &json!(7),
+            &json!(299_993)
+        ),
+        "{b}"
+    );
+    let (_, b) = m
+        .seller
+        .get(&format!("/companies/{}/requests/plan", m.seller_id))
+        .await;
+    assert_eq!(b["data"]["used"], 1, "{b}");
+    let theirs = format!("/companies/{}/requests/plan", m.seller_id);
+    assert_eq!(m.buyer.get(&theirs).await.0, 403);
     let theirs = m.buyer.get(&format!("{base}/{asset_id}/statistics")).await;
     assert_eq!(theirs.0, 403, "{}", theirs.1);
     let own_path = format!("/companies/{}/assets/{asset_id}/statistics", m.buyer_id);

@@ -48,23 +48,12 @@ pub fn current_period(start_ms: i64, now_ms: i64) -> (i64, i64) {
 
 /// A company's plan and period as clients see them (its default plan without a subscription).
 pub(crate) fn subscription_json(c: &Company) -> Value {
-    let (p, start, explicit) = match &c.subscription {
-        Some(s) => (
-            plan(&s.plan_id).unwrap_or(default_plan(c.state.is_operator)),
-            s.period_start_ms,
-            true,
-        ),
-        None => (
-            default_plan(c.state.is_operator),
-            c.state.created_at_ms,
-            false,
-        ),
-    };
+    let (p, start) = effective(c);
     let (from, to) = current_period(start, now_ms());
     json!({
         "plan": p.plan_id,
         "plan_name": p.name,
-        "is_default": !explicit,
+        "is_default": c.subscription.is_none(),
         "period_start": rfc3339(start),
         "current_period": { "start": rfc3339(from), "end": rfc3339(to) },
         "limits": plan_json(p),
@@ -123,6 +112,42 @@ pub async fn put(
     .await?;
     let c = scoped(&s, &caller, &company_id, Action::ReadCompany).await?;
     Ok(market("Subscription set", subscription_json(&c)).into_response())
+}
+
+/// The plan and period of `c`: (plan, first period start).
+fn effective(c: &Company) -> (&'static Plan, i64) {
+    match &c.subscription {
+        Some(s) => (
+            plan(&s.plan_id).unwrap_or(default_plan(c.state.is_operator)),
+            s.period_start_ms,
+        ),
+        None => (default_plan(c.state.is_operator), c.state.created_at_ms),
+    }
+}
+
+/// `GET /companies/{company_id}/requests/plan`: the current period's allocation, how much of
+/// it the company's executions used (every execution it made, whatever the outcome) and what
+/// remains (`null` on an unlimited plan).
+pub async fn requests_plan(
+    State(s): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path(company_id): Path<String>,
+) -> ApiResult<Response> {
+    let c = scoped(&s, &caller, &company_id, Action::ReadCompany).await?;
+    let (p, start) = effective(&c);
+    let (from, to) = current_period(start, now_ms());
+    let used = super::money::money(&s)?
+        .executions_by_buyer(&company_id, from, to)
+        .await?;
+    let data = json!({
+        "plan": p.plan_id,
+        "allocation": p.monthly_requests,
+        "used": used,
+        "remaining": p.monthly_requests.map(|a| a.saturating_sub(used)),
+        "period_start": rfc3339(from),
+        "period_end": rfc3339(to),
+    });
+    Ok(market("Request plan retrieved", data).into_response())
 }
 
 #[cfg(test)]
