@@ -567,8 +567,10 @@ macro_rules! money_sql_impl {
             /// execution, one balance change per company (see [`move_credits`]) and one read of
             /// the buyers' balances afterwards.
             async fn settle_many_in(tx: &mut Tx<'_>, p: &mut Pending, settles: &[Settle]) -> StoreResult<Vec<i64>> {
+                // A repeat of an id within the batch changes nothing; it only answers a balance.
                 let mut seen = std::collections::HashSet::new();
-                let unique: Vec<&Settle> = settles.iter().filter(|x| seen.insert(x.execution_id.as_str())).collect();
+                let is_first: Vec<bool> = settles.iter().map(|x| seen.insert(x.execution_id.as_str())).collect();
+                let unique: Vec<&Settle> = settles.iter().zip(&is_first).filter(|(_, f)| **f).map(|(x, _)| x).collect();
                 let mut settled: std::collections::HashMap<String, <$db as sqlx::Database>::Row> = std::collections::HashMap::new();
                 for chunk in unique.chunks(200) {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
@@ -660,8 +662,6 @@ macro_rules! money_sql_impl {
                     .filter(|m| m.kind == "refund")
                     .map(|m| (m.execution_id.as_str(), m.credits))
                     .collect();
-                let mut first = std::collections::HashSet::new();
-                let is_first: Vec<bool> = settles.iter().map(|x| first.insert(x.execution_id.as_str())).collect();
                 let mut out = vec![0; settles.len()];
                 for (i, x) in settles.iter().enumerate().rev() {
                     let Some(buyer) = buyer_of.get(&x.execution_id) else {

@@ -133,7 +133,11 @@ impl Auth {
 
     /// The caller for a presented key, if the key is in service now.
     pub async fn verify(&self, key: &str) -> Result<Option<Caller>, ApiError> {
-        let hash = hash_key(key);
+        self.verify_hash(hash_key(key)).await
+    }
+
+    /// [`Auth::verify`] for a key's SHA-256 hex.
+    async fn verify_hash(&self, hash: String) -> Result<Option<Caller>, ApiError> {
         let cached = self
             .cache
             .get(&hash)
@@ -161,9 +165,9 @@ impl Auth {
 
     /// The id of a presented key that exists but is out of service (only looked up when use
     /// is counted: an unknown key costs nothing more).
-    async fn known_key(&self, key: &str) -> Option<i64> {
+    async fn known_key(&self, hash: &str) -> Option<i64> {
         self.audit.as_ref()?;
-        match self.metadata.api_key_id_by_hash(&hash_key(key)).await {
+        match self.metadata.api_key_id_by_hash(hash).await {
             Ok(id) => id,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot look up a refused key");
@@ -296,14 +300,15 @@ async fn authenticate_and_run(
             Err(e) => (None, None, e.into_response()),
         };
     };
-    match auth.verify(&key).await {
+    let hash = hash_key(&key);
+    match auth.verify_hash(hash.clone()).await {
         Ok(Some(caller)) => {
             req.extensions_mut().insert(caller.clone());
             (Some(caller), None, next.run(req).await)
         }
         Ok(None) => {
             let refused = ApiError::unauthorized("invalid, revoked or expired API key");
-            (None, auth.known_key(&key).await, refused.into_response())
+            (None, auth.known_key(&hash).await, refused.into_response())
         }
         Err(e) => (None, None, e.into_response()),
     }

@@ -393,6 +393,16 @@ pub async fn get(
     Ok(market("Asset retrieved", asset_json(&a, own)).into_response())
 }
 
+/// The live assets of `company_id` itself (not the marketplace's shared ones).
+pub(crate) async fn own_assets(s: &IngestState, company_id: &str) -> ApiResult<Vec<AssetState>> {
+    Ok(s.metadata
+        .visible_assets(company_id)
+        .await?
+        .into_iter()
+        .filter(|a| a.company_id == company_id)
+        .collect())
+}
+
 /// `GET /companies/{company_id}/assets`: the company's own assets.
 pub async fn list(
     State(s): State<Arc<IngestState>>,
@@ -402,12 +412,9 @@ pub async fn list(
 ) -> ApiResult<Response> {
     scoped(&s, &caller, &company_id, Action::ReadAssets).await?;
     let paging = Paging::from_query(&q, 20, 100)?;
-    let own: Vec<Value> = s
-        .metadata
-        .visible_assets(&company_id)
+    let own: Vec<Value> = own_assets(&s, &company_id)
         .await?
         .iter()
-        .filter(|a| a.company_id == company_id)
         .map(|a| asset_json(a, true))
         .collect();
     Ok(web::market_list("Assets retrieved", &own, paging))

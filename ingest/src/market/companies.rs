@@ -354,11 +354,9 @@ pub async fn objects(
             Vec::new()
         };
     let assets: Vec<serde_json::Value> = if web::roles::allowed(caller.role, Action::ReadAssets) {
-        s.metadata
-            .visible_assets(&company_id)
+        super::assets::own_assets(&s, &company_id)
             .await?
             .iter()
-            .filter(|a| a.company_id == company_id)
             .map(|a| super::assets::asset_json(a, true))
             .collect()
     } else {

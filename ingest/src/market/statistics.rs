@@ -11,7 +11,6 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use projections::execution_stats::{per_day, totals, ExecutionRow};
-use schemas::AssetState;
 use std::collections::HashMap;
 use std::sync::Arc;
 use web::roles::Action;
@@ -41,15 +40,6 @@ fn period(days: i64, since: i64, now: i64) -> Value {
     json!({ "days": days, "start": rfc3339(since), "end": rfc3339(now) })
 }
 
-async fn company_assets(s: &IngestState, company_id: &str) -> ApiResult<Vec<AssetState>> {
-    Ok(s.metadata
-        .visible_assets(company_id)
-        .await?
-        .into_iter()
-        .filter(|a| a.company_id == company_id)
-        .collect())
-}
-
 async fn executions(s: &IngestState, ids: &[String], since: i64) -> ApiResult<Vec<ExecutionRow>> {
     Ok(super::money::money(s)?.executions_of(ids, since).await?)
 }
@@ -64,7 +54,7 @@ pub async fn all(
     scoped(&s, &caller, &company_id, Action::ReadSales).await?;
     let now = now_ms();
     let (days, since) = since_ms(&q, now)?;
-    let assets = company_assets(&s, &company_id).await?;
+    let assets = super::assets::own_assets(&s, &company_id).await?;
     let ids: Vec<String> = assets.iter().map(|a| a.id.clone()).collect();
     let rows = executions(&s, &ids, since).await?;
     let mut by_asset: HashMap<&str, Vec<&ExecutionRow>> = HashMap::new();
