@@ -121,6 +121,26 @@ async fn sequential_tally(c: &Client, path: &str, n: usize) -> (f64, f64) {
     (ms(h.value_at_quantile(0.5)), ms(h.value_at_quantile(0.99)))
 }
 
+/// Waits until `/metrics` shows no money movement waiting for publication (at most `limit`).
+async fn outbox_drained(c: &Client, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        let text = reqwest::get(format!("{}/metrics", c.base))
+            .await
+            .ok()
+            .map(|r| r.text());
+        let text = match text {
+            Some(t) => t.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        if text.lines().any(|l| l.trim() == "tally_outbox_pending 0") {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
 /// One connection, `n` sequential runs of `sql` directly on the source: (p50, p99) in ms.
 async fn sequential_direct(url: &str, sql: &str, n: usize) -> (f64, f64) {
     // One plain connection (no pool, so no ping before each query): the fastest direct path.
@@ -216,6 +236,13 @@ async fn run(source: &str, backend_env: Vec<(&'static str, String)>) -> Figures 
         balance.to_string(),
     );
 
+    // Latency is measured at rest: after the load phase's backlog (the outbox relay
+    // publishing what it committed) has drained, as it would be between bursts.
+    let drained = outbox_drained(&op, Duration::from_secs(60)).await;
+    f.add(
+        "  outbox drained before the latency phase",
+        drained.to_string(),
+    );
     let (t50, t99) = sequential_tally(&buyer, path, 2_000).await;
     let (d50, d99) = sequential_direct(source, sql, 2_000).await;
     f.add(

@@ -147,6 +147,9 @@ pub struct Backends {
     pub log: Arc<dyn EventLog>,
     pub analytics: Arc<dyn AnalyticsStore>,
     pub metadata: Arc<dyn MetadataStore>,
+    /// The money path's store: the embedded store batches in its own writer thread; the
+    /// Postgres one has `GroupCommit` in front of it.
+    pub money: Arc<dyn projections::MoneyStore>,
     close_log: Closer,
 }
 
@@ -215,24 +218,29 @@ async fn open_analytics(
 async fn open_metadata(
     plan: &MetadataPlan,
     s: &Settings,
-) -> anyhow::Result<Arc<dyn MetadataStore>> {
+) -> anyhow::Result<(Arc<dyn MetadataStore>, Arc<dyn projections::MoneyStore>)> {
     match plan {
         MetadataPlan::Sqlite(path) => {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            Ok(Arc::new(
+            let store = Arc::new(
                 projections::SqliteMetadata::open(path)
                     .await
                     .context("opening the metadata store")?,
-            ))
+            );
+            Ok((store.clone(), store))
         }
         #[cfg(feature = "postgres")]
-        MetadataPlan::Postgres(url) => Ok(Arc::new(
-            projections::PgMetadata::open(url, &s.namespace)
-                .await
-                .context("opening the Postgres metadata store")?,
-        )),
+        MetadataPlan::Postgres(url) => {
+            let store = Arc::new(
+                projections::PgMetadata::open(url, &s.namespace)
+                    .await
+                    .context("opening the Postgres metadata store")?,
+            );
+            let money = Arc::new(projections::group_commit::GroupCommit::new(store.clone()));
+            Ok((store, money))
+        }
         #[cfg(not(feature = "postgres"))]
         MetadataPlan::Postgres(_) => {
             let _ = s;
@@ -261,11 +269,12 @@ impl Backends {
             log.create_topic(&s.topic(name), partitions).await?;
         }
         let analytics = open_analytics(&plan.analytics, s).await?;
-        let metadata = open_metadata(&plan.metadata, s).await?;
+        let (metadata, money) = open_metadata(&plan.metadata, s).await?;
         Ok(Self {
             log,
             analytics,
             metadata,
+            money,
             close_log,
         })
     }

@@ -456,9 +456,7 @@ async fn ingest_state(
     let state = Arc::new(
         ingest::IngestState::new(b.log.clone(), b.metadata.clone(), auth, geo, secret, icfg)
             .with_sources(Arc::new(registry))
-            .with_money(Arc::new(projections::group_commit::GroupCommit::new(
-                b.metadata.clone(),
-            )))
+            .with_money(b.money.clone())
             .with_sessions(b.metadata.clone())
             .with_audit(b.metadata.clone()),
     );

@@ -17,6 +17,7 @@ mod pg;
 pub mod reference;
 pub mod sessions;
 mod sqlite;
+mod sqlite_money;
 mod sqlmeta;
 mod sqlmoney;
 

@@ -70,4 +70,4 @@ impl PgMetadata {
 
 crate::sqlmeta::metadata_sql_impl!(PgMetadata, sqlx::Postgres, sqlx::postgres::PgRow);
 crate::sessions::session_sql_impl!(PgMetadata);
-crate::sqlmoney::money_sql_impl!(PgMetadata, sqlx::Postgres);
+crate::sqlmoney::money_sql_impl!(PgMetadata, sqlx::Postgres, sqlx_batches);

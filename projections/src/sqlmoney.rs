@@ -86,57 +86,548 @@ CREATE TABLE IF NOT EXISTS api_key_usage (
 );
 ";
 
-macro_rules! money_sql_impl {
+// What the sqlx and the SQLite writers share: the rows a transaction writes, built in Rust.
+
+use crate::money::{Hold, HoldOutcome, Settle};
+use crate::{StoreError, StoreResult};
+use std::collections::{BTreeMap, HashMap};
+
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Ledger and outbox rows a transaction writes, inserted together just before it
+/// commits (one multi-row statement per table instead of one per row).
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub(crate) ledger: Vec<LedgerRow>,
+    pub(crate) outbox: Vec<(String, String, String, String, i64)>,
+}
+
+/// One change to one company's balance, for [`move_credits`].
+pub(crate) struct Movement {
+    pub(crate) company: String,
+    pub(crate) kind: &'static str,
+    pub(crate) credits: i64,
+    pub(crate) execution_id: String,
+    pub(crate) counterparty: String,
+    pub(crate) at_ms: i64,
+}
+
+pub(crate) struct LedgerRow {
+    pub(crate) entry_id: String,
+    pub(crate) company_id: String,
+    pub(crate) kind: String,
+    pub(crate) credits: i64,
+    pub(crate) balance_after: i64,
+    pub(crate) execution_id: Option<String>,
+    pub(crate) counterparty: Option<String>,
+    pub(crate) reason: Option<String>,
+    pub(crate) at_ms: i64,
+}
+
+pub(crate) fn outbox(p: &mut Pending, topic: &str, key: &str, payload: Vec<u8>, at_ms: i64) {
+    p.outbox.push((
+        new_id(),
+        topic.to_string(),
+        key.to_string(),
+        hex::encode(payload),
+        at_ms,
+    ));
+}
+
+/// A ledger row and its `LedgerEntryPosted` in the outbox (written at [`flush`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn post(
+    p: &mut Pending,
+    company: &str,
+    kind: &str,
+    credits: i64,
+    balance_after: i64,
+    execution_id: Option<&str>,
+    counterparty: Option<&str>,
+    reason: Option<&str>,
+    at_ms: i64,
+) -> Result<String, StoreError> {
+    let entry_id = new_id();
+    let record = schemas::LedgerEntryPosted {
+        entry_id: entry_id.clone(),
+        company_id: company.to_string(),
+        kind: kind.to_string(),
+        credits,
+        balance_after,
+        execution_id: execution_id.map(str::to_string),
+        counterparty_company_id: counterparty.map(str::to_string),
+        at_ms,
+    };
+    let payload = schemas::encode(&record).map_err(|e| StoreError::Backend(e.to_string()))?;
+    p.ledger.push(LedgerRow {
+        entry_id: entry_id.clone(),
+        company_id: company.to_string(),
+        kind: kind.to_string(),
+        credits,
+        balance_after,
+        execution_id: execution_id.map(str::to_string),
+        counterparty: counterparty.map(str::to_string),
+        reason: reason.map(str::to_string),
+        at_ms,
+    });
+    outbox(p, "billing", company, payload, at_ms);
+    Ok(entry_id)
+}
+
+/// A held execution's row, as a settlement reads it back.
+pub(crate) struct HeldRow {
+    pub(crate) buyer: String,
+    pub(crate) seller: String,
+    pub(crate) platform: String,
+    pub(crate) asset_id: String,
+    pub(crate) api_key_id: i64,
+    pub(crate) user_id: String,
+    pub(crate) cost: i64,
+    pub(crate) share: i64,
+    pub(crate) fee: i64,
+}
+
+/// The columns a settlement returns, in [`HeldRow`]'s order.
+pub(crate) const HELD_COLUMNS: &str =
+    "execution_id, buyer_company_id, seller_company_id, platform_company_id, asset_id, api_key_id, user_id, cost, seller_share, platform_fee";
+
+/// The index of each id's first occurrence, and the holds that are first occurrences.
+pub(crate) fn first_holds(holds: &[Hold]) -> (HashMap<&str, usize>, Vec<&Hold>) {
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    let unique = holds
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| *first.entry(h.execution_id.as_str()).or_insert(*i) == *i)
+        .map(|(_, h)| h)
+        .collect();
+    (first, unique)
+}
+
+/// The buyers of `holds`, each once, in id order (the order balances are locked in).
+pub(crate) fn buyers_of<'a>(holds: &[&'a Hold]) -> Vec<&'a str> {
+    let mut buyers: Vec<&str> = holds.iter().map(|h| h.buyer_company_id.as_str()).collect();
+    buyers.sort_unstable();
+    buyers.dedup();
+    buyers
+}
+
+/// One debit per hold.
+pub(crate) fn debits(holds: &[&Hold]) -> Vec<Movement> {
+    holds
+        .iter()
+        .map(|h| Movement {
+            company: h.buyer_company_id.clone(),
+            kind: "debit",
+            credits: -h.cost,
+            execution_id: h.execution_id.clone(),
+            counterparty: h.seller_company_id.clone(),
+            at_ms: h.at_ms,
+        })
+        .collect()
+}
+
+/// Movements grouped by company, in company-id order (so two transactions never wait on
+/// each other in a cycle), with each company's total.
+pub(crate) fn by_company(moves: &[Movement]) -> BTreeMap<&str, (i64, Vec<&Movement>)> {
+    let mut out: BTreeMap<&str, (i64, Vec<&Movement>)> = BTreeMap::new();
+    for m in moves {
+        let e = out.entry(m.company.as_str()).or_default();
+        e.0 += m.credits;
+        e.1.push(m);
+    }
+    out
+}
+
+/// A ledger row per movement with its running balance, given each company's balance after
+/// all of its movements.
+pub(crate) fn post_running(
+    p: &mut Pending,
+    grouped: &BTreeMap<&str, (i64, Vec<&Movement>)>,
+    after_all: &HashMap<String, i64>,
+) -> StoreResult<()> {
+    for (company, (total, list)) in grouped {
+        let last = after_all
+            .get(*company)
+            .copied()
+            .ok_or_else(|| StoreError::Backend(format!("no balance came back for {company}")))?;
+        let mut after = last - total;
+        for m in list {
+            after += m.credits;
+            post(
+                p,
+                company,
+                m.kind,
+                m.credits,
+                after,
+                Some(&m.execution_id),
+                Some(&m.counterparty),
+                None,
+                m.at_ms,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// What settling `x` moves (the seller's share and the platform's fee, or the buyer's
+/// refund); its `UsageRecorded` goes into the outbox.
+pub(crate) fn settle_effects(
+    p: &mut Pending,
+    x: &Settle,
+    r: &HeldRow,
+) -> StoreResult<Vec<Movement>> {
+    let movement = |company: &str, kind: &'static str, credits: i64, counterparty: &str| Movement {
+        company: company.to_string(),
+        kind,
+        credits,
+        execution_id: x.execution_id.clone(),
+        counterparty: counterparty.to_string(),
+        at_ms: x.at_ms,
+    };
+    let mut moves = Vec::new();
+    if x.succeeded {
+        for (company, kind, credits) in [
+            (&r.seller, "seller_credit", r.share),
+            (&r.platform, "platform_fee", r.fee),
+        ] {
+            if credits > 0 {
+                moves.push(movement(company, kind, credits, &r.buyer));
+            }
+        }
+    } else if r.cost > 0 {
+        moves.push(movement(&r.buyer, "refund", r.cost, &r.seller));
+    }
+    let usage = schemas::UsageRecorded {
+        execution_id: x.execution_id.clone(),
+        buyer_company_id: r.buyer.clone(),
+        seller_company_id: r.seller.clone(),
+        asset_id: r.asset_id.clone(),
+        api_key_id: r.api_key_id,
+        user_id: r.user_id.clone(),
+        credits: if x.succeeded { r.cost } else { 0 },
+        rows: x.rows,
+        duration_ms: x.duration_ms,
+        status: settled_status(x.succeeded).to_string(),
+        mode: "live".into(),
+        at_ms: x.at_ms,
+    };
+    let payload = schemas::encode(&usage).map_err(|e| StoreError::Backend(e.to_string()))?;
+    outbox(p, "usage", &r.buyer, payload, x.at_ms);
+    Ok(moves)
+}
+
+pub(crate) fn settled_status(succeeded: bool) -> &'static str {
+    if succeeded {
+        "succeeded"
+    } else {
+        "failed"
+    }
+}
+
+/// Each hold's answer in a batch: its id's outcome; a repeat of an id within the batch sees
+/// what its first occurrence left.
+pub(crate) fn hold_answers(
+    holds: &[Hold],
+    first: &HashMap<&str, usize>,
+    outcome: &HashMap<String, HoldOutcome>,
+) -> Vec<HoldOutcome> {
+    holds
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let o = outcome
+                .get(&h.execution_id)
+                .cloned()
+                .unwrap_or(HoldOutcome::Insufficient { balance: 0 });
+            match (first.get(h.execution_id.as_str()) == Some(&i), o) {
+                (false, HoldOutcome::Held { .. }) => HoldOutcome::AlreadyHeld {
+                    status: "held".into(),
+                },
+                (_, o) => o,
+            }
+        })
+        .collect()
+}
+
+/// Each settle's answer in a batch: its buyer's balance as it stood right after it (the final
+/// balance less the refunds that come after it in the batch).
+pub(crate) fn settle_answers(
+    settles: &[Settle],
+    is_first: &[bool],
+    buyer_of: &HashMap<String, String>,
+    mut running: HashMap<String, i64>,
+    moves: &[Movement],
+) -> Vec<i64> {
+    let refunds: HashMap<&str, i64> = moves
+        .iter()
+        .filter(|m| m.kind == "refund")
+        .map(|m| (m.execution_id.as_str(), m.credits))
+        .collect();
+    let mut out = vec![0; settles.len()];
+    for (i, x) in settles.iter().enumerate().rev() {
+        let Some(buyer) = buyer_of.get(&x.execution_id) else {
+            continue;
+        };
+        let balance = running.get(buyer).copied().unwrap_or(0);
+        out[i] = balance;
+        if is_first[i] {
+            if let (Some(r), Some(b)) =
+                (refunds.get(x.execution_id.as_str()), running.get_mut(buyer))
+            {
+                *b = balance - r;
+            }
+        }
+    }
+    out
+}
+
+/// Whether each settle is its id's first in the batch (a repeat changes nothing).
+pub(crate) fn first_settles(settles: &[Settle]) -> Vec<bool> {
+    let mut seen = std::collections::HashSet::new();
+    settles
+        .iter()
+        .map(|x| seen.insert(x.execution_id.as_str()))
+        .collect()
+}
+
+/// The batch paths over sqlx (Postgres): a batch of holds or settlements in a few set
+/// statements, one transaction. Expanded inside `money_sql_impl!`'s module, whose helpers it uses.
+macro_rules! sqlx_batches {
     ($store:ident, $db:ty) => {
+            use crate::sqlmoney::{buyers_of, by_company, debits, first_holds, first_settles, hold_answers, post_running, settle_answers, settle_effects, settled_status, Movement, HELD_COLUMNS};
+            use std::collections::{HashMap, HashSet};
+
+            /// Adds each (company, credits > 0) to its balance (creating it) in one statement;
+            /// the new balances.
+            async fn credit_all(tx: &mut Tx<'_>, credits: &[(&str, i64)]) -> Result<HashMap<String, i64>, sqlx::Error> {
+                let mut out = HashMap::new();
+                if credits.is_empty() {
+                    return Ok(out);
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO balances (company_id, credits) ");
+                q.push_values(credits, |mut b, (company, n)| {
+                    b.push_bind(company.to_string()).push_bind(*n);
+                });
+                q.push(" ON CONFLICT (company_id) DO UPDATE SET credits = balances.credits + EXCLUDED.credits RETURNING company_id, credits");
+                for r in q.build().fetch_all(&mut **tx).await? {
+                    out.insert(r.try_get("company_id")?, r.try_get("credits")?);
+                }
+                Ok(out)
+            }
+
+            /// Balances of `companies` as they stand in `tx` (0 for a company without one).
+            async fn balances_in(tx: &mut Tx<'_>, companies: &[&str]) -> Result<HashMap<String, i64>, sqlx::Error> {
+                let mut out: HashMap<String, i64> = companies.iter().map(|c| (c.to_string(), 0)).collect();
+                if companies.is_empty() {
+                    return Ok(out);
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT company_id, credits FROM balances WHERE company_id IN (");
+                let mut ids = q.separated(", ");
+                for c in companies {
+                    ids.push_bind(c.to_string());
+                }
+                q.push(")");
+                for r in q.build().fetch_all(&mut **tx).await? {
+                    out.insert(r.try_get("company_id")?, r.try_get("credits")?);
+                }
+                Ok(out)
+            }
+
+            /// Adds each company's movements to its balance with one statement per company
+            /// (credits for several companies in one), in company-id order, and posts a ledger
+            /// row per movement with its running balance. `None` if a debit would take a
+            /// balance below zero (then nothing was changed for that company, and the caller
+            /// must not commit).
+            async fn move_credits(tx: &mut Tx<'_>, p: &mut Pending, moves: &[Movement]) -> StoreResult<Option<()>> {
+                let grouped = by_company(moves);
+                let credited: Vec<(&str, i64)> = grouped.iter().map(|(c, (t, _))| (*c, *t)).filter(|(_, t)| *t > 0).collect();
+                let mut after_all = credit_all(tx, &credited).await.map_err(sql_err)?;
+                for (company, (total, _)) in grouped.iter().filter(|(_, (t, _))| *t <= 0) {
+                    let Some(last) = add(tx, company, *total).await.map_err(sql_err)? else {
+                        return Ok(None);
+                    };
+                    after_all.insert(company.to_string(), last);
+                }
+                post_running(p, &grouped, &after_all)?;
+                Ok(Some(()))
+            }
+
+            /// [`hold_in`] for a batch with a few statements in all: one insert of every
+            /// execution (the lock on each id), one debit per buyer for the sum of its holds
+            /// when the balance covers them all, and one read of the balances. A buyer whose
+            /// balance does not cover the whole batch is held one execution at a time, in order.
+            async fn hold_many_in(tx: &mut Tx<'_>, p: &mut Pending, holds: &[Hold]) -> StoreResult<Vec<HoldOutcome>> {
+                let (first, unique) = first_holds(holds);
+                let mut inserted = HashSet::new();
+                for chunk in unique.chunks(200) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO executions (execution_id, buyer_company_id, seller_company_id, platform_company_id, asset_id, api_key_id, \
+                         user_id, cost, seller_share, platform_fee, status, created_at_ms) ",
+                    );
+                    q.push_values(chunk, |mut b, h| {
+                        b.push_bind(h.execution_id.clone())
+                            .push_bind(h.buyer_company_id.clone())
+                            .push_bind(h.seller_company_id.clone())
+                            .push_bind(h.platform_company_id.clone())
+                            .push_bind(h.asset_id.clone())
+                            .push_bind(h.api_key_id)
+                            .push_bind(h.user_id.clone())
+                            .push_bind(h.cost)
+                            .push_bind(h.seller_share)
+                            .push_bind(h.platform_fee)
+                            .push_bind("held")
+                            .push_bind(h.at_ms);
+                    });
+                    q.push(" ON CONFLICT (execution_id) DO NOTHING RETURNING execution_id");
+                    for r in q.build().fetch_all(&mut **tx).await.map_err(sql_err)? {
+                        inserted.insert(r.try_get::<String, _>("execution_id").map_err(sql_err)?);
+                    }
+                }
+                let mut outcome: HashMap<String, HoldOutcome> = HashMap::new();
+                for h in unique.iter().filter(|h| !inserted.contains(&h.execution_id)) {
+                    let status: String = sqlx::query_scalar("SELECT status FROM executions WHERE execution_id = $1")
+                        .bind(&h.execution_id)
+                        .fetch_one(&mut **tx)
+                        .await
+                        .map_err(sql_err)?;
+                    outcome.insert(h.execution_id.clone(), HoldOutcome::AlreadyHeld { status });
+                }
+                let charged: Vec<&Hold> = unique.iter().copied().filter(|h| inserted.contains(&h.execution_id) && h.cost > 0).collect();
+                for buyer in buyers_of(&charged) {
+                    let mine: Vec<&Hold> = charged.iter().copied().filter(|h| h.buyer_company_id == buyer).collect();
+                    let mark = p.ledger.len();
+                    if move_credits(tx, p, &debits(&mine)).await?.is_some() {
+                        for (h, row) in mine.iter().zip(&p.ledger[mark..]) {
+                            outcome.insert(h.execution_id.clone(), HoldOutcome::Held { balance_after: row.balance_after });
+                        }
+                        continue;
+                    }
+                    // Not all covered: one at a time, so exactly the ones that fit are held.
+                    for h in mine {
+                        sqlx::query("DELETE FROM executions WHERE execution_id = $1")
+                            .bind(&h.execution_id)
+                            .execute(&mut **tx)
+                            .await
+                            .map_err(sql_err)?;
+                        outcome.insert(h.execution_id.clone(), hold_in(tx, p, h).await?);
+                    }
+                }
+                let free: Vec<&Hold> = unique.iter().copied().filter(|h| inserted.contains(&h.execution_id) && h.cost == 0).collect();
+                if !free.is_empty() {
+                    let companies: Vec<&str> = free.iter().map(|h| h.buyer_company_id.as_str()).collect();
+                    let now = balances_in(tx, &companies).await.map_err(sql_err)?;
+                    for h in free {
+                        let balance_after = now.get(&h.buyer_company_id).copied().unwrap_or(0);
+                        outcome.insert(h.execution_id.clone(), HoldOutcome::Held { balance_after });
+                    }
+                }
+                Ok(hold_answers(holds, &first, &outcome))
+            }
+
+            /// [`settle_in`] for a batch with a few statements in all: one update of every held
+            /// execution, one balance change per company (see [`move_credits`]) and one read of
+            /// the buyers' balances afterwards.
+            async fn settle_many_in(tx: &mut Tx<'_>, p: &mut Pending, settles: &[Settle]) -> StoreResult<Vec<i64>> {
+                let is_first = first_settles(settles);
+                let unique: Vec<&Settle> = settles.iter().zip(&is_first).filter(|(_, f)| **f).map(|(x, _)| x).collect();
+                let mut settled: HashMap<String, HeldRow> = HashMap::new();
+                for chunk in unique.chunks(200) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "UPDATE executions SET status = v.x_status, result_rows = v.x_rows, duration_ms = v.x_duration, settled_at_ms = v.x_at \
+                         FROM (SELECT column1 AS x_id, column2 AS x_status, column3 AS x_rows, column4 AS x_duration, column5 AS x_at FROM (",
+                    );
+                    q.push_values(chunk, |mut b, x| {
+                        b.push_bind(x.execution_id.clone())
+                            .push_bind(settled_status(x.succeeded))
+                            .push_bind(x.rows)
+                            .push_bind(x.duration_ms)
+                            .push_bind(x.at_ms);
+                    });
+                    q.push(") AS t) AS v WHERE executions.execution_id = v.x_id AND executions.status = 'held' RETURNING ");
+                    q.push(HELD_COLUMNS);
+                    for r in q.build().fetch_all(&mut **tx).await.map_err(sql_err)? {
+                        settled.insert(r.try_get("execution_id").map_err(sql_err)?, held_row(&r).map_err(sql_err)?);
+                    }
+                }
+                let mut moves = Vec::new();
+                let mut buyer_of: HashMap<String, String> = HashMap::new();
+                for x in &unique {
+                    if let Some(r) = settled.get(&x.execution_id) {
+                        moves.extend(settle_effects(p, x, r)?);
+                        buyer_of.insert(x.execution_id.clone(), r.buyer.clone());
+                    }
+                }
+                if move_credits(tx, p, &moves).await?.is_none() {
+                    return Err(StoreError::Backend("a settlement would take a balance below zero".into()));
+                }
+                for x in unique.iter().filter(|x| !settled.contains_key(&x.execution_id)) {
+                    let buyer: Option<String> = sqlx::query_scalar("SELECT buyer_company_id FROM executions WHERE execution_id = $1")
+                        .bind(&x.execution_id)
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map_err(sql_err)?;
+                    if let Some(b) = buyer {
+                        buyer_of.insert(x.execution_id.clone(), b);
+                    }
+                }
+                let companies: Vec<&str> = buyer_of.values().map(String::as_str).collect();
+                let running = balances_in(tx, &companies).await.map_err(sql_err)?;
+                Ok(settle_answers(settles, &is_first, &buyer_of, running, &moves))
+            }
+
+            impl $store {
+                /// A hold on its own (batching is `GroupCommit`'s, in front of this store).
+                pub(crate) async fn hold_now(&self, h: &Hold) -> StoreResult<HoldOutcome> {
+                    self.hold_alone(h).await
+                }
+
+                pub(crate) async fn settle_now(&self, x: &Settle) -> StoreResult<i64> {
+                    self.settle_alone(x).await
+                }
+
+                /// One transaction for a batch of holds (see [`hold_many_in`]).
+                pub(crate) async fn commit_holds(&self, holds: &[Hold]) -> StoreResult<Vec<HoldOutcome>> {
+                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
+                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                    let mut pending = Pending::default();
+                    let out = hold_many_in(&mut tx, &mut pending, holds).await?;
+                    flush(&mut tx, &mut pending).await?;
+                    tx.commit().await.map_err(sql_err)?;
+                    Ok(out)
+                }
+
+                /// One transaction for a batch of settlements (see [`settle_many_in`]).
+                pub(crate) async fn commit_settles(&self, settles: &[Settle]) -> StoreResult<Vec<i64>> {
+                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
+                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                    let mut pending = Pending::default();
+                    let out = settle_many_in(&mut tx, &mut pending, settles).await?;
+                    flush(&mut tx, &mut pending).await?;
+                    tx.commit().await.map_err(sql_err)?;
+                    Ok(out)
+                }
+            }
+    };
+}
+
+pub(crate) use sqlx_batches;
+
+macro_rules! money_sql_impl {
+    ($store:ident, $db:ty $(, $batches:ident)?) => {
         mod money_impl {
             use super::$store;
             use crate::money::*;
             use crate::{StoreError, StoreResult};
             use async_trait::async_trait;
+            use crate::sqlmoney::{post, HeldRow, Pending};
             use sqlx::{Row, Transaction};
 
             type Tx<'a> = Transaction<'a, $db>;
 
             fn sql_err(e: sqlx::Error) -> StoreError {
                 StoreError::Backend(e.to_string())
-            }
-
-            fn new_id() -> String {
-                uuid::Uuid::now_v7().to_string()
-            }
-
-            /// Ledger and outbox rows a transaction writes, inserted together just before it
-            /// commits (one multi-row statement per table instead of one per row).
-            #[derive(Default)]
-            struct Pending {
-                ledger: Vec<LedgerRow>,
-                outbox: Vec<(String, String, String, String, i64)>,
-            }
-
-            /// One change to one company's balance, for [`move_credits`].
-            struct Movement {
-                company: String,
-                kind: &'static str,
-                credits: i64,
-                execution_id: String,
-                counterparty: String,
-                at_ms: i64,
-            }
-
-            struct LedgerRow {
-                entry_id: String,
-                company_id: String,
-                kind: String,
-                credits: i64,
-                balance_after: i64,
-                execution_id: Option<String>,
-                counterparty: Option<String>,
-                reason: Option<String>,
-                at_ms: i64,
-            }
-
-            fn outbox(p: &mut Pending, topic: &str, key: &str, payload: Vec<u8>, at_ms: i64) {
-                p.outbox.push((new_id(), topic.to_string(), key.to_string(), hex::encode(payload), at_ms));
             }
 
             /// Writes what `p` holds into `tx`.
@@ -198,64 +689,6 @@ macro_rules! money_sql_impl {
                 .await
             }
 
-            /// Adds each (company, credits > 0) to its balance (creating it) in one statement;
-            /// the new balances.
-            async fn credit_all(tx: &mut Tx<'_>, credits: &[(&str, i64)]) -> Result<std::collections::HashMap<String, i64>, sqlx::Error> {
-                let mut out = std::collections::HashMap::new();
-                if credits.is_empty() {
-                    return Ok(out);
-                }
-                let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO balances (company_id, credits) ");
-                q.push_values(credits, |mut b, (company, n)| {
-                    b.push_bind(company.to_string()).push_bind(*n);
-                });
-                q.push(" ON CONFLICT (company_id) DO UPDATE SET credits = balances.credits + EXCLUDED.credits RETURNING company_id, credits");
-                for r in q.build().fetch_all(&mut **tx).await? {
-                    out.insert(r.try_get("company_id")?, r.try_get("credits")?);
-                }
-                Ok(out)
-            }
-
-            /// A ledger row and its `LedgerEntryPosted` in the outbox (written at [`flush`]).
-            #[allow(clippy::too_many_arguments)]
-            fn post(
-                p: &mut Pending,
-                company: &str,
-                kind: &str,
-                credits: i64,
-                balance_after: i64,
-                execution_id: Option<&str>,
-                counterparty: Option<&str>,
-                reason: Option<&str>,
-                at_ms: i64,
-            ) -> Result<String, StoreError> {
-                let entry_id = new_id();
-                let record = schemas::LedgerEntryPosted {
-                    entry_id: entry_id.clone(),
-                    company_id: company.to_string(),
-                    kind: kind.to_string(),
-                    credits,
-                    balance_after,
-                    execution_id: execution_id.map(str::to_string),
-                    counterparty_company_id: counterparty.map(str::to_string),
-                    at_ms,
-                };
-                let payload = schemas::encode(&record).map_err(|e| StoreError::Backend(e.to_string()))?;
-                p.ledger.push(LedgerRow {
-                    entry_id: entry_id.clone(),
-                    company_id: company.to_string(),
-                    kind: kind.to_string(),
-                    credits,
-                    balance_after,
-                    execution_id: execution_id.map(str::to_string),
-                    counterparty: counterparty.map(str::to_string),
-                    reason: reason.map(str::to_string),
-                    at_ms,
-                });
-                outbox(p, "billing", company, payload, at_ms);
-                Ok(entry_id)
-            }
-
             async fn balance_in(tx: &mut Tx<'_>, company: &str) -> Result<i64, sqlx::Error> {
                 Ok(sqlx::query_scalar::<_, i64>("SELECT credits FROM balances WHERE company_id = $1")
                     .bind(company)
@@ -278,21 +711,33 @@ macro_rules! money_sql_impl {
                 })
             }
 
+            fn held_row(r: &<$db as sqlx::Database>::Row) -> Result<HeldRow, sqlx::Error> {
+                Ok(HeldRow {
+                    buyer: r.try_get("buyer_company_id")?,
+                    seller: r.try_get("seller_company_id")?,
+                    platform: r.try_get("platform_company_id")?,
+                    asset_id: r.try_get("asset_id")?,
+                    api_key_id: r.try_get("api_key_id")?,
+                    user_id: r.try_get("user_id")?,
+                    cost: r.try_get("cost")?,
+                    share: r.try_get("seller_share")?,
+                    fee: r.try_get("platform_fee")?,
+                })
+            }
+
             /// Settles one held execution inside `tx`; the buyer's balance afterwards.
             async fn settle_in(tx: &mut Tx<'_>, p: &mut Pending, x: &Settle) -> StoreResult<i64> {
-                let (execution_id, succeeded, rows, duration_ms, at_ms) =
-                    (x.execution_id.as_str(), x.succeeded, x.rows, x.duration_ms, x.at_ms);
-                let status = if succeeded { "succeeded" } else { "failed" };
+                let execution_id = x.execution_id.as_str();
                 // The update is the lock: only the first settle of a held execution wins.
                 let row = sqlx::query(
                     "UPDATE executions SET status = $1, result_rows = $2, duration_ms = $3, settled_at_ms = $4 \
                      WHERE execution_id = $5 AND status = 'held' \
                      RETURNING buyer_company_id, seller_company_id, platform_company_id, asset_id, api_key_id, user_id, cost, seller_share, platform_fee",
                 )
-                .bind(status)
-                .bind(rows)
-                .bind(duration_ms)
-                .bind(at_ms)
+                .bind(crate::sqlmoney::settled_status(x.succeeded))
+                .bind(x.rows)
+                .bind(x.duration_ms)
+                .bind(x.at_ms)
                 .bind(execution_id)
                 .fetch_optional(&mut **tx)
                 .await
@@ -309,40 +754,12 @@ macro_rules! money_sql_impl {
                     };
                     return Ok(balance);
                 };
-                let get = |c: &str| -> Result<String, StoreError> { r.try_get(c).map_err(sql_err) };
-                let num = |c: &str| -> Result<i64, StoreError> { r.try_get(c).map_err(sql_err) };
-                let (buyer, seller, platform) = (get("buyer_company_id")?, get("seller_company_id")?, get("platform_company_id")?);
-                let (cost, share, fee) = (num("cost")?, num("seller_share")?, num("platform_fee")?);
-                let charged = if succeeded { cost } else { 0 };
-                if succeeded {
-                    for (company, kind, credits) in [(&seller, "seller_credit", share), (&platform, "platform_fee", fee)] {
-                        if credits > 0 {
-                            let after = add(tx, company, credits).await.map_err(sql_err)?.unwrap_or(0);
-                            post(p, company, kind, credits, after, Some(execution_id), Some(&buyer), None, at_ms)?;
-                        }
-                    }
-                } else if cost > 0 {
-                    let after = add(tx, &buyer, cost).await.map_err(sql_err)?.unwrap_or(0);
-                    post(p, &buyer, "refund", cost, after, Some(execution_id), Some(&seller), None, at_ms)?;
+                let r = held_row(&r).map_err(sql_err)?;
+                for m in crate::sqlmoney::settle_effects(p, x, &r)? {
+                    let after = add(tx, &m.company, m.credits).await.map_err(sql_err)?.unwrap_or(0);
+                    post(p, &m.company, m.kind, m.credits, after, Some(&m.execution_id), Some(&m.counterparty), None, m.at_ms)?;
                 }
-                let usage = schemas::UsageRecorded {
-                    execution_id: execution_id.to_string(),
-                    buyer_company_id: buyer.clone(),
-                    seller_company_id: seller,
-                    asset_id: get("asset_id")?,
-                    api_key_id: num("api_key_id")?,
-                    user_id: get("user_id")?,
-                    credits: charged,
-                    rows,
-                    duration_ms,
-                    status: status.to_string(),
-                    mode: "live".into(),
-                    at_ms,
-                };
-                let payload = schemas::encode(&usage).map_err(|e| StoreError::Backend(e.to_string()))?;
-                outbox(p, "usage", &buyer, payload, at_ms);
-                let balance = balance_in(tx, &buyer).await.map_err(sql_err)?;
-                Ok(balance)
+                balance_in(tx, &r.buyer).await.map_err(sql_err)
             }
 
             /// Holds one execution's cost inside `tx`. A refusal (a retry, a short balance)
@@ -405,278 +822,31 @@ macro_rules! money_sql_impl {
                 Ok(HoldOutcome::Held { balance_after })
             }
 
-            /// Balances of `companies` as they stand in `tx` (0 for a company without one).
-            async fn balances_in(tx: &mut Tx<'_>, companies: &[&str]) -> Result<std::collections::HashMap<String, i64>, sqlx::Error> {
-                let mut out: std::collections::HashMap<String, i64> = companies.iter().map(|c| (c.to_string(), 0)).collect();
-                if companies.is_empty() {
-                    return Ok(out);
+            impl $store {
+                /// One hold in its own transaction (the fallback when a batch fails).
+                pub(crate) async fn hold_alone(&self, h: &Hold) -> StoreResult<HoldOutcome> {
+                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
+                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                    let mut pending = Pending::default();
+                    let out = hold_in(&mut tx, &mut pending, h).await?;
+                    flush(&mut tx, &mut pending).await?;
+                    tx.commit().await.map_err(sql_err)?;
+                    Ok(out)
                 }
-                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT company_id, credits FROM balances WHERE company_id IN (");
-                let mut ids = q.separated(", ");
-                for c in companies {
-                    ids.push_bind(c.to_string());
+
+                /// One settlement in its own transaction (the fallback when a batch fails).
+                pub(crate) async fn settle_alone(&self, x: &Settle) -> StoreResult<i64> {
+                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
+                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                    let mut pending = Pending::default();
+                    let balance = settle_in(&mut tx, &mut pending, x).await?;
+                    flush(&mut tx, &mut pending).await?;
+                    tx.commit().await.map_err(sql_err)?;
+                    Ok(balance)
                 }
-                q.push(")");
-                for r in q.build().fetch_all(&mut **tx).await? {
-                    out.insert(r.try_get("company_id")?, r.try_get("credits")?);
-                }
-                Ok(out)
             }
 
-            /// Adds each company's movements (in order) to its balance with one statement per
-            /// company, in company-id order (so two transactions never wait on each other in a
-            /// cycle), and posts a ledger row per movement with its running balance. `None` if
-            /// a debit would take a balance below zero (then nothing was changed for that
-            /// company, and the caller must not commit).
-            async fn move_credits(tx: &mut Tx<'_>, p: &mut Pending, moves: &[Movement]) -> StoreResult<Option<()>> {
-                let mut by_company: std::collections::BTreeMap<&str, Vec<&Movement>> = std::collections::BTreeMap::new();
-                for m in moves {
-                    by_company.entry(m.company.as_str()).or_default().push(m);
-                }
-                let totals: Vec<(&str, i64)> = by_company.iter().map(|(c, l)| (*c, l.iter().map(|m| m.credits).sum())).collect();
-                // Credits for several companies go in one statement; debits one at a time,
-                // each conditional on the balance covering it.
-                let credited: Vec<(&str, i64)> = totals.iter().copied().filter(|(_, t)| *t > 0).collect();
-                let mut after_all = credit_all(tx, &credited).await.map_err(sql_err)?;
-                for (company, total) in totals.iter().copied().filter(|(_, t)| *t <= 0) {
-                    let Some(last) = add(tx, company, total).await.map_err(sql_err)? else {
-                        return Ok(None);
-                    };
-                    after_all.insert(company.to_string(), last);
-                }
-                for (company, list) in by_company {
-                    let total: i64 = list.iter().map(|m| m.credits).sum();
-                    let last = after_all
-                        .get(company)
-                        .copied()
-                        .ok_or_else(|| StoreError::Backend(format!("no balance came back for {company}")))?;
-                    let mut after = last - total;
-                    for m in list {
-                        after += m.credits;
-                        post(p, company, m.kind, m.credits, after, Some(&m.execution_id), Some(&m.counterparty), None, m.at_ms)?;
-                    }
-                }
-                Ok(Some(()))
-            }
-
-            /// [`hold_in`] for a batch with a few statements in all: one insert of every
-            /// execution (the lock on each id), one debit per buyer for the sum of its holds
-            /// when the balance covers them all, and one read of the balances. A buyer whose
-            /// balance does not cover the whole batch is held one execution at a time, in order.
-            async fn hold_many_in(tx: &mut Tx<'_>, p: &mut Pending, holds: &[Hold]) -> StoreResult<Vec<HoldOutcome>> {
-                let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-                let unique: Vec<&Hold> = holds
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, h)| *first.entry(h.execution_id.as_str()).or_insert(*i) == *i)
-                    .map(|(_, h)| h)
-                    .collect();
-                let mut inserted = std::collections::HashSet::new();
-                for chunk in unique.chunks(200) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO executions (execution_id, buyer_company_id, seller_company_id, platform_company_id, asset_id, api_key_id, \
-                         user_id, cost, seller_share, platform_fee, status, created_at_ms) ",
-                    );
-                    q.push_values(chunk, |mut b, h| {
-                        b.push_bind(h.execution_id.clone())
-                            .push_bind(h.buyer_company_id.clone())
-                            .push_bind(h.seller_company_id.clone())
-                            .push_bind(h.platform_company_id.clone())
-                            .push_bind(h.asset_id.clone())
-                            .push_bind(h.api_key_id)
-                            .push_bind(h.user_id.clone())
-                            .push_bind(h.cost)
-                            .push_bind(h.seller_share)
-                            .push_bind(h.platform_fee)
-                            .push_bind("held")
-                            .push_bind(h.at_ms);
-                    });
-                    q.push(" ON CONFLICT (execution_id) DO NOTHING RETURNING execution_id");
-                    for r in q.build().fetch_all(&mut **tx).await.map_err(sql_err)? {
-                        inserted.insert(r.try_get::<String, _>("execution_id").map_err(sql_err)?);
-                    }
-                }
-                let mut outcome: std::collections::HashMap<String, HoldOutcome> = std::collections::HashMap::new();
-                let known: Vec<&Hold> = unique.iter().copied().filter(|h| !inserted.contains(&h.execution_id)).collect();
-                for h in known {
-                    let status: String = sqlx::query_scalar("SELECT status FROM executions WHERE execution_id = $1")
-                        .bind(&h.execution_id)
-                        .fetch_one(&mut **tx)
-                        .await
-                        .map_err(sql_err)?;
-                    outcome.insert(h.execution_id.clone(), HoldOutcome::AlreadyHeld { status });
-                }
-                let charged: Vec<&Hold> = unique.iter().copied().filter(|h| inserted.contains(&h.execution_id) && h.cost > 0).collect();
-                let mut buyers: Vec<&str> = charged.iter().map(|h| h.buyer_company_id.as_str()).collect();
-                buyers.sort_unstable();
-                buyers.dedup();
-                for buyer in buyers {
-                    let mine: Vec<&Hold> = charged.iter().copied().filter(|h| h.buyer_company_id == buyer).collect();
-                    let debits: Vec<Movement> = mine
-                        .iter()
-                        .map(|h| Movement {
-                            company: buyer.to_string(),
-                            kind: "debit",
-                            credits: -h.cost,
-                            execution_id: h.execution_id.clone(),
-                            counterparty: h.seller_company_id.clone(),
-                            at_ms: h.at_ms,
-                        })
-                        .collect();
-                    let mark = p.ledger.len();
-                    if move_credits(tx, p, &debits).await?.is_some() {
-                        for (h, row) in mine.iter().zip(&p.ledger[mark..]) {
-                            outcome.insert(h.execution_id.clone(), HoldOutcome::Held { balance_after: row.balance_after });
-                        }
-                        continue;
-                    }
-                    // Not all covered: one at a time, so exactly the ones that fit are held.
-                    for h in mine {
-                        sqlx::query("DELETE FROM executions WHERE execution_id = $1")
-                            .bind(&h.execution_id)
-                            .execute(&mut **tx)
-                            .await
-                            .map_err(sql_err)?;
-                        outcome.insert(h.execution_id.clone(), hold_in(tx, p, h).await?);
-                    }
-                }
-                let free: Vec<&Hold> = unique.iter().copied().filter(|h| inserted.contains(&h.execution_id) && h.cost == 0).collect();
-                if !free.is_empty() {
-                    let companies: Vec<&str> = free.iter().map(|h| h.buyer_company_id.as_str()).collect();
-                    let now = balances_in(tx, &companies).await.map_err(sql_err)?;
-                    for h in free {
-                        let balance_after = now.get(&h.buyer_company_id).copied().unwrap_or(0);
-                        outcome.insert(h.execution_id.clone(), HoldOutcome::Held { balance_after });
-                    }
-                }
-                // A repeat of an id within the batch sees what its first occurrence left.
-                Ok(holds
-                    .iter()
-                    .enumerate()
-                    .map(|(i, h)| {
-                        let o = outcome.get(&h.execution_id).cloned().unwrap_or(HoldOutcome::Insufficient { balance: 0 });
-                        match (first.get(h.execution_id.as_str()) == Some(&i), o) {
-                            (false, HoldOutcome::Held { .. }) => HoldOutcome::AlreadyHeld { status: "held".into() },
-                            (_, o) => o,
-                        }
-                    })
-                    .collect())
-            }
-
-            /// [`settle_in`] for a batch with a few statements in all: one update of every held
-            /// execution, one balance change per company (see [`move_credits`]) and one read of
-            /// the buyers' balances afterwards.
-            async fn settle_many_in(tx: &mut Tx<'_>, p: &mut Pending, settles: &[Settle]) -> StoreResult<Vec<i64>> {
-                // A repeat of an id within the batch changes nothing; it only answers a balance.
-                let mut seen = std::collections::HashSet::new();
-                let is_first: Vec<bool> = settles.iter().map(|x| seen.insert(x.execution_id.as_str())).collect();
-                let unique: Vec<&Settle> = settles.iter().zip(&is_first).filter(|(_, f)| **f).map(|(x, _)| x).collect();
-                let mut settled: std::collections::HashMap<String, <$db as sqlx::Database>::Row> = std::collections::HashMap::new();
-                for chunk in unique.chunks(200) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "UPDATE executions SET status = v.x_status, result_rows = v.x_rows, duration_ms = v.x_duration, settled_at_ms = v.x_at \
-                         FROM (SELECT column1 AS x_id, column2 AS x_status, column3 AS x_rows, column4 AS x_duration, column5 AS x_at FROM (",
-                    );
-                    q.push_values(chunk, |mut b, x| {
-                        b.push_bind(x.execution_id.clone())
-                            .push_bind(if x.succeeded { "succeeded" } else { "failed" })
-                            .push_bind(x.rows)
-                            .push_bind(x.duration_ms)
-                            .push_bind(x.at_ms);
-                    });
-                    q.push(
-                        ") AS t) AS v WHERE executions.execution_id = v.x_id AND executions.status = 'held' \
-                         RETURNING execution_id, buyer_company_id, seller_company_id, platform_company_id, asset_id, api_key_id, user_id, cost, seller_share, platform_fee",
-                    );
-                    for r in q.build().fetch_all(&mut **tx).await.map_err(sql_err)? {
-                        settled.insert(r.try_get("execution_id").map_err(sql_err)?, r);
-                    }
-                }
-                let mut moves = Vec::new();
-                let mut buyer_of: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-                for x in &unique {
-                    let Some(r) = settled.get(&x.execution_id) else {
-                        continue;
-                    };
-                    let get = |c: &str| -> Result<String, StoreError> { r.try_get(c).map_err(sql_err) };
-                    let num = |c: &str| -> Result<i64, StoreError> { r.try_get(c).map_err(sql_err) };
-                    let (buyer, seller, platform) = (get("buyer_company_id")?, get("seller_company_id")?, get("platform_company_id")?);
-                    let (cost, share, fee) = (num("cost")?, num("seller_share")?, num("platform_fee")?);
-                    let movement = |company: &str, kind: &'static str, credits: i64, counterparty: &str| Movement {
-                        company: company.to_string(),
-                        kind,
-                        credits,
-                        execution_id: x.execution_id.clone(),
-                        counterparty: counterparty.to_string(),
-                        at_ms: x.at_ms,
-                    };
-                    if x.succeeded {
-                        for (company, kind, credits) in [(&seller, "seller_credit", share), (&platform, "platform_fee", fee)] {
-                            if credits > 0 {
-                                moves.push(movement(company, kind, credits, &buyer));
-                            }
-                        }
-                    } else if cost > 0 {
-                        moves.push(movement(&buyer, "refund", cost, &seller));
-                    }
-                    let usage = schemas::UsageRecorded {
-                        execution_id: x.execution_id.clone(),
-                        buyer_company_id: buyer.clone(),
-                        seller_company_id: seller,
-                        asset_id: get("asset_id")?,
-                        api_key_id: num("api_key_id")?,
-                        user_id: get("user_id")?,
-                        credits: if x.succeeded { cost } else { 0 },
-                        rows: x.rows,
-                        duration_ms: x.duration_ms,
-                        status: if x.succeeded { "succeeded" } else { "failed" }.to_string(),
-                        mode: "live".into(),
-                        at_ms: x.at_ms,
-                    };
-                    let payload = schemas::encode(&usage).map_err(|e| StoreError::Backend(e.to_string()))?;
-                    outbox(p, "usage", &buyer, payload, x.at_ms);
-                    buyer_of.insert(x.execution_id.clone(), buyer);
-                }
-                if move_credits(tx, p, &moves).await?.is_none() {
-                    return Err(StoreError::Backend("a settlement would take a balance below zero".into()));
-                }
-                for x in &unique {
-                    if buyer_of.contains_key(&x.execution_id) {
-                        continue;
-                    }
-                    let buyer: Option<String> = sqlx::query_scalar("SELECT buyer_company_id FROM executions WHERE execution_id = $1")
-                        .bind(&x.execution_id)
-                        .fetch_optional(&mut **tx)
-                        .await
-                        .map_err(sql_err)?;
-                    if let Some(b) = buyer {
-                        buyer_of.insert(x.execution_id.clone(), b);
-                    }
-                }
-                let companies: Vec<&str> = buyer_of.values().map(String::as_str).collect();
-                let mut running = balances_in(tx, &companies).await.map_err(sql_err)?;
-                // Each settle answers the buyer's balance as it stood right after it: the final
-                // balance less the refunds that come after it in the batch.
-                let refunds: std::collections::HashMap<&str, i64> = moves
-                    .iter()
-                    .filter(|m| m.kind == "refund")
-                    .map(|m| (m.execution_id.as_str(), m.credits))
-                    .collect();
-                let mut out = vec![0; settles.len()];
-                for (i, x) in settles.iter().enumerate().rev() {
-                    let Some(buyer) = buyer_of.get(&x.execution_id) else {
-                        continue;
-                    };
-                    let balance = running.get(buyer).copied().unwrap_or(0);
-                    out[i] = balance;
-                    if is_first[i] {
-                        if let (Some(r), Some(b)) = (refunds.get(x.execution_id.as_str()), running.get_mut(buyer)) {
-                            *b = balance - r;
-                        }
-                    }
-                }
-                Ok(out)
-            }
+            $(crate::sqlmoney::$batches!($store, $db);)?
 
             #[async_trait]
             impl crate::audit::AuditStore for $store {
@@ -857,28 +1027,11 @@ macro_rules! money_sql_impl {
                 }
 
                 async fn hold(&self, h: &Hold) -> StoreResult<HoldOutcome> {
-                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
-                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
-                    let mut pending = Pending::default();
-                    let out = hold_in(&mut tx, &mut pending, h).await?;
-                    flush(&mut tx, &mut pending).await?;
-                    tx.commit().await.map_err(sql_err)?;
-                    Ok(out)
+                    self.hold_now(h).await
                 }
 
                 async fn hold_batch(&self, holds: &[Hold]) -> StoreResult<Vec<HoldOutcome>> {
-                    let together: StoreResult<Vec<HoldOutcome>> = async {
-                        let _writer = crate::sqlmeta::write_turn(&self.writer).await;
-                        let mut tx = self.pool.begin().await.map_err(sql_err)?;
-                        let mut pending = Pending::default();
-                        let mut out = Vec::with_capacity(holds.len());
-                        out.extend(hold_many_in(&mut tx, &mut pending, holds).await?);
-                        flush(&mut tx, &mut pending).await?;
-                        tx.commit().await.map_err(sql_err)?;
-                        Ok(out)
-                    }
-                    .await;
-                    match together {
+                    match self.commit_holds(holds).await {
                         Ok(out) => Ok(out),
                         // One failed statement spoils the shared transaction: each on its own.
                         Err(e) => {
@@ -886,7 +1039,7 @@ macro_rules! money_sql_impl {
                             metrics::counter!("tally_money_batch_fallbacks_total").increment(1);
                             let mut out = Vec::with_capacity(holds.len());
                             for h in holds {
-                                out.push(self.hold(h).await?);
+                                out.push(self.hold_alone(h).await?);
                             }
                             Ok(out)
                         }
@@ -894,25 +1047,14 @@ macro_rules! money_sql_impl {
                 }
 
                 async fn settle_batch(&self, settles: &[Settle]) -> StoreResult<Vec<i64>> {
-                    let together: StoreResult<Vec<i64>> = async {
-                        let _writer = crate::sqlmeta::write_turn(&self.writer).await;
-                        let mut tx = self.pool.begin().await.map_err(sql_err)?;
-                        let mut pending = Pending::default();
-                        let mut out = Vec::with_capacity(settles.len());
-                        out.extend(settle_many_in(&mut tx, &mut pending, settles).await?);
-                        flush(&mut tx, &mut pending).await?;
-                        tx.commit().await.map_err(sql_err)?;
-                        Ok(out)
-                    }
-                    .await;
-                    match together {
+                    match self.commit_settles(settles).await {
                         Ok(out) => Ok(out),
                         Err(e) => {
                             tracing::warn!(error = %e, settles = settles.len(), "a batch of settlements failed; settling one at a time");
                             metrics::counter!("tally_money_batch_fallbacks_total").increment(1);
                             let mut out = Vec::with_capacity(settles.len());
                             for x in settles {
-                                out.push(self.settle(&x.execution_id, x.succeeded, x.rows, x.duration_ms, x.at_ms).await?);
+                                out.push(self.settle_alone(x).await?);
                             }
                             Ok(out)
                         }
@@ -927,8 +1069,6 @@ macro_rules! money_sql_impl {
                     duration_ms: f64,
                     at_ms: i64,
                 ) -> StoreResult<i64> {
-                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
-                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
                     let x = Settle {
                         execution_id: execution_id.to_string(),
                         succeeded,
@@ -936,11 +1076,7 @@ macro_rules! money_sql_impl {
                         duration_ms,
                         at_ms,
                     };
-                    let mut pending = Pending::default();
-                    let balance = settle_in(&mut tx, &mut pending, &x).await?;
-                    flush(&mut tx, &mut pending).await?;
-                    tx.commit().await.map_err(sql_err)?;
-                    Ok(balance)
+                    self.settle_now(&x).await
                 }
 
                 async fn ledger(&self, company_id: &str, limit: usize, offset: usize) -> StoreResult<(Vec<LedgerEntry>, u64)> {
@@ -1019,7 +1155,7 @@ macro_rules! money_sql_impl {
                 }
 
                 async fn claim_outbox(&self, limit: usize, now_ms: i64, lease_ms: i64) -> StoreResult<Vec<OutboxRecord>> {
-                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
+                    let writer = crate::sqlmeta::write_turn(&self.writer).await;
                     let stale = now_ms - lease_ms;
                     // The conditions are repeated outside the subquery so that, under
                     // concurrent claims, a row another relay just took is skipped.
@@ -1049,6 +1185,8 @@ macro_rules! money_sql_impl {
                         })
                         .collect::<Result<Vec<_>, sqlx::Error>>()
                         .map_err(sql_err)?;
+                    // The claim is written; reading the attempts needs no writer turn.
+                    drop(writer);
                     if !out.is_empty() {
                         // Records an earlier relay may already have appended.
                         let mut q = sqlx::QueryBuilder::<$db>::new("SELECT id, log_from FROM outbox_attempts WHERE id IN (");
@@ -1091,8 +1229,10 @@ macro_rules! money_sql_impl {
                         return Ok(());
                     }
                     let _writer = crate::sqlmeta::write_turn(&self.writer).await;
-                    // The outbox is a queue: a published record is removed, with its attempt.
-                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                    // The outbox is a queue: a published record is removed, then its attempt.
+                    // Two statements, no transaction (the writer turn is held for less): if
+                    // the second fails, an attempt row without its record is left, which is
+                    // never read again; the record itself is never left without its attempt.
                     for table in ["outbox", "outbox_attempts"] {
                         let mut q = sqlx::QueryBuilder::<$db>::new(format!("DELETE FROM {table} WHERE id IN ("));
                         let mut list = q.separated(", ");
@@ -1100,9 +1240,8 @@ macro_rules! money_sql_impl {
                             list.push_bind(id);
                         }
                         list.push_unseparated(")");
-                        q.build().execute(&mut *tx).await.map_err(sql_err)?;
+                        q.build().execute(&self.pool).await.map_err(sql_err)?;
                     }
-                    tx.commit().await.map_err(sql_err)?;
                     Ok(())
                 }
 

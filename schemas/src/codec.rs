@@ -91,8 +91,8 @@ wire!(FavoriteUpserted, "tally.entities.FavoriteUpserted");
 wire!(DiscountSet, "tally.entities.DiscountSet");
 wire!(PriceEnded, "tally.entities.PriceEnded");
 wire!(SubscriptionSet, "tally.entities.SubscriptionSet");
-wire!(UsageRecorded, "tally.usage.UsageRecorded");
-wire!(LedgerEntryPosted, "tally.billing.LedgerEntryPosted");
+wire!(UsageRecorded, "tally.usage.UsageRecorded", fast);
+wire!(LedgerEntryPosted, "tally.billing.LedgerEntryPosted", fast);
 wire!(DeadLetter, "tally.ops.DeadLetter");
 
 /// Encodes `value` with the newest schema of its subject.

@@ -5,7 +5,7 @@
 //! Older schema versions still decode through apache-avro's schema resolution.
 
 use crate::codec::CodecError;
-use crate::events::{CollectedEvent, EnrichedEvent};
+use crate::events::{CollectedEvent, EnrichedEvent, LedgerEntryPosted, UsageRecorded};
 
 fn put_long(out: &mut Vec<u8>, v: i64) {
     let mut n = ((v << 1) ^ (v >> 63)) as u64;
@@ -75,6 +75,17 @@ impl<'a> Reader<'a> {
         }
     }
 
+    fn double(&mut self) -> Result<f64, CodecError> {
+        if self.buf.len() < 8 {
+            return Err(err("truncated double"));
+        }
+        let (b, rest) = self.buf.split_at(8);
+        self.buf = rest;
+        let mut le = [0u8; 8];
+        le.copy_from_slice(b);
+        Ok(f64::from_le_bytes(le))
+    }
+
     fn boolean(&mut self) -> Result<bool, CodecError> {
         let (&b, rest) = self
             .buf
@@ -105,7 +116,8 @@ fn err(msg: &str) -> CodecError {
 }
 
 /// Encodes a record's fields in schema order and decodes them back. `S` is a string, `L` a
-/// long, `O` a nullable string, `B` a boolean: the order must match the `.avsc` exactly.
+/// long, `O` a nullable string, `B` a boolean, `D` a double: the order must match the `.avsc`
+/// exactly.
 macro_rules! avro_record {
     ($t:ident { $($field:ident : $kind:ident),* $(,)? }) => {
         impl $t {
@@ -121,10 +133,12 @@ macro_rules! avro_record {
     (@put $out:ident, $v:expr, L) => { put_long($out, $v) };
     (@put $out:ident, $v:expr, O) => { put_opt($out, &$v) };
     (@put $out:ident, $v:expr, B) => { $out.push($v as u8) };
+    (@put $out:ident, $v:expr, D) => { $out.extend_from_slice(&$v.to_le_bytes()) };
     (@get $r:ident, S) => { $r.string()? };
     (@get $r:ident, L) => { $r.long()? };
     (@get $r:ident, O) => { $r.opt()? };
     (@get $r:ident, B) => { $r.boolean()? };
+    (@get $r:ident, D) => { $r.double()? };
 }
 
 avro_record!(CollectedEvent {
@@ -181,6 +195,34 @@ avro_record!(EnrichedEvent {
     device_type: O,
     visitor_id: S,
     is_bot: B,
+});
+
+// The money path's two records: one per ledger row and one per execution, written inside
+// the money transaction.
+avro_record!(LedgerEntryPosted {
+    entry_id: S,
+    company_id: S,
+    kind: S,
+    credits: L,
+    balance_after: L,
+    execution_id: O,
+    counterparty_company_id: O,
+    at_ms: L,
+});
+
+avro_record!(UsageRecorded {
+    execution_id: S,
+    buyer_company_id: S,
+    seller_company_id: S,
+    asset_id: S,
+    api_key_id: L,
+    user_id: S,
+    credits: L,
+    rows: L,
+    duration_ms: D,
+    status: S,
+    mode: S,
+    at_ms: L,
 });
 
 #[cfg(test)]
@@ -245,6 +287,49 @@ mod tests {
         assert_eq!(fast, generic(&e));
         let mut r = Reader::new(&fast);
         assert_eq!(EnrichedEvent::read_avro(&mut r).unwrap(), e);
+    }
+
+    #[test]
+    fn money_records_match_apache_avro_and_round_trip() {
+        let l = LedgerEntryPosted {
+            entry_id: "entry".into(),
+            company_id: "company".into(),
+            kind: "refund".into(),
+            credits: -4_000_000_000,
+            balance_after: 0,
+            execution_id: Some("x".into()),
+            counterparty_company_id: None,
+            at_ms: 1_700_000_000_000,
+        };
+        let mut fast = Vec::new();
+        l.write_avro(&mut fast);
+        assert_eq!(fast, generic(&l));
+        let mut r = Reader::new(&fast);
+        assert_eq!(LedgerEntryPosted::read_avro(&mut r).unwrap(), l);
+        r.finish().unwrap();
+        for duration_ms in [0.0, 12.34, -1.5e300, f64::MIN_POSITIVE] {
+            let u = UsageRecorded {
+                execution_id: "x".into(),
+                buyer_company_id: "b".into(),
+                seller_company_id: "s".into(),
+                asset_id: "a".into(),
+                api_key_id: 7,
+                user_id: "u".into(),
+                credits: 63,
+                rows: -1,
+                duration_ms,
+                status: "succeeded".into(),
+                mode: "live".into(),
+                at_ms: 9,
+            };
+            let mut fast = Vec::new();
+            u.write_avro(&mut fast);
+            assert_eq!(fast, generic(&u));
+            let mut r = Reader::new(&fast);
+            assert_eq!(UsageRecorded::read_avro(&mut r).unwrap(), u);
+            r.finish().unwrap();
+        }
+        assert!(Reader::new(&[0u8; 7]).double().is_err());
     }
 
     #[test]
