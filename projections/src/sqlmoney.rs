@@ -577,6 +577,40 @@ macro_rules! sqlx_batches {
                 Ok(settle_answers(settles, &is_first, &buyer_of, running, &moves))
             }
 
+            /// [`flush`] in one statement (a data-modifying CTE writes the ledger rows, the
+            /// outer insert the outbox records): one round trip fewer per transaction.
+            async fn flush_together(tx: &mut Tx<'_>, p: &mut Pending) -> Result<(), StoreError> {
+                if p.ledger.is_empty() || p.outbox.is_empty() || p.ledger.len() > 500 || p.outbox.len() > 500 {
+                    return flush(tx, p).await;
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "WITH l AS (INSERT INTO ledger (entry_id, company_id, kind, credits, balance_after, execution_id, counterparty_company_id, reason, created_at_ms) ",
+                );
+                q.push_values(&p.ledger, |mut b, r| {
+                    b.push_bind(r.entry_id.clone())
+                        .push_bind(r.company_id.clone())
+                        .push_bind(r.kind.clone())
+                        .push_bind(r.credits)
+                        .push_bind(r.balance_after)
+                        .push_bind(r.execution_id.clone())
+                        .push_bind(r.counterparty.clone())
+                        .push_bind(r.reason.clone())
+                        .push_bind(r.at_ms);
+                });
+                q.push(") INSERT INTO outbox (id, topic, record_key, payload, created_at_ms) ");
+                q.push_values(&p.outbox, |mut b, r| {
+                    b.push_bind(r.0.clone())
+                        .push_bind(r.1.clone())
+                        .push_bind(r.2.clone())
+                        .push_bind(r.3.clone())
+                        .push_bind(r.4);
+                });
+                q.build().execute(&mut **tx).await.map_err(sql_err)?;
+                p.ledger.clear();
+                p.outbox.clear();
+                Ok(())
+            }
+
             impl $store {
                 /// A hold on its own (batching is `GroupCommit`'s, in front of this store).
                 pub(crate) async fn hold_now(&self, h: &Hold) -> StoreResult<HoldOutcome> {
@@ -593,7 +627,7 @@ macro_rules! sqlx_batches {
                     let mut tx = self.pool.begin().await.map_err(sql_err)?;
                     let mut pending = Pending::default();
                     let out = hold_many_in(&mut tx, &mut pending, holds).await?;
-                    flush(&mut tx, &mut pending).await?;
+                    flush_together(&mut tx, &mut pending).await?;
                     tx.commit().await.map_err(sql_err)?;
                     Ok(out)
                 }
@@ -604,7 +638,7 @@ macro_rules! sqlx_batches {
                     let mut tx = self.pool.begin().await.map_err(sql_err)?;
                     let mut pending = Pending::default();
                     let out = settle_many_in(&mut tx, &mut pending, settles).await?;
-                    flush(&mut tx, &mut pending).await?;
+                    flush_together(&mut tx, &mut pending).await?;
                     tx.commit().await.map_err(sql_err)?;
                     Ok(out)
                 }
