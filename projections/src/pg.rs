@@ -68,6 +68,11 @@ impl PgMetadata {
     }
 }
 
+impl PgMetadata {
+    /// How a write transaction starts (row locks are taken as it goes).
+    pub(crate) const BEGIN_WRITE: &'static str = "BEGIN";
+}
+
 crate::sqlmeta::metadata_sql_impl!(PgMetadata, sqlx::Postgres, sqlx::postgres::PgRow);
 crate::sessions::session_sql_impl!(PgMetadata);
 crate::sqlmoney::money_sql_impl!(PgMetadata, sqlx::Postgres, sqlx_batches);

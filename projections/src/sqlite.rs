@@ -66,7 +66,12 @@ impl SqliteMetadata {
         }
         let writer = Some(std::sync::Arc::new(tokio::sync::Mutex::new(())));
         let money = crate::sqlite_money::MoneyThread::open(path, writer.clone())?;
-        let checkpoints = checkpoint_every(pool.clone(), CHECKPOINT_INTERVAL);
+        let checkpoints = checkpoint_every(
+            pool.clone(),
+            CHECKPOINT_INTERVAL,
+            writer.clone(),
+            WAL_RESTART_FRAMES,
+        );
         Ok(Self {
             pool,
             writer,
@@ -74,6 +79,10 @@ impl SqliteMetadata {
             money: std::sync::Arc::new(money),
         })
     }
+
+    /// Write transactions take the write lock at their start: a deferred one that read first
+    /// can fail to upgrade (`SQLITE_BUSY`, no busy wait) once a checkpoint restarted the log.
+    pub(crate) const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
 
     // The money path's hot calls go to the money writer, which batches whatever is waiting
     // (so this store needs no `GroupCommit` in front of it).
@@ -107,9 +116,22 @@ impl SqliteMetadata {
 /// How often the write-ahead log is copied back into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Checkpoints the write-ahead log off the request path (PASSIVE: it never waits for, nor
-/// blocks, readers and writers), until the store is dropped.
-fn checkpoint_every(pool: sqlx::SqlitePool, every: Duration) -> tokio::task::AbortHandle {
+/// Frames in the write-ahead log (4 KiB pages: 64 MiB) past which it is restarted.
+const WAL_RESTART_FRAMES: i64 = 16_384;
+
+/// Checkpoints the write-ahead log off the request path, until the store is dropped. Each
+/// tick is PASSIVE: it never waits for, nor blocks, readers and writers. But a passive
+/// checkpoint never moves the log back to its start while there is always a reader or a
+/// writer, so under steady load the log only grows (1.2 GB in 16 s at full money throughput
+/// here), and every page read then searches a longer log index. So once the log holds more
+/// than `restart_frames`, the tick takes the writer turn and checkpoints with RESTART: it
+/// waits for the readers of old frames (short reads), and the next write starts the log over.
+fn checkpoint_every(
+    pool: sqlx::SqlitePool,
+    every: Duration,
+    writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    restart_frames: i64,
+) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
@@ -117,15 +139,31 @@ fn checkpoint_every(pool: sqlx::SqlitePool, every: Duration) -> tokio::task::Abo
             if pool.is_closed() {
                 return;
             }
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&pool)
-                .await
-            {
-                tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+            let frames = match log_frames(&pool, "PASSIVE").await {
+                Ok(frames) => frames,
+                Err(e) => {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                    continue;
+                }
+            };
+            if frames > restart_frames {
+                let _turn = crate::sqlmeta::write_turn(&writer).await;
+                if let Err(e) = log_frames(&pool, "RESTART").await {
+                    tracing::warn!(error = %e, frames, "WAL restart failed; retrying");
+                }
             }
         }
     })
     .abort_handle()
+}
+
+/// Checkpoints in `mode`; the frames in the log (every row read, so the statement is done).
+async fn log_frames(pool: &sqlx::SqlitePool, mode: &str) -> Result<i64, sqlx::Error> {
+    let sql = format!("PRAGMA wal_checkpoint({mode})");
+    let rows = sqlx::query_as::<_, (i64, i64, i64)>(&sql)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.first().map_or(0, |r| r.1))
 }
 
 crate::sqlmeta::metadata_sql_impl!(SqliteMetadata, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
@@ -225,5 +263,57 @@ mod tests {
             }])
             .await;
         assert!(settled.is_ok());
+    }
+    /// Under steady writes with a reader always in the log, the log never starts over by
+    /// itself (a passive checkpoint never finds a quiet moment); past the limit the
+    /// background task restarts it, so it stays short.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_write_ahead_log_is_restarted_under_steady_load() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteMetadata::open(&dir.path().join("m.db"))
+            .await
+            .expect("open");
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2u64)
+            .map(|k| {
+                let (pool, stop) = (store.pool.clone(), stop.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(k)).await;
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut c = pool.acquire().await.expect("reader");
+                        sqlx::query("BEGIN").execute(&mut *c).await.expect("begin");
+                        sqlx::query("SELECT count(*) FROM balances")
+                            .fetch_all(&mut *c)
+                            .await
+                            .expect("read");
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        sqlx::query("COMMIT").execute(&mut *c).await.expect("end");
+                    }
+                })
+            })
+            .collect();
+        let restarts = checkpoint_every(
+            store.pool.clone(),
+            Duration::from_millis(50),
+            store.writer.clone(),
+            200,
+        );
+        for i in 0..400 {
+            store
+                .top_up("c", 1, None, &format!("k{i}"), "h", i)
+                .await
+                .expect("top up");
+        }
+        let frames = log_frames(&store.pool, "PASSIVE").await.expect("frames");
+        stop.store(true, Ordering::Relaxed);
+        restarts.abort();
+        for r in readers {
+            r.await.expect("reader");
+        }
+        assert!(
+            frames < 1_000,
+            "the log stayed short: {frames} frames after 400 top-ups"
+        );
     }
 }

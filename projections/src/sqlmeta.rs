@@ -1179,7 +1179,7 @@ macro_rules! metadata_sql_impl {
                     offsets: &[StoredOffset],
                 ) -> StoreResult<()> {
                     let _writer = crate::sqlmeta::write_turn(&self.writer).await;
-                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                    let mut tx = self.pool.begin_with($store::BEGIN_WRITE).await.map_err(sql_err)?;
                     for e in events {
                         if let Err(r) = apply_one(&mut tx, e).await.map_err(sql_err)? {
                             let id = e.event_id().unwrap_or_default();

@@ -624,7 +624,7 @@ macro_rules! sqlx_batches {
                 /// One transaction for a batch of holds (see [`hold_many_in`]).
                 pub(crate) async fn commit_holds(&self, holds: &[Hold]) -> StoreResult<Vec<HoldOutcome>> {
                     let _writer = crate::sqlmeta::write_turn(&self.writer).await;
-                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                    let mut tx = self.pool.begin_with($store::BEGIN_WRITE).await.map_err(sql_err)?;
                     let mut pending = Pending::default();
                     let out = hold_many_in(&mut tx, &mut pending, holds).await?;
                     flush_together(&mut tx, &mut pending).await?;
@@ -635,7 +635,7 @@ macro_rules! sqlx_batches {
                 /// One transaction for a batch of settlements (see [`settle_many_in`]).
                 pub(crate) async fn commit_settles(&self, settles: &[Settle]) -> StoreResult<Vec<i64>> {
                     let _writer = crate::sqlmeta::write_turn(&self.writer).await;
-                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                    let mut tx = self.pool.begin_with($store::BEGIN_WRITE).await.map_err(sql_err)?;
                     let mut pending = Pending::default();
                     let out = settle_many_in(&mut tx, &mut pending, settles).await?;
                     flush_together(&mut tx, &mut pending).await?;
@@ -860,7 +860,7 @@ macro_rules! money_sql_impl {
                 /// One hold in its own transaction (the fallback when a batch fails).
                 pub(crate) async fn hold_alone(&self, h: &Hold) -> StoreResult<HoldOutcome> {
                     let _writer = crate::sqlmeta::write_turn(&self.writer).await;
-                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                    let mut tx = self.pool.begin_with($store::BEGIN_WRITE).await.map_err(sql_err)?;
                     let mut pending = Pending::default();
                     let out = hold_in(&mut tx, &mut pending, h).await?;
                     flush(&mut tx, &mut pending).await?;
@@ -871,7 +871,7 @@ macro_rules! money_sql_impl {
                 /// One settlement in its own transaction (the fallback when a batch fails).
                 pub(crate) async fn settle_alone(&self, x: &Settle) -> StoreResult<i64> {
                     let _writer = crate::sqlmeta::write_turn(&self.writer).await;
-                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                    let mut tx = self.pool.begin_with($store::BEGIN_WRITE).await.map_err(sql_err)?;
                     let mut pending = Pending::default();
                     let balance = settle_in(&mut tx, &mut pending, x).await?;
                     flush(&mut tx, &mut pending).await?;
@@ -1026,7 +1026,7 @@ macro_rules! money_sql_impl {
                     at_ms: i64,
                 ) -> StoreResult<TopUpOutcome> {
                     let _writer = crate::sqlmeta::write_turn(&self.writer).await;
-                    let mut tx = self.pool.begin().await.map_err(sql_err)?;
+                    let mut tx = self.pool.begin_with($store::BEGIN_WRITE).await.map_err(sql_err)?;
                     let seen = sqlx::query("SELECT body_hash, entry_id FROM topups WHERE company_id = $1 AND idempotency_key = $2")
                         .bind(company_id)
                         .bind(idempotency_key)
