@@ -305,6 +305,9 @@ mod tests {
                 .await
                 .expect("top up");
         }
+        // A few ticks with the readers still going: a restart comes in that time (the log
+        // then holds nothing), while without one the log keeps every frame it had.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let frames = log_frames(&store.pool, "PASSIVE").await.expect("frames");
         stop.store(true, Ordering::Relaxed);
         restarts.abort();
