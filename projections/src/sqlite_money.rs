@@ -11,8 +11,9 @@
 
 use crate::money::{Hold, HoldOutcome, Settle};
 use crate::sqlmoney::{
-    buyers_of, by_company, debits, first_holds, first_settles, hold_answers, post, post_running,
-    settle_answers, settle_effects, settled_status, HeldRow, Movement, Pending, HELD_COLUMNS,
+    buyers_of, by_company, debits, first_holds, first_settles, hold_answers, post_debit,
+    post_running, settle_answers, settle_effects, settled_status, HeldRow, Movement, Pending,
+    HELD_COLUMNS,
 };
 use crate::{StoreError, StoreResult};
 use rusqlite::types::Value;
@@ -114,29 +115,29 @@ fn serve(db: &mut Connection, rx: &mpsc::Receiver<Job>, writer: Option<&tokio::s
 
 /// Runs every job's requests in one transaction and answers each job its share; if that
 /// transaction fails, each job gets its own, so one bad request spoils only its own call.
-fn answer_together<Q: Clone, A>(
+fn answer_together<Q, A>(
     db: &mut Connection,
     jobs: Vec<(Vec<Q>, Reply<A>)>,
     apply: fn(&Connection, &mut Pending, &[Q]) -> StoreResult<Vec<A>>,
 ) {
-    if jobs.is_empty() {
-        return;
-    }
+    let sizes: Vec<usize> = jobs.iter().map(|(q, _)| q.len()).collect();
     let (requests, replies): (Vec<Vec<Q>>, Vec<Reply<A>>) = jobs.into_iter().unzip();
-    if requests.len() > 1 {
-        let all: Vec<Q> = requests.iter().flatten().cloned().collect();
-        let together = in_transaction(db, |tx, p| apply(tx, p, &all));
-        if let Ok(outcomes) = together {
+    let all: Vec<Q> = requests.into_iter().flatten().collect();
+    if sizes.len() > 1 {
+        if let Ok(outcomes) = in_transaction(db, |tx, p| apply(tx, p, &all)) {
             let mut outcomes = outcomes.into_iter();
-            for (q, reply) in requests.iter().zip(replies) {
-                let _ = reply.send(Ok(outcomes.by_ref().take(q.len()).collect()));
+            for (n, reply) in sizes.iter().zip(replies) {
+                let _ = reply.send(Ok(outcomes.by_ref().take(*n).collect()));
             }
             return;
         }
         metrics::counter!("tally_money_batch_fallbacks_total").increment(1);
     }
-    for (q, reply) in requests.iter().zip(replies) {
-        let _ = reply.send(in_transaction(db, |tx, p| apply(tx, p, q)));
+    let mut start = 0;
+    for (n, reply) in sizes.iter().zip(replies) {
+        let mine = &all[start..start + n];
+        start += n;
+        let _ = reply.send(in_transaction(db, |tx, p| apply(tx, p, mine)));
     }
 }
 
@@ -361,17 +362,7 @@ fn hold_one(tx: &Connection, p: &mut Pending, h: &Hold) -> StoreResult<HoldOutco
         let balance = balances_of(tx, &[buyer])?.get(buyer).copied().unwrap_or(0);
         return Ok(HoldOutcome::Insufficient { balance });
     };
-    post(
-        p,
-        buyer,
-        "debit",
-        -h.cost,
-        balance_after,
-        Some(&h.execution_id),
-        Some(&h.seller_company_id),
-        None,
-        h.at_ms,
-    )?;
+    post_debit(p, h, balance_after)?;
     Ok(HoldOutcome::Held { balance_after })
 }
 

@@ -101,10 +101,13 @@ pub(crate) fn new_id() -> String {
 #[derive(Default)]
 pub(crate) struct Pending {
     pub(crate) ledger: Vec<LedgerRow>,
-    pub(crate) outbox: Vec<(String, String, String, String, i64)>,
+    pub(crate) outbox: Vec<OutboxRow>,
 }
 
 /// One change to one company's balance, for [`move_credits`].
+/// An outbox record: id, topic, record key, hex-encoded Avro payload, time.
+pub(crate) type OutboxRow = (String, String, String, String, i64);
+
 pub(crate) struct Movement {
     pub(crate) company: String,
     pub(crate) kind: &'static str,
@@ -211,6 +214,22 @@ pub(crate) fn buyers_of<'a>(holds: &[&'a Hold]) -> Vec<&'a str> {
     buyers.sort_unstable();
     buyers.dedup();
     buyers
+}
+
+/// The ledger row (and outbox record) of a hold's debit.
+pub(crate) fn post_debit(p: &mut Pending, h: &Hold, balance_after: i64) -> StoreResult<()> {
+    post(
+        p,
+        &h.buyer_company_id,
+        "debit",
+        -h.cost,
+        balance_after,
+        Some(&h.execution_id),
+        Some(&h.seller_company_id),
+        None,
+        h.at_ms,
+    )?;
+    Ok(())
 }
 
 /// One debit per hold.
@@ -586,25 +605,9 @@ macro_rules! sqlx_batches {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
                     "WITH l AS (INSERT INTO ledger (entry_id, company_id, kind, credits, balance_after, execution_id, counterparty_company_id, reason, created_at_ms) ",
                 );
-                q.push_values(&p.ledger, |mut b, r| {
-                    b.push_bind(r.entry_id.clone())
-                        .push_bind(r.company_id.clone())
-                        .push_bind(r.kind.clone())
-                        .push_bind(r.credits)
-                        .push_bind(r.balance_after)
-                        .push_bind(r.execution_id.clone())
-                        .push_bind(r.counterparty.clone())
-                        .push_bind(r.reason.clone())
-                        .push_bind(r.at_ms);
-                });
+                push_ledger(&mut q, &p.ledger);
                 q.push(") INSERT INTO outbox (id, topic, record_key, payload, created_at_ms) ");
-                q.push_values(&p.outbox, |mut b, r| {
-                    b.push_bind(r.0.clone())
-                        .push_bind(r.1.clone())
-                        .push_bind(r.2.clone())
-                        .push_bind(r.3.clone())
-                        .push_bind(r.4);
-                });
+                push_outbox(&mut q, &p.outbox);
                 q.build().execute(&mut **tx).await.map_err(sql_err)?;
                 p.ledger.clear();
                 p.outbox.clear();
@@ -655,7 +658,7 @@ macro_rules! money_sql_impl {
             use crate::money::*;
             use crate::{StoreError, StoreResult};
             use async_trait::async_trait;
-            use crate::sqlmoney::{post, HeldRow, Pending};
+            use crate::sqlmoney::{post, post_debit, HeldRow, LedgerRow, OutboxRow, Pending};
             use sqlx::{Row, Transaction};
 
             type Tx<'a> = Transaction<'a, $db>;
@@ -664,36 +667,46 @@ macro_rules! money_sql_impl {
                 StoreError::Backend(e.to_string())
             }
 
+            /// The `VALUES` of a multi-row ledger insert.
+            fn push_ledger(q: &mut sqlx::QueryBuilder<'_, $db>, rows: &[LedgerRow]) {
+                q.push_values(rows, |mut b, r| {
+                    b.push_bind(r.entry_id.clone())
+                        .push_bind(r.company_id.clone())
+                        .push_bind(r.kind.clone())
+                        .push_bind(r.credits)
+                        .push_bind(r.balance_after)
+                        .push_bind(r.execution_id.clone())
+                        .push_bind(r.counterparty.clone())
+                        .push_bind(r.reason.clone())
+                        .push_bind(r.at_ms);
+                });
+            }
+
+            /// The `VALUES` of a multi-row outbox insert.
+            fn push_outbox(q: &mut sqlx::QueryBuilder<'_, $db>, rows: &[OutboxRow]) {
+                q.push_values(rows, |mut b, r| {
+                    b.push_bind(r.0.clone())
+                        .push_bind(r.1.clone())
+                        .push_bind(r.2.clone())
+                        .push_bind(r.3.clone())
+                        .push_bind(r.4);
+                });
+            }
+
             /// Writes what `p` holds into `tx`.
             async fn flush(tx: &mut Tx<'_>, p: &mut Pending) -> Result<(), StoreError> {
                 for chunk in p.ledger.chunks(500) {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO ledger (entry_id, company_id, kind, credits, balance_after, execution_id, counterparty_company_id, reason, created_at_ms) ",
                     );
-                    q.push_values(chunk, |mut b, r| {
-                        b.push_bind(r.entry_id.clone())
-                            .push_bind(r.company_id.clone())
-                            .push_bind(r.kind.clone())
-                            .push_bind(r.credits)
-                            .push_bind(r.balance_after)
-                            .push_bind(r.execution_id.clone())
-                            .push_bind(r.counterparty.clone())
-                            .push_bind(r.reason.clone())
-                            .push_bind(r.at_ms);
-                    });
+                    push_ledger(&mut q, chunk);
                     q.build().execute(&mut **tx).await.map_err(sql_err)?;
                 }
                 for chunk in p.outbox.chunks(500) {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO outbox (id, topic, record_key, payload, created_at_ms) ",
                     );
-                    q.push_values(chunk, |mut b, r| {
-                        b.push_bind(r.0.clone())
-                            .push_bind(r.1.clone())
-                            .push_bind(r.2.clone())
-                            .push_bind(r.3.clone())
-                            .push_bind(r.4);
-                    });
+                    push_outbox(&mut q, chunk);
                     q.build().execute(&mut **tx).await.map_err(sql_err)?;
                 }
                 p.ledger.clear();
@@ -842,17 +855,7 @@ macro_rules! money_sql_impl {
                     let balance = balance_in(tx, &h.buyer_company_id).await.map_err(sql_err)?;
                     return Ok(HoldOutcome::Insufficient { balance });
                 };
-                post(
-                    p,
-                    &h.buyer_company_id,
-                    "debit",
-                    -h.cost,
-                    balance_after,
-                    Some(&h.execution_id),
-                    Some(&h.seller_company_id),
-                    None,
-                    h.at_ms,
-                )?;
+                post_debit(p, h, balance_after)?;
                 Ok(HoldOutcome::Held { balance_after })
             }
 
