@@ -320,16 +320,21 @@ fn main() {
         .build()
         .unwrap_or_else(|e| panic!("rt: {e}"));
     rt.block_on(async {
-        let embedded = run(
-            &source,
-            vec![
-                ("TALLY_LOG_URL", String::new()),
-                ("TALLY_ANALYTICS_URL", String::new()),
-                ("TALLY_METADATA_URL", String::new()),
-            ],
-        )
-        .await;
-        let only_embedded = std::env::var("TALLY_BENCH_ONLY").is_ok_and(|v| v == "embedded");
+        let only = std::env::var("TALLY_BENCH_ONLY").unwrap_or_default();
+        let only_embedded = only == "embedded";
+        let embedded = if only == "distributed" {
+            Figures(Vec::new())
+        } else {
+            run(
+                &source,
+                vec![
+                    ("TALLY_LOG_URL", String::new()),
+                    ("TALLY_ANALYTICS_URL", String::new()),
+                    ("TALLY_METADATA_URL", String::new()),
+                ],
+            )
+            .await
+        };
         let distributed = match (
             std::env::var("TALLY_TEST_KAFKA")
                 .ok()
@@ -365,13 +370,20 @@ fn main() {
             "{:<52} {:>18} {:>22}",
             "figure", "embedded", "kafka+clickhouse+pg"
         );
-        for (i, (label, value)) in embedded.0.iter().enumerate() {
-            let other = distributed
+        let rows = embedded
+            .0
+            .len()
+            .max(distributed.as_ref().map_or(0, |d| d.0.len()));
+        for i in 0..rows {
+            let cell = |f: Option<&Figures>| f.and_then(|f| f.0.get(i)).cloned();
+            let (e, d) = (cell(Some(&embedded)), cell(distributed.as_ref()));
+            let label = e
                 .as_ref()
-                .and_then(|d| d.0.get(i))
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("not run");
-            println!("{label:<52} {value:>18} {other:>22}");
+                .or(d.as_ref())
+                .map(|x| x.0.clone())
+                .unwrap_or_default();
+            let value = |x: Option<(String, String)>| x.map_or("not run".to_string(), |x| x.1);
+            println!("{label:<52} {:>18} {:>22}", value(e), value(d));
         }
     });
 }

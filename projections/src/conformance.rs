@@ -961,6 +961,139 @@ pub async fn money_suite<S: crate::MoneyStore>(store: &S) {
             .expect("count"),
         0
     );
+    money_outbox_suite(store).await;
+}
+
+/// Lone holds and settlements (one statement each on Postgres) and the records the relay
+/// claims for them: every movement's `LedgerEntryPosted` with its running balance and every
+/// settled execution's `UsageRecorded`, built the same on every store.
+async fn money_outbox_suite<S: crate::MoneyStore>(store: &S) {
+    use crate::{Hold, HoldOutcome, Settle};
+    let earlier = store.claim_outbox(10_000, 100, 1).await.expect("claim");
+    let ids: Vec<String> = earlier.iter().map(|r| r.id.clone()).collect();
+    store.mark_published(&ids, 100).await.expect("publish");
+    store
+        .top_up("b2", 5, None, "k2", "h2", 10)
+        .await
+        .expect("top up");
+    // The seller is also the platform: both its movements land on one balance.
+    let h = |id: &str, buyer: &str, seller: &str, cost: i64| Hold {
+        execution_id: id.into(),
+        buyer_company_id: buyer.into(),
+        seller_company_id: seller.into(),
+        platform_company_id: "s2".into(),
+        asset_id: "a2".into(),
+        api_key_id: 2,
+        user_id: "u2".into(),
+        cost,
+        seller_share: cost * 3 / 4,
+        platform_fee: cost - cost * 3 / 4,
+        at_ms: 11,
+    };
+    let x = |id: &str, ok: bool, rows: i64| Settle {
+        execution_id: id.into(),
+        succeeded: ok,
+        rows,
+        duration_ms: 2.5,
+        at_ms: 12,
+    };
+    let held = |n| HoldOutcome::Held { balance_after: n };
+    let short = |n| HoldOutcome::Insufficient { balance: n };
+    let again = |s: &str| HoldOutcome::AlreadyHeld { status: s.into() };
+    let hold = |v: Hold| async move { store.hold(&v).await.expect("hold") };
+    let settle = |v: Settle| async move { store.settle_batch(&[v]).await.expect("settle")[0] };
+    assert_eq!(hold(h("x1", "b2", "s2", 4)).await, held(1));
+    assert_eq!(hold(h("x2", "b2", "s2", 4)).await, short(1));
+    assert_eq!(hold(h("x1", "b2", "s2", 4)).await, again("held"));
+    assert_eq!(hold(h("x3", "b2", "b2", 0)).await, held(1), "its own asset");
+    assert_eq!(hold(h("x4", "nobody", "s2", 1)).await, short(0));
+    assert_eq!(settle(x("x1", true, 7)).await, 1);
+    assert_eq!(settle(x("x1", false, 0)).await, 1, "settled once only");
+    assert_eq!(hold(h("x5", "b2", "s2", 1)).await, held(0));
+    assert_eq!(settle(x("x5", false, 0)).await, 1, "refunded");
+    assert_eq!(settle(x("x3", true, 2)).await, 1);
+    assert_eq!(
+        hold(h("x1", "b2", "s2", 4)).await,
+        again("succeeded"),
+        "a retry of a success is known even when the balance is short now"
+    );
+    assert_eq!(settle(x("nothing", true, 0)).await, 0);
+    assert_eq!(store.balance("s2").await.expect("s2"), 4);
+    assert_eq!(store.balance("nobody").await.expect("nobody"), 0);
+
+    let claimed = store.claim_outbox(10_000, 200, 1).await.expect("claim");
+    let mut billing = Vec::new();
+    let mut usage = Vec::new();
+    for r in &claimed {
+        match r.topic.as_str() {
+            "billing" => {
+                let e: schemas::LedgerEntryPosted = schemas::decode(&r.payload).expect("billing");
+                assert_eq!(r.key, e.company_id);
+                billing.push((
+                    e.company_id,
+                    e.kind,
+                    e.credits,
+                    e.balance_after,
+                    e.execution_id,
+                ));
+            }
+            "usage" => {
+                let u: schemas::UsageRecorded = schemas::decode(&r.payload).expect("usage");
+                assert_eq!(r.key, u.buyer_company_id);
+                assert_eq!((u.duration_ms, u.at_ms, u.mode.as_str()), (2.5, 12, "live"));
+                usage.push((
+                    u.execution_id,
+                    u.status,
+                    u.credits,
+                    u.rows,
+                    u.seller_company_id,
+                ));
+            }
+            other => panic!("topic {other}"),
+        }
+    }
+    let e = |c: &str, k: &str, n: i64, after: i64, x: Option<&str>| {
+        (
+            c.to_string(),
+            k.to_string(),
+            n,
+            after,
+            x.map(str::to_string),
+        )
+    };
+    billing.sort();
+    let mut want = vec![
+        e("b2", "topup", 5, 5, None),
+        e("b2", "debit", -4, 1, Some("x1")),
+        e("s2", "seller_credit", 3, 3, Some("x1")),
+        e("s2", "platform_fee", 1, 4, Some("x1")),
+        e("b2", "debit", -1, 0, Some("x5")),
+        e("b2", "refund", 1, 1, Some("x5")),
+    ];
+    want.sort();
+    assert_eq!(
+        billing, want,
+        "one record per ledger row, with its balance after"
+    );
+    usage.sort();
+    let u = |x: &str, s: &str, n: i64, rows: i64, seller: &str| {
+        (x.to_string(), s.to_string(), n, rows, seller.to_string())
+    };
+    assert_eq!(
+        usage,
+        vec![
+            u("x1", "succeeded", 4, 7, "s2"),
+            u("x3", "succeeded", 0, 2, "b2"),
+            u("x5", "failed", 0, 0, "s2"),
+        ],
+        "one record per settled execution"
+    );
+    let ids: Vec<String> = claimed.iter().map(|r| r.id.clone()).collect();
+    store.mark_published(&ids, 200).await.expect("publish");
+    assert_eq!(store.unpublished_count().await.expect("count"), 0);
+    for c in store.balance_checks().await.expect("checks") {
+        assert_eq!(c.balance, c.ledger_sum, "{}", c.company_id);
+    }
 }
 
 /// The audit store's rules: records are kept once and listed newest first for either company

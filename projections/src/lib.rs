@@ -14,10 +14,12 @@ pub mod metadata;
 pub mod money;
 #[cfg(feature = "postgres")]
 mod pg;
+mod pg_money;
 pub mod reference;
 pub mod sessions;
 mod sqlite;
 mod sqlite_money;
+mod sqlite_outbox;
 mod sqlmeta;
 mod sqlmoney;
 

@@ -11,10 +11,31 @@ fn sql_err(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// A pool that pings a connection only after it sat idle (sqlx pings on every acquire by
+/// default: a round trip before each money statement).
+fn pool_options(max: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < Duration::from_secs(2) {
+                    return Ok(true);
+                }
+                Ok(sqlx::Connection::ping(conn).await.is_ok())
+            })
+        })
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(5))
+}
+
 /// Postgres-backed metadata store.
 #[derive(Clone)]
 pub struct PgMetadata {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
+    /// Holds' connections: generic plans (see `pg_money`).
+    pub(crate) hold_pool: PgPool,
+    /// Settlements' connections: generic plans, `synchronous_commit = off` (see `pg_money`).
+    pub(crate) settle_pool: PgPool,
     /// Postgres has row locks: no process-wide writer lock.
     writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
@@ -26,23 +47,16 @@ impl PgMetadata {
         let opts = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Invalid(format!("postgres url: {e}")))?
             .options([("search_path", namespace)]);
-        // Ping a connection only after it sat idle (sqlx pings on every acquire by default:
-        // a round trip before each money transaction).
-        let pool = PgPoolOptions::new()
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for < Duration::from_secs(2) {
-                        return Ok(true);
-                    }
-                    Ok(sqlx::Connection::ping(conn).await.is_ok())
-                })
-            })
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(opts)
+        let pool = pool_options(8)
+            .connect_with(opts.clone())
             .await
             .map_err(sql_err)?;
+        let generic = opts
+            .clone()
+            .options([("plan_cache_mode", "force_generic_plan")]);
+        let hold_pool = pool_options(4).connect_lazy_with(generic.clone());
+        let settle_pool =
+            pool_options(4).connect_lazy_with(generic.options([("synchronous_commit", "off")]));
         // Processes of one deployment start together: an advisory lock serializes their
         // migrations (concurrent CREATE … IF NOT EXISTS can still collide in Postgres).
         let prelude = format!(
@@ -53,7 +67,12 @@ impl PgMetadata {
                 "metadata tables (re)created; the metadata stage rebuilds them from the log"
             );
         }
-        Ok(Self { pool, writer: None })
+        Ok(Self {
+            pool,
+            hold_pool,
+            settle_pool,
+            writer: None,
+        })
     }
 
     /// Drops this namespace's schema (tests clean up after themselves with it).

@@ -85,7 +85,8 @@ impl SqliteMetadata {
     pub(crate) const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
 
     // The money path's hot calls go to the money writer, which batches whatever is waiting
-    // (so this store needs no `GroupCommit` in front of it).
+    // (so this store needs no `GroupCommit` in front of it); so do the outbox relay's, which
+    // then never hold the writer turn across sqlx hand-offs.
 
     pub(crate) async fn commit_holds(
         &self,
@@ -103,6 +104,23 @@ impl SqliteMetadata {
         out.into_iter()
             .next()
             .ok_or_else(|| StoreError::Backend("the money writer gave no answer".into()))
+    }
+
+    pub(crate) async fn claim_now(
+        &self,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<crate::OutboxRecord>> {
+        self.money.claim(limit, now_ms, lease_ms).await
+    }
+
+    pub(crate) async fn note_now(&self, ids: &[String], log_from: &str) -> StoreResult<()> {
+        self.money.note(ids, log_from).await
+    }
+
+    pub(crate) async fn mark_now(&self, ids: &[String]) -> StoreResult<()> {
+        self.money.mark(ids).await
     }
 
     pub(crate) async fn settle_now(&self, x: &crate::Settle) -> StoreResult<i64> {

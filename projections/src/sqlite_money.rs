@@ -9,7 +9,7 @@
 //! take the store's writer turn first, so they queue behind Tally's other SQLite writers
 //! instead of colliding with them in SQLite's busy handler.
 
-use crate::money::{Hold, HoldOutcome, Settle};
+use crate::money::{Hold, HoldOutcome, OutboxRecord, Settle};
 use crate::sqlmoney::{
     buyers_of, by_company, debits, first_holds, first_settles, hold_answers, post_debit,
     post_running, settle_answers, settle_effects, settled_status, HeldRow, Movement, Pending,
@@ -25,10 +25,58 @@ use std::time::Duration;
 
 type Reply<A> = tokio::sync::oneshot::Sender<StoreResult<Vec<A>>>;
 
-/// Work for the writer thread: a caller's holds or settlements and where to answer.
+/// Work for the writer thread: a caller's holds or settlements and where to answer, or one
+/// of the outbox relay's calls (`sqlite_outbox`).
 enum Job {
     Holds(Vec<Hold>, Reply<HoldOutcome>),
     Settles(Vec<Settle>, Reply<i64>),
+    Relay(RelayCall),
+}
+
+type Answer<T> = tokio::sync::oneshot::Sender<StoreResult<T>>;
+
+enum RelayCall {
+    Claim {
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+        reply: Answer<Vec<OutboxRecord>>,
+    },
+    Note {
+        ids: Vec<String>,
+        log_from: String,
+        reply: Answer<()>,
+    },
+    Mark {
+        ids: Vec<String>,
+        reply: Answer<()>,
+    },
+}
+
+impl RelayCall {
+    /// Runs the call (each is one autocommit statement or a few) and answers it.
+    fn answer(self, db: &Connection) {
+        match self {
+            RelayCall::Claim {
+                limit,
+                now_ms,
+                lease_ms,
+                reply,
+            } => {
+                let _ = reply.send(crate::sqlite_outbox::claim(db, limit, now_ms, lease_ms));
+            }
+            RelayCall::Note {
+                ids,
+                log_from,
+                reply,
+            } => {
+                let _ = reply.send(crate::sqlite_outbox::note(db, &ids, &log_from));
+            }
+            RelayCall::Mark { ids, reply } => {
+                let _ = reply.send(crate::sqlite_outbox::mark(db, &ids));
+            }
+        }
+    }
 }
 
 /// Jobs taken into one transaction at most.
@@ -84,6 +132,44 @@ impl MoneyThread {
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
+
+    async fn relay<T>(&self, call: impl FnOnce(Answer<T>) -> RelayCall) -> StoreResult<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Job::Relay(call(reply)))
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    pub(crate) async fn claim(
+        &self,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<OutboxRecord>> {
+        self.relay(|reply| RelayCall::Claim {
+            limit,
+            now_ms,
+            lease_ms,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn note(&self, ids: &[String], log_from: &str) -> StoreResult<()> {
+        let (ids, log_from) = (ids.to_vec(), log_from.to_string());
+        self.relay(|reply| RelayCall::Note {
+            ids,
+            log_from,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn mark(&self, ids: &[String]) -> StoreResult<()> {
+        let ids = ids.to_vec();
+        self.relay(|reply| RelayCall::Mark { ids, reply }).await
+    }
 }
 
 /// The thread's loop: whatever jobs are waiting go into one transaction for the holds and
@@ -92,12 +178,14 @@ fn serve(db: &mut Connection, rx: &mpsc::Receiver<Job>, writer: Option<&tokio::s
     while let Ok(first) = rx.recv() {
         let mut holds = Vec::new();
         let mut settles = Vec::new();
+        let mut relay = Vec::new();
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(job) = next {
             match job {
                 Job::Holds(h, r) => holds.push((h, r)),
                 Job::Settles(x, r) => settles.push((x, r)),
+                Job::Relay(call) => relay.push(call),
             }
             taken += 1;
             next = if taken < BATCH {
@@ -110,6 +198,9 @@ fn serve(db: &mut Connection, rx: &mpsc::Receiver<Job>, writer: Option<&tokio::s
         let _turn = writer.map(tokio::sync::Mutex::blocking_lock);
         answer_together(db, holds, hold_all);
         answer_together(db, settles, settle_all);
+        for call in relay {
+            call.answer(db);
+        }
     }
 }
 

@@ -153,18 +153,7 @@ pub(crate) fn post(
     at_ms: i64,
 ) -> Result<String, StoreError> {
     let entry_id = new_id();
-    let record = schemas::LedgerEntryPosted {
-        entry_id: entry_id.clone(),
-        company_id: company.to_string(),
-        kind: kind.to_string(),
-        credits,
-        balance_after,
-        execution_id: execution_id.map(str::to_string),
-        counterparty_company_id: counterparty.map(str::to_string),
-        at_ms,
-    };
-    let payload = schemas::encode(&record).map_err(|e| StoreError::Backend(e.to_string()))?;
-    p.ledger.push(LedgerRow {
+    let row = LedgerRow {
         entry_id: entry_id.clone(),
         company_id: company.to_string(),
         kind: kind.to_string(),
@@ -174,9 +163,66 @@ pub(crate) fn post(
         counterparty: counterparty.map(str::to_string),
         reason: reason.map(str::to_string),
         at_ms,
-    });
+    };
+    let payload = ledger_payload(&row)?;
+    p.ledger.push(row);
     outbox(p, "billing", company, payload, at_ms);
     Ok(entry_id)
+}
+
+/// The `LedgerEntryPosted` of a ledger row, encoded.
+pub(crate) fn ledger_payload(r: &LedgerRow) -> StoreResult<Vec<u8>> {
+    let record = schemas::LedgerEntryPosted {
+        entry_id: r.entry_id.clone(),
+        company_id: r.company_id.clone(),
+        kind: r.kind.clone(),
+        credits: r.credits,
+        balance_after: r.balance_after,
+        execution_id: r.execution_id.clone(),
+        counterparty_company_id: r.counterparty.clone(),
+        at_ms: r.at_ms,
+    };
+    schemas::encode(&record).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+/// The `UsageRecorded` of a settled execution, encoded.
+pub(crate) fn usage_payload(x: &Settle, r: &HeldRow) -> StoreResult<Vec<u8>> {
+    let usage = schemas::UsageRecorded {
+        execution_id: x.execution_id.clone(),
+        buyer_company_id: r.buyer.clone(),
+        seller_company_id: r.seller.clone(),
+        asset_id: r.asset_id.clone(),
+        api_key_id: r.api_key_id,
+        user_id: r.user_id.clone(),
+        credits: if x.succeeded { r.cost } else { 0 },
+        rows: x.rows,
+        duration_ms: x.duration_ms,
+        status: settled_status(x.succeeded).to_string(),
+        mode: "live".into(),
+        at_ms: x.at_ms,
+    };
+    schemas::encode(&usage).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+/// What an outbox row's `payload` column holds: the hex-encoded record, or a reference to the
+/// committed row the record is built from when it is claimed (written by `pg_money`, whose
+/// statements learn a balance only as they run).
+#[derive(Debug, PartialEq)]
+pub(crate) enum Stored {
+    Record(Vec<u8>),
+    Ledger(String),
+    Usage(String),
+}
+
+/// Reads a `payload` column (hex never holds a colon, so the forms cannot be confused).
+pub(crate) fn stored(payload: &str) -> Stored {
+    if let Some(id) = payload.strip_prefix("ledger:") {
+        return Stored::Ledger(id.to_string());
+    }
+    if let Some(id) = payload.strip_prefix("usage:") {
+        return Stored::Usage(id.to_string());
+    }
+    Stored::Record(hex::decode(payload).unwrap_or_default())
 }
 
 /// A held execution's row, as a settlement reads it back.
@@ -318,22 +364,7 @@ pub(crate) fn settle_effects(
     } else if r.cost > 0 {
         moves.push(movement(&r.buyer, "refund", r.cost, &r.seller));
     }
-    let usage = schemas::UsageRecorded {
-        execution_id: x.execution_id.clone(),
-        buyer_company_id: r.buyer.clone(),
-        seller_company_id: r.seller.clone(),
-        asset_id: r.asset_id.clone(),
-        api_key_id: r.api_key_id,
-        user_id: r.user_id.clone(),
-        credits: if x.succeeded { r.cost } else { 0 },
-        rows: x.rows,
-        duration_ms: x.duration_ms,
-        status: settled_status(x.succeeded).to_string(),
-        mode: "live".into(),
-        at_ms: x.at_ms,
-    };
-    let payload = schemas::encode(&usage).map_err(|e| StoreError::Backend(e.to_string()))?;
-    outbox(p, "usage", &r.buyer, payload, x.at_ms);
+    outbox(p, "usage", &r.buyer, usage_payload(x, r)?, x.at_ms);
     Ok(moves)
 }
 
@@ -614,18 +645,190 @@ macro_rules! sqlx_batches {
                 Ok(())
             }
 
+            /// The claimed outbox rows as records: a reference (see `sqlmoney::Stored`) is
+            /// built from the committed ledger or execution row it names.
+            async fn resolve_refs(
+                pool: &sqlx::Pool<$db>,
+                claimed: Vec<(String, String, String, crate::sqlmoney::Stored)>,
+            ) -> StoreResult<Vec<OutboxRecord>> {
+                use crate::sqlmoney::Stored;
+                let ledger_ids: Vec<&str> = claimed.iter().filter_map(|c| match &c.3 { Stored::Ledger(id) => Some(id.as_str()), _ => None }).collect();
+                let usage_ids: Vec<&str> = claimed.iter().filter_map(|c| match &c.3 { Stored::Usage(id) => Some(id.as_str()), _ => None }).collect();
+                let mut built: std::collections::HashMap<String, Vec<u8>> = std::collections::HashMap::new();
+                for chunk in ledger_ids.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM ledger WHERE entry_id IN (");
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.to_string());
+                    }
+                    list.push_unseparated(")");
+                    for r in q.build().fetch_all(pool).await.map_err(sql_err)? {
+                        let e = entry_from(&r).map_err(sql_err)?;
+                        let row = LedgerRow {
+                            entry_id: e.entry_id,
+                            company_id: e.company_id,
+                            kind: e.kind,
+                            credits: e.credits,
+                            balance_after: e.balance_after,
+                            execution_id: e.execution_id,
+                            counterparty: e.counterparty_company_id,
+                            reason: e.reason,
+                            at_ms: e.created_at_ms,
+                        };
+                        built.insert(format!("ledger:{}", row.entry_id), crate::sqlmoney::ledger_payload(&row)?);
+                    }
+                }
+                for chunk in usage_ids.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT execution_id, buyer_company_id, seller_company_id, platform_company_id, asset_id, api_key_id, user_id, \
+                         cost, seller_share, platform_fee, status, result_rows, duration_ms, settled_at_ms FROM executions WHERE execution_id IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.to_string());
+                    }
+                    list.push_unseparated(")");
+                    for r in q.build().fetch_all(pool).await.map_err(sql_err)? {
+                        let status: String = r.try_get("status").map_err(sql_err)?;
+                        let x = Settle {
+                            execution_id: r.try_get("execution_id").map_err(sql_err)?,
+                            succeeded: status == "succeeded",
+                            rows: r.try_get::<Option<i64>, _>("result_rows").map_err(sql_err)?.unwrap_or(0),
+                            duration_ms: r.try_get::<Option<f64>, _>("duration_ms").map_err(sql_err)?.unwrap_or(0.0),
+                            at_ms: r.try_get::<Option<i64>, _>("settled_at_ms").map_err(sql_err)?.unwrap_or(0),
+                        };
+                        let held = held_row(&r).map_err(sql_err)?;
+                        built.insert(format!("usage:{}", x.execution_id), crate::sqlmoney::usage_payload(&x, &held)?);
+                    }
+                }
+                claimed
+                    .into_iter()
+                    .map(|(id, topic, key, stored)| {
+                        let payload = match stored {
+                            Stored::Record(bytes) => bytes,
+                            Stored::Ledger(r) => built.remove(&format!("ledger:{r}")).ok_or_else(|| StoreError::Backend(format!("outbox {id}: no ledger entry {r}")))?,
+                            Stored::Usage(r) => built.remove(&format!("usage:{r}")).ok_or_else(|| StoreError::Backend(format!("outbox {id}: no execution {r}")))?,
+                        };
+                        Ok(OutboxRecord { id, topic, key, payload, log_from: None })
+                    })
+                    .collect()
+            }
+
             impl $store {
+                /// The outbox relay's calls over sqlx (see `MoneyStore::claim_outbox`).
+                pub(crate) async fn claim_sqlx(&self, limit: usize, now_ms: i64, lease_ms: i64) -> StoreResult<Vec<OutboxRecord>> {
+                    let writer = crate::sqlmeta::write_turn(&self.writer).await;
+                    let stale = now_ms - lease_ms;
+                    // The conditions are repeated outside the subquery so that, under
+                    // concurrent claims, a row another relay just took is skipped.
+                    let rows = sqlx::query(
+                        "UPDATE outbox SET claimed_at_ms = $1 \
+                         WHERE id IN (SELECT id FROM outbox WHERE published_at_ms IS NULL AND (claimed_at_ms IS NULL OR claimed_at_ms < $2) ORDER BY id LIMIT $3) \
+                         AND published_at_ms IS NULL AND (claimed_at_ms IS NULL OR claimed_at_ms < $2) \
+                         RETURNING id, topic, record_key, payload",
+                    )
+                    .bind(now_ms)
+                    .bind(stale)
+                    .bind(limit as i64)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(sql_err)?;
+                    let claimed = rows
+                        .iter()
+                        .map(|r| {
+                            let payload: String = r.try_get("payload")?;
+                            Ok((r.try_get("id")?, r.try_get("topic")?, r.try_get("record_key")?, crate::sqlmoney::stored(&payload)))
+                        })
+                        .collect::<Result<Vec<(String, String, String, crate::sqlmoney::Stored)>, sqlx::Error>>()
+                        .map_err(sql_err)?;
+                    // The claim is written; reading the attempts needs no writer turn.
+                    drop(writer);
+                    let mut out = resolve_refs(&self.pool, claimed).await?;
+                    if !out.is_empty() {
+                        // Records an earlier relay may already have appended.
+                        let mut q = sqlx::QueryBuilder::<$db>::new("SELECT id, log_from FROM outbox_attempts WHERE id IN (");
+                        let mut list = q.separated(", ");
+                        for r in &out {
+                            list.push_bind(r.id.clone());
+                        }
+                        list.push_unseparated(")");
+                        let tried: std::collections::HashMap<String, String> = q
+                            .build_query_as::<(String, String)>()
+                            .fetch_all(&self.pool)
+                            .await
+                            .map_err(sql_err)?
+                            .into_iter()
+                            .collect();
+                        for r in &mut out {
+                            r.log_from = tried.get(&r.id).cloned();
+                        }
+                    }
+                    out.sort_by(|a, b| a.id.cmp(&b.id));
+                    Ok(out)
+                }
+
+                pub(crate) async fn note_sqlx(&self, ids: &[String], log_from: &str) -> StoreResult<()> {
+                    if ids.is_empty() {
+                        return Ok(());
+                    }
+                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
+                    let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO outbox_attempts (id, log_from) ");
+                    q.push_values(ids, |mut row, id| {
+                        row.push_bind(id.clone()).push_bind(log_from.to_string());
+                    });
+                    q.push(" ON CONFLICT (id) DO NOTHING");
+                    q.build().execute(&self.pool).await.map_err(sql_err)?;
+                    Ok(())
+                }
+
+                pub(crate) async fn mark_sqlx(&self, ids: &[String]) -> StoreResult<()> {
+                    if ids.is_empty() {
+                        return Ok(());
+                    }
+                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
+                    // The outbox is a queue: a published record is removed, then its attempt.
+                    // Two statements, no transaction (the writer turn is held for less): if
+                    // the second fails, an attempt row without its record is left, which is
+                    // never read again; the record itself is never left without its attempt.
+                    for table in ["outbox", "outbox_attempts"] {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(format!("DELETE FROM {table} WHERE id IN ("));
+                        let mut list = q.separated(", ");
+                        for id in ids {
+                            list.push_bind(id);
+                        }
+                        list.push_unseparated(")");
+                        q.build().execute(&self.pool).await.map_err(sql_err)?;
+                    }
+                    Ok(())
+                }
+
+                pub(crate) async fn claim_now(&self, limit: usize, now_ms: i64, lease_ms: i64) -> StoreResult<Vec<crate::money::OutboxRecord>> {
+                    self.claim_sqlx(limit, now_ms, lease_ms).await
+                }
+
+                pub(crate) async fn note_now(&self, ids: &[String], log_from: &str) -> StoreResult<()> {
+                    self.note_sqlx(ids, log_from).await
+                }
+
+                pub(crate) async fn mark_now(&self, ids: &[String]) -> StoreResult<()> {
+                    self.mark_sqlx(ids).await
+                }
+
                 /// A hold on its own (batching is `GroupCommit`'s, in front of this store).
                 pub(crate) async fn hold_now(&self, h: &Hold) -> StoreResult<HoldOutcome> {
-                    self.hold_alone(h).await
+                    self.hold_one(h).await
                 }
 
                 pub(crate) async fn settle_now(&self, x: &Settle) -> StoreResult<i64> {
-                    self.settle_alone(x).await
+                    self.settle_one(x).await
                 }
 
-                /// One transaction for a batch of holds (see [`hold_many_in`]).
+                /// One transaction for a batch of holds (see [`hold_many_in`]); a batch of one
+                /// is one statement (`pg_money`).
                 pub(crate) async fn commit_holds(&self, holds: &[Hold]) -> StoreResult<Vec<HoldOutcome>> {
+                    if let [h] = holds {
+                        return Ok(vec![self.hold_one(h).await?]);
+                    }
                     let _writer = crate::sqlmeta::write_turn(&self.writer).await;
                     let mut tx = self.pool.begin_with($store::BEGIN_WRITE).await.map_err(sql_err)?;
                     let mut pending = Pending::default();
@@ -635,10 +838,14 @@ macro_rules! sqlx_batches {
                     Ok(out)
                 }
 
-                /// One transaction for a batch of settlements (see [`settle_many_in`]).
+                /// One transaction for a batch of settlements (see [`settle_many_in`]); a batch
+                /// of one is one statement (`pg_money`).
                 pub(crate) async fn commit_settles(&self, settles: &[Settle]) -> StoreResult<Vec<i64>> {
+                    if let [x] = settles {
+                        return Ok(vec![self.settle_one(x).await?]);
+                    }
                     let _writer = crate::sqlmeta::write_turn(&self.writer).await;
-                    let mut tx = self.pool.begin_with($store::BEGIN_WRITE).await.map_err(sql_err)?;
+                    let mut tx = self.settle_pool.begin_with($store::BEGIN_WRITE).await.map_err(sql_err)?;
                     let mut pending = Pending::default();
                     let out = settle_many_in(&mut tx, &mut pending, settles).await?;
                     flush_together(&mut tx, &mut pending).await?;
@@ -1192,94 +1399,15 @@ macro_rules! money_sql_impl {
                 }
 
                 async fn claim_outbox(&self, limit: usize, now_ms: i64, lease_ms: i64) -> StoreResult<Vec<OutboxRecord>> {
-                    let writer = crate::sqlmeta::write_turn(&self.writer).await;
-                    let stale = now_ms - lease_ms;
-                    // The conditions are repeated outside the subquery so that, under
-                    // concurrent claims, a row another relay just took is skipped.
-                    let rows = sqlx::query(
-                        "UPDATE outbox SET claimed_at_ms = $1 \
-                         WHERE id IN (SELECT id FROM outbox WHERE published_at_ms IS NULL AND (claimed_at_ms IS NULL OR claimed_at_ms < $2) ORDER BY id LIMIT $3) \
-                         AND published_at_ms IS NULL AND (claimed_at_ms IS NULL OR claimed_at_ms < $2) \
-                         RETURNING id, topic, record_key, payload",
-                    )
-                    .bind(now_ms)
-                    .bind(stale)
-                    .bind(limit as i64)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(sql_err)?;
-                    let mut out = rows
-                        .iter()
-                        .map(|r| {
-                            let hex_payload: String = r.try_get("payload")?;
-                            Ok(OutboxRecord {
-                                id: r.try_get("id")?,
-                                topic: r.try_get("topic")?,
-                                key: r.try_get("record_key")?,
-                                payload: hex::decode(hex_payload).unwrap_or_default(),
-                                log_from: None,
-                            })
-                        })
-                        .collect::<Result<Vec<_>, sqlx::Error>>()
-                        .map_err(sql_err)?;
-                    // The claim is written; reading the attempts needs no writer turn.
-                    drop(writer);
-                    if !out.is_empty() {
-                        // Records an earlier relay may already have appended.
-                        let mut q = sqlx::QueryBuilder::<$db>::new("SELECT id, log_from FROM outbox_attempts WHERE id IN (");
-                        let mut list = q.separated(", ");
-                        for r in &out {
-                            list.push_bind(r.id.clone());
-                        }
-                        list.push_unseparated(")");
-                        let tried: std::collections::HashMap<String, String> = q
-                            .build_query_as::<(String, String)>()
-                            .fetch_all(&self.pool)
-                            .await
-                            .map_err(sql_err)?
-                            .into_iter()
-                            .collect();
-                        for r in &mut out {
-                            r.log_from = tried.get(&r.id).cloned();
-                        }
-                    }
-                    out.sort_by(|a, b| a.id.cmp(&b.id));
-                    Ok(out)
+                    self.claim_now(limit, now_ms, lease_ms).await
                 }
 
                 async fn note_attempt(&self, ids: &[String], log_from: &str) -> StoreResult<()> {
-                    if ids.is_empty() {
-                        return Ok(());
-                    }
-                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
-                    let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO outbox_attempts (id, log_from) ");
-                    q.push_values(ids, |mut row, id| {
-                        row.push_bind(id.clone()).push_bind(log_from.to_string());
-                    });
-                    q.push(" ON CONFLICT (id) DO NOTHING");
-                    q.build().execute(&self.pool).await.map_err(sql_err)?;
-                    Ok(())
+                    self.note_now(ids, log_from).await
                 }
 
                 async fn mark_published(&self, ids: &[String], _at_ms: i64) -> StoreResult<()> {
-                    if ids.is_empty() {
-                        return Ok(());
-                    }
-                    let _writer = crate::sqlmeta::write_turn(&self.writer).await;
-                    // The outbox is a queue: a published record is removed, then its attempt.
-                    // Two statements, no transaction (the writer turn is held for less): if
-                    // the second fails, an attempt row without its record is left, which is
-                    // never read again; the record itself is never left without its attempt.
-                    for table in ["outbox", "outbox_attempts"] {
-                        let mut q = sqlx::QueryBuilder::<$db>::new(format!("DELETE FROM {table} WHERE id IN ("));
-                        let mut list = q.separated(", ");
-                        for id in ids {
-                            list.push_bind(id);
-                        }
-                        list.push_unseparated(")");
-                        q.build().execute(&self.pool).await.map_err(sql_err)?;
-                    }
-                    Ok(())
+                    self.mark_now(ids).await
                 }
 
                 async fn unpublished_count(&self) -> StoreResult<u64> {
