@@ -8,16 +8,16 @@
 use crate::config::Settings;
 use anyhow::{bail, Context};
 use eventlog::{EmbeddedLog, EventLog};
-use projections::{AnalyticsReader, AnalyticsWriter, MetadataReader, MetadataWriter};
+use projections::{AnalyticsReader, MetadataReader, MetadataWriter};
 use schemas::topics;
 use std::path::PathBuf;
 use std::sync::Arc;
 #[cfg(feature = "kafka")]
 use std::time::Duration;
 
-/// Both halves of an analytics backend.
-pub trait AnalyticsStore: AnalyticsWriter + AnalyticsReader {}
-impl<T: AnalyticsWriter + AnalyticsReader> AnalyticsStore for T {}
+/// Both halves of an analytics backend, with the metering projection's usage rows.
+pub trait AnalyticsStore: AnalyticsReader + processors::metering::MeteringStore {}
+impl<T: AnalyticsReader + processors::metering::MeteringStore> AnalyticsStore for T {}
 
 /// Both halves of a metadata backend.
 pub trait MetadataStore:

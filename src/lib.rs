@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use eventlog::EventLog;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use processors::metering::{MeteringStage, METERING};
 use processors::runner::RunnerConfig;
 use processors::{run_stage, AnalyticsStage, EnrichStage, MetadataStage};
 use projections::MetadataReader;
@@ -224,17 +225,26 @@ pub enum StageName {
     Metadata,
     Enrich,
     Analytics,
+    Metering,
 }
 
 impl StageName {
-    pub const ALL: [StageName; 3] = [StageName::Metadata, StageName::Enrich, StageName::Analytics];
+    pub const ALL: [StageName; 4] = [
+        StageName::Metadata,
+        StageName::Enrich,
+        StageName::Analytics,
+        StageName::Metering,
+    ];
 
     pub fn parse(s: &str) -> anyhow::Result<StageName> {
         match s {
             "metadata" => Ok(StageName::Metadata),
             "enrich" => Ok(StageName::Enrich),
             "analytics" => Ok(StageName::Analytics),
-            other => anyhow::bail!("unknown stage {other:?}; one of metadata, enrich, analytics"),
+            "metering" => Ok(StageName::Metering),
+            other => anyhow::bail!(
+                "unknown stage {other:?}; one of metadata, enrich, analytics, metering"
+            ),
         }
     }
 }
@@ -457,6 +467,7 @@ async fn ingest_state(
         ingest::IngestState::new(b.log.clone(), b.metadata.clone(), auth, geo, secret, icfg)
             .with_sources(Arc::new(registry))
             .with_money(b.money.clone())
+            .with_usage(b.analytics.clone())
             .with_sessions(b.metadata.clone())
             .with_audit(b.metadata.clone()),
     );
@@ -531,6 +542,12 @@ async fn spawn_stages(
                 runner_config(s, "analytics", sole_member, 50_000, 200),
                 stop.clone(),
             )),
+            StageName::Metering => tokio::spawn(run_stage(
+                b.log.clone(),
+                MeteringStage::new(b.analytics.clone(), s.topic(topics::USAGE)),
+                runner_config(s, METERING, sole_member, 10_000, 20),
+                stop.clone(),
+            )),
         };
         stages.push(handle);
     }
@@ -594,6 +611,10 @@ pub async fn rewind(s: &Settings, stage: &str) -> anyhow::Result<()> {
         StageName::Analytics => {
             b.analytics.reset_offsets("analytics").await?;
             s.topic(topics::COLLECT_ENRICHED)
+        }
+        StageName::Metering => {
+            b.analytics.reset_offsets(METERING).await?;
+            s.topic(topics::USAGE)
         }
         StageName::Metadata => {
             anyhow::bail!("the metadata stage keeps its offsets with its rows; nothing to rewind")

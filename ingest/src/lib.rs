@@ -90,6 +90,8 @@ pub struct IngestState {
     pub sessions: Option<Arc<dyn projections::SessionStore>>,
     /// The audit trail (read by `GET /companies/{id}/audit-log`).
     pub audit: Option<Arc<dyn projections::AuditStore>>,
+    /// The metering projection (`GET …/requests/usage`).
+    pub usage: Option<Arc<dyn projections::UsageStore>>,
     /// Failed sign-ins per client IP (times in ms), for the login limit.
     login_failures: DashMap<std::net::IpAddr, Vec<i64>>,
     /// What executions looked up, per (company handle, asset slug), briefly.
@@ -126,6 +128,7 @@ impl IngestState {
             results: DashMap::new(),
             sessions: None,
             audit: None,
+            usage: None,
             login_failures: DashMap::new(),
         }
     }
@@ -139,6 +142,12 @@ impl IngestState {
     /// Lets company admins read the audit trail.
     pub fn with_audit(mut self, audit: Arc<dyn projections::AuditStore>) -> Self {
         self.audit = Some(audit);
+        self
+    }
+
+    /// Gives the process the metering projection's reads.
+    pub fn with_usage(mut self, usage: Arc<dyn projections::UsageStore>) -> Self {
+        self.usage = Some(usage);
         self
     }
 
@@ -224,7 +233,7 @@ type Routes = Vec<(String, axum::routing::MethodRouter<Arc<IngestState>>)>;
 fn protected_routes() -> Routes {
     use market::{
         analyze, asset_tools, assets, companies, connections, favorites, keys, money, plans,
-        reference, statistics, users,
+        reference, statistics, usage, users,
     };
     let mut routes: Routes = Vec::new();
     let mut route = |path: &str, handler: axum::routing::MethodRouter<Arc<IngestState>>| {
@@ -276,6 +285,10 @@ fn protected_routes() -> Routes {
     route(
         "/companies/{company_id}/requests/plan",
         get(plans::requests_plan),
+    );
+    route(
+        "/companies/{company_id}/requests/usage",
+        get(usage::requests_usage),
     );
     route(
         "/companies/{company_id}/api-keys",

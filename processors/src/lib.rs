@@ -3,6 +3,7 @@
 
 pub mod enrich;
 pub mod ids;
+pub mod metering;
 pub mod runner;
 pub mod session;
 pub mod stages;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 /// User agents parsed once and remembered (clients repeat a handful of them).
 const UA_CACHE_MAX: usize = 10_000;
 
-fn to_positions(offsets: Vec<StoredOffset>) -> Vec<Position> {
+pub(crate) fn to_positions(offsets: Vec<StoredOffset>) -> Vec<Position> {
     offsets
         .into_iter()
         .map(|o| Position {
@@ -27,7 +27,7 @@ fn to_positions(offsets: Vec<StoredOffset>) -> Vec<Position> {
         .collect()
 }
 
-fn to_stored(positions: &[Position]) -> Vec<StoredOffset> {
+pub(crate) fn to_stored(positions: &[Position]) -> Vec<StoredOffset> {
     positions
         .iter()
         .map(|p| StoredOffset {

@@ -267,3 +267,49 @@ pub trait AnalyticsReader: Send + Sync {
     /// Stored events of a website (bots included), for reconciliation.
     async fn event_count(&self, website_id: &str) -> StoreResult<u64>;
 }
+
+fn offset_ms(tz: chrono_tz::Tz, utc_ms: i64) -> i64 {
+    use chrono::{LocalResult, Offset, TimeZone, Utc};
+    match Utc.timestamp_millis_opt(utc_ms) {
+        LocalResult::Single(t) => {
+            tz.offset_from_utc_datetime(&t.naive_utc())
+                .fix()
+                .local_minus_utc() as i64
+                * 1000
+        }
+        _ => 0,
+    }
+}
+
+/// The UTC offsets in force over `[from_ms, to_ms)`, one segment per DST change.
+pub fn offset_segments(tz: chrono_tz::Tz, from_ms: i64, to_ms: i64) -> Vec<OffsetSegment> {
+    const HOUR: i64 = 3_600_000;
+    let mut segs = vec![OffsetSegment {
+        from_ms,
+        offset_ms: offset_ms(tz, from_ms),
+    }];
+    let mut t = from_ms;
+    while t < to_ms {
+        let next = (t + HOUR).min(to_ms);
+        let current = segs.last().map(|s| s.offset_ms).unwrap_or(0);
+        let o = offset_ms(tz, next);
+        if o != current {
+            // Find the exact second the offset changed, between t and next.
+            let (mut lo, mut hi) = (t, next);
+            while hi - lo > 1000 {
+                let mid = lo + (hi - lo) / 2;
+                if offset_ms(tz, mid) == current {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            segs.push(OffsetSegment {
+                from_ms: hi,
+                offset_ms: o,
+            });
+        }
+        t = next;
+    }
+    segs
+}

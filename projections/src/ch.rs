@@ -19,7 +19,7 @@ use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
-fn ch_err(e: clickhouse::error::Error) -> StoreError {
+pub(crate) fn ch_err(e: clickhouse::error::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
@@ -223,7 +223,7 @@ struct SessionRow {
 /// ClickHouse-backed analytics store.
 #[derive(Clone)]
 pub struct ClickHouseAnalytics {
-    client: Client,
+    pub(crate) client: Client,
     database: String,
 }
 
@@ -267,7 +267,7 @@ impl ClickHouseAnalytics {
         let mut attempt = 0;
         loop {
             let mut result = Ok(());
-            for ddl in [EVENTS_DDL, OFFSETS_DDL] {
+            for ddl in [EVENTS_DDL, OFFSETS_DDL, crate::ch_usage::USAGE_DDL] {
                 result = self.client.query(ddl).execute().await;
                 if result.is_err() {
                     break;
@@ -336,6 +336,36 @@ impl ClickHouseAnalytics {
         ))
     }
 
+    /// Stores `consumer`'s offsets (after the rows they cover: see the module doc).
+    pub(crate) async fn write_offsets(
+        &self,
+        consumer: &str,
+        offsets: Vec<StoredOffset>,
+    ) -> StoreResult<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let version = version_now();
+        let mut insert = self
+            .client
+            .insert::<OffsetRow>("projection_offsets")
+            .await
+            .map_err(ch_err)?;
+        for o in offsets {
+            insert
+                .write(&OffsetRow {
+                    consumer: consumer.to_string(),
+                    topic: o.topic,
+                    part: o.partition,
+                    next_offset: o.next_offset,
+                    version,
+                })
+                .await
+                .map_err(ch_err)?;
+        }
+        insert.end().await.map_err(ch_err)
+    }
+
     async fn count(&self, q: clickhouse::query::Query) -> StoreResult<u64> {
         Ok(q.fetch_one::<CountRow>().await.map_err(ch_err)?.n)
     }
@@ -373,7 +403,7 @@ fn bind_scope(mut q: clickhouse::query::Query, scope: &Scope) -> clickhouse::que
 }
 
 /// Local-time offset as SQL (`multiIf` over the DST segments). Numbers computed by Tally only.
-fn offset_sql(tz: &[OffsetSegment]) -> String {
+pub(crate) fn ch_offset_sql(tz: &[OffsetSegment]) -> String {
     let (steps, last) = offset_steps(tz);
     if steps.is_empty() {
         return last.to_string();
@@ -423,27 +453,7 @@ impl AnalyticsWriter for ClickHouseAnalytics {
             }
             insert.end().await.map_err(ch_err)?;
         }
-        if !offsets.is_empty() {
-            let version = version_now();
-            let mut insert = self
-                .client
-                .insert::<OffsetRow>("projection_offsets")
-                .await
-                .map_err(ch_err)?;
-            for o in offsets {
-                insert
-                    .write(&OffsetRow {
-                        consumer: consumer.to_string(),
-                        topic: o.topic,
-                        part: o.partition,
-                        next_offset: o.next_offset,
-                        version,
-                    })
-                    .await
-                    .map_err(ch_err)?;
-            }
-            insert.end().await.map_err(ch_err)?;
-        }
+        self.write_offsets(consumer, offsets).await?;
         Ok(inserted)
     }
 
@@ -579,7 +589,7 @@ impl AnalyticsReader for ClickHouseAnalytics {
              (SELECT visitor, is_pageview, ts + ({offset}) AS local_ms FROM events WHERE {filter}) \
              GROUP BY bucket ORDER BY bucket",
             bucket = bucket_sql(granularity),
-            offset = offset_sql(tz),
+            offset = ch_offset_sql(tz),
             filter = scope_sql(scope),
         );
         let rows: Vec<SeriesRow> = bind_scope(self.client.query(&sql), scope)
@@ -726,8 +736,8 @@ mod tests {
                 offset_ms: 7_200_000,
             },
         ];
-        assert_eq!(offset_sql(&two), "multiIf(ts < 1000, 3600000, 7200000)");
-        assert_eq!(offset_sql(&[]), "0");
+        assert_eq!(ch_offset_sql(&two), "multiIf(ts < 1000, 3600000, 7200000)");
+        assert_eq!(ch_offset_sql(&[]), "0");
     }
 
     #[test]

@@ -1156,3 +1156,101 @@ pub async fn audit_suite<S: crate::AuditStore>(store: &S) {
         }
     );
 }
+
+/// The metering projection's rules: an execution counts once however often it is delivered,
+/// offsets are kept with the rows, modes never mix, and a day is the buyer's local day
+/// (here across the end of March 2026, when Berlin moves to summer time).
+pub async fn usage_suite<S: crate::UsageStore + AnalyticsWriter>(store: &S) {
+    use crate::usage::{UsageCount, UsageQuery, UsageRow};
+    let at = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_default()
+    };
+    let row = |id: &str, key: i64, asset: &str, ok: bool, mode: &str, when: &str| UsageRow {
+        execution_id: id.into(),
+        buyer_company_id: "b1".into(),
+        seller_company_id: "s1".into(),
+        asset_id: asset.into(),
+        api_key_id: key,
+        user_id: "u1".into(),
+        credits: if ok { 5 } else { 0 },
+        rows: if ok { 2 } else { 0 },
+        duration_ms: 1.5,
+        status: if ok { "succeeded" } else { "failed" }.into(),
+        mode: mode.into(),
+        at_ms: at(when),
+    };
+    let batch = vec![
+        // 00:30 on 29 March in Berlin (CET, +1).
+        row("x1", 1, "a1", true, "live", "2026-03-28T23:30:00Z"),
+        // 00:30 on 30 March in Berlin (CEST, +2): the same UTC hour would be the 29th at +1.
+        row("x2", 1, "a2", true, "live", "2026-03-29T22:30:00Z"),
+        row("x3", 2, "a1", false, "live", "2026-03-29T23:00:00Z"),
+        row("t1", 1, "a1", true, "test", "2026-03-29T23:00:00Z"),
+        // Before the month in Berlin (still February there).
+        row("x0", 1, "a1", true, "live", "2026-02-28T22:59:00Z"),
+    ];
+    let offsets = vec![StoredOffset {
+        topic: "usage".into(),
+        partition: 0,
+        next_offset: 5,
+    }];
+    let mut other = row("y1", 3, "a1", true, "live", "2026-03-10T12:00:00Z");
+    other.buyer_company_id = "b2".into();
+    let first = store
+        .write_usage("metering", batch.clone(), offsets.clone())
+        .await
+        .expect("write");
+    assert_eq!(first, 5);
+    // A redelivery of the whole batch, plus one duplicate inside a batch: nothing new.
+    let mut again = batch.clone();
+    again.push(batch[1].clone());
+    again.push(other);
+    assert_eq!(
+        store
+            .write_usage("metering", again, offsets.clone())
+            .await
+            .expect("rewrite"),
+        1,
+        "only the other buyer's row is new"
+    );
+    assert_eq!(store.offsets("metering").await.expect("offsets"), offsets);
+    let tz: chrono_tz::Tz = "Europe/Berlin".parse().expect("tz");
+    let (from, to) = (at("2026-02-28T23:00:00Z"), at("2026-03-31T22:00:00Z"));
+    let q = |mode: &str| UsageQuery {
+        buyer_company_id: "b1".into(),
+        from_ms: from,
+        to_ms: to,
+        mode: mode.into(),
+        tz: crate::offset_segments(tz, from, to),
+    };
+    let live = store.usage_report(&q("live")).await.expect("report");
+    let n = |executions: u64, succeeded: u64| UsageCount {
+        executions,
+        succeeded,
+        failed: executions - succeeded,
+        credits: 5 * succeeded as i64,
+        rows: 2 * succeeded as i64,
+    };
+    assert_eq!(live.total, n(3, 2));
+    let day = |d: &str| at(&format!("{d}T00:00:00Z"));
+    assert_eq!(
+        live.by_day,
+        vec![(day("2026-03-29"), n(1, 1)), (day("2026-03-30"), n(2, 1))],
+        "local days"
+    );
+    assert_eq!(live.by_key, vec![(1, n(2, 2)), (2, n(1, 0))]);
+    assert_eq!(
+        live.by_asset,
+        vec![("a1".to_string(), n(2, 1)), ("a2".to_string(), n(1, 1))]
+    );
+    let test = store.usage_report(&q("test")).await.expect("test mode");
+    assert_eq!(test.total, n(1, 1), "test mode apart");
+    let mut none = q("live");
+    none.buyer_company_id = "nobody".into();
+    assert_eq!(
+        store.usage_report(&none).await.expect("empty").total,
+        UsageCount::default()
+    );
+}

@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS projection_offsets (
 );
 ";
 
-fn db_err(e: duckdb::Error) -> StoreError {
+pub(crate) fn db_err(e: duckdb::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
@@ -83,13 +83,15 @@ impl DuckAnalytics {
         conn.execute_batch(&format!("SET memory_limit = '{limit}';"))
             .map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
+        conn.execute_batch(crate::duck_usage::USAGE_DDL)
+            .map_err(db_err)?;
         Ok(Self {
             writer: Arc::new(Mutex::new(conn)),
             readers: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
-    async fn with_writer<T: Send + 'static>(
+    pub(crate) async fn with_writer<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
@@ -104,7 +106,7 @@ impl DuckAnalytics {
         .map_err(|e| StoreError::Backend(e.to_string()))?
     }
 
-    async fn with_reader<T: Send + 'static>(
+    pub(crate) async fn with_reader<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
@@ -154,7 +156,7 @@ fn scope_sql(scope: &Scope) -> (String, Vec<Value>) {
 
 /// Local-time offset as SQL: a constant, or a CASE over the DST segments of the range.
 /// Every number here is computed by Tally, not taken from the request.
-fn offset_sql(tz: &[OffsetSegment]) -> String {
+pub(crate) fn duck_offset_sql(tz: &[OffsetSegment]) -> String {
     let (steps, last) = offset_steps(tz);
     if steps.is_empty() {
         return last.to_string();
@@ -389,7 +391,7 @@ impl AnalyticsReader for DuckAnalytics {
              FROM (SELECT visitor, event_type, ts + ({offset}) AS local_ms FROM events WHERE {filter}) \
              GROUP BY b ORDER BY b",
             bucket = bucket_sql(granularity),
-            offset = offset_sql(tz),
+            offset = duck_offset_sql(tz),
         );
         self.with_reader(move |conn| {
             let mut stmt = conn.prepare(&sql).map_err(db_err)?;
@@ -540,9 +542,9 @@ mod tests {
 
     #[test]
     fn offset_sql_builds_case_for_dst_segments() {
-        assert_eq!(offset_sql(&[]), "0");
+        assert_eq!(duck_offset_sql(&[]), "0");
         assert_eq!(
-            offset_sql(&[OffsetSegment {
+            duck_offset_sql(&[OffsetSegment {
                 from_ms: 0,
                 offset_ms: 3_600_000
             }]),
@@ -559,7 +561,7 @@ mod tests {
             },
         ];
         assert_eq!(
-            offset_sql(&two),
+            duck_offset_sql(&two),
             "CASE WHEN ts < 1000 THEN 3600000 ELSE 7200000 END"
         );
     }

@@ -6,14 +6,18 @@ pub mod analytics;
 pub mod audit;
 #[cfg(feature = "clickhouse")]
 mod ch;
+#[cfg(feature = "clickhouse")]
+mod ch_usage;
 pub mod conformance;
 mod duck;
+mod duck_usage;
 pub mod execution_stats;
 pub mod group_commit;
 pub mod metadata;
 pub mod money;
 #[cfg(feature = "postgres")]
 mod pg;
+#[cfg(feature = "postgres")]
 mod pg_money;
 pub mod reference;
 pub mod sessions;
@@ -22,6 +26,7 @@ mod sqlite_money;
 mod sqlite_outbox;
 mod sqlmeta;
 mod sqlmoney;
+pub mod usage;
 
 pub use analytics::*;
 pub use audit::{AuditRecord, AuditStore, KeyUse};
@@ -34,6 +39,7 @@ pub use money::*;
 pub use pg::PgMetadata;
 pub use sessions::{SessionOwner, SessionStore};
 pub use sqlite::SqliteMetadata;
+pub use usage::{UsageCount, UsageQuery, UsageReport, UsageRow, UsageStore};
 
 /// A projection's own record of how far it has applied a topic partition. Stored in the same
 /// transaction as the rows it covers, so a restart resumes exactly where the store stands.

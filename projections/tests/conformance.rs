@@ -1,6 +1,8 @@
 //! The embedded projection stores against the shared conformance suites.
 
-use projections::conformance::{analytics_suite, audit_suite, metadata_suite, money_suite};
+use projections::conformance::{
+    analytics_suite, audit_suite, metadata_suite, money_suite, usage_suite,
+};
 use projections::{DuckAnalytics, SqliteMetadata};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -8,6 +10,7 @@ async fn duckdb_analytics_passes_conformance() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = DuckAnalytics::open(&dir.path().join("a.duckdb"), "512MB").expect("open");
     analytics_suite(&store).await;
+    usage_suite(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,5 +51,6 @@ async fn clickhouse_analytics_passes_conformance() {
         .await
         .expect("connect to clickhouse");
     analytics_suite(&store).await;
+    usage_suite(&store).await;
     store.drop_namespace().await.expect("drop database");
 }

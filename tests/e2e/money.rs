@@ -296,6 +296,73 @@ async fn key_statistics(m: &Market) {
     );
 }
 
+/// The month's usage as the metering projection reports it, once it has caught up with
+/// `executions` (polled: metering is asynchronous, behind the outbox and the log).
+async fn usage_once(c: &Client, company: &str, query: &str, executions: u64) -> Value {
+    let path = format!("/companies/{company}/requests/usage{query}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (s, b) = c.get(&path).await;
+        assert_eq!(s, 200, "{b}");
+        if b["data"]["total"]["executions"] == executions || std::time::Instant::now() > deadline {
+            return b["data"].clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Every execution of the test is metered once: the buyer's seven (three succeeded at 25,
+/// returning two rows in all, and four failed and refunded) and the seller's own free run, per day, key and asset; test mode
+/// and other months are empty; the month is checked.
+async fn request_usage(m: &Market) {
+    let u = usage_once(&m.buyer, &m.buyer_id, "", 7).await;
+    assert_eq!(
+        u["total"],
+        json!({"executions": 7, "succeeded": 3, "failed": 4, "credits": 75, "rows": 2}),
+        "{u}"
+    );
+    let days = u["days"].as_array().cloned().unwrap_or_default();
+    assert!(
+        (28..=31).contains(&days.len()),
+        "every day of the month: {u}"
+    );
+    let busy: Vec<&Value> = days.iter().filter(|d| d["executions"] != 0).collect();
+    assert_eq!(busy.len(), 1, "all today: {u}");
+    assert_eq!(busy[0]["executions"], 7);
+    assert_eq!(u["by_key"].as_array().map(Vec::len), Some(1), "{u}");
+    let per_asset: Vec<&Value> = u["by_asset"]
+        .as_array()
+        .map(|a| a.iter().map(|r| &r["executions"]).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        per_asset,
+        [&json!(3), &json!(3), &json!(1)],
+        "most used first: {u}"
+    );
+    let own = usage_once(&m.seller, &m.seller_id, "", 1).await;
+    assert_eq!(
+        own["total"],
+        json!({"executions": 1, "succeeded": 1, "failed": 0, "credits": 0, "rows": 1}),
+        "{own}"
+    );
+    let test = usage_once(&m.buyer, &m.buyer_id, "?mode=test", 0).await;
+    assert_eq!(test["total"]["executions"], 0, "{test}");
+    let old = usage_once(&m.buyer, &m.buyer_id, "?month=2020-01", 0).await;
+    assert_eq!(old["days"].as_array().map(Vec::len), Some(31), "{old}");
+    assert_eq!(old["period_start"], "2020-01-01T00:00:00+00:00", "{old}");
+    for bad in ["?month=2020-1", "?month=soon", "?mode=both"] {
+        let (s, b) = m
+            .buyer
+            .get(&format!("/companies/{}/requests/usage{bad}", m.buyer_id))
+            .await;
+        assert_eq!(
+            (s, b["error"]["code"].clone()),
+            (400, json!("bad_request")),
+            "{bad}: {b}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seller_to_buyer_charges_exactly_and_reconciles() {
     let Some(url) = source_url() else {
@@ -565,6 +632,7 @@ async fn seller_to_buyer_charges_exactly_and_reconciles() {
 
     asset_statistics(&m, &asset_id, &broken).await;
     key_statistics(&m).await;
+    request_usage(&m).await;
 
     // The source is byte-for-byte unchanged.
     assert_eq!(

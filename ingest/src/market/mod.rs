@@ -16,6 +16,7 @@ pub mod params;
 pub mod plans;
 pub mod reference;
 pub mod statistics;
+pub mod usage;
 pub mod users;
 
 use crate::commands::rfc3339;

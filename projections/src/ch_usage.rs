@@ -1,0 +1,193 @@
+//! Metered usage on ClickHouse (see `usage.rs`): table `usage` (ReplacingMergeTree ordered by
+//! buyer, time and execution id). As with events, a batch is written rows first and offsets
+//! second, skipping execution ids already stored in the batch's buyers and time range; reads
+//! count each execution id once, so a duplicate that slipped past the check (two writers in a
+//! rebalance) is never counted twice even before the parts merge.
+
+use crate::ch::{ch_err, ch_offset_sql, ClickHouseAnalytics};
+use crate::usage::*;
+use crate::{StoreResult, StoredOffset};
+use async_trait::async_trait;
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+pub(crate) const USAGE_DDL: &str = "CREATE TABLE IF NOT EXISTS usage (
+    execution_id String,
+    buyer String,
+    seller String,
+    asset_id String,
+    api_key_id Int64,
+    user_id String,
+    credits Int64,
+    result_rows Int64,
+    duration_ms Float64,
+    status String,
+    mode String,
+    at_ms Int64
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(toDate(toDateTime(intDiv(at_ms, 1000), 'UTC')))
+ORDER BY (buyer, at_ms, execution_id)";
+
+#[derive(Row, Serialize, Deserialize)]
+struct StoredUsage {
+    execution_id: String,
+    buyer: String,
+    seller: String,
+    asset_id: String,
+    api_key_id: i64,
+    user_id: String,
+    credits: i64,
+    result_rows: i64,
+    duration_ms: f64,
+    status: String,
+    mode: String,
+    at_ms: i64,
+}
+
+impl From<UsageRow> for StoredUsage {
+    fn from(r: UsageRow) -> Self {
+        StoredUsage {
+            execution_id: r.execution_id,
+            buyer: r.buyer_company_id,
+            seller: r.seller_company_id,
+            asset_id: r.asset_id,
+            api_key_id: r.api_key_id,
+            user_id: r.user_id,
+            credits: r.credits,
+            result_rows: r.rows,
+            duration_ms: r.duration_ms,
+            status: r.status,
+            mode: r.mode,
+            at_ms: r.at_ms,
+        }
+    }
+}
+
+#[derive(Row, Deserialize)]
+struct IdRead {
+    execution_id: String,
+}
+
+#[derive(Row, Deserialize)]
+struct GroupedInt {
+    g: i64,
+    n: i64,
+    ok: i64,
+    credits: i64,
+    rows: i64,
+}
+
+#[derive(Row, Deserialize)]
+struct GroupedText {
+    g: String,
+    n: i64,
+    ok: i64,
+    credits: i64,
+    rows: i64,
+}
+
+impl ClickHouseAnalytics {
+    async fn stored_executions(&self, rows: &[StoredUsage]) -> StoreResult<HashSet<String>> {
+        let lo = rows.iter().map(|r| r.at_ms).min().unwrap_or(0);
+        let hi = rows.iter().map(|r| r.at_ms).max().unwrap_or(0);
+        let buyers: HashSet<&str> = rows.iter().map(|r| r.buyer.as_str()).collect();
+        let marks = vec!["?"; buyers.len()].join(", ");
+        let mut q = self.client.query(&format!(
+            "SELECT execution_id FROM usage WHERE buyer IN ({marks}) AND at_ms >= ? AND at_ms <= ?"
+        ));
+        for b in buyers {
+            q = q.bind(b);
+        }
+        let found: Vec<IdRead> = q.bind(lo).bind(hi).fetch_all().await.map_err(ch_err)?;
+        Ok(found.into_iter().map(|r| r.execution_id).collect())
+    }
+
+    /// The query's executions, one row per execution id, grouped by `group` (over the inner
+    /// columns `ts`, `k` (key), `a` (asset), and `local_ms`). The inner aliases differ from
+    /// the column names: ClickHouse substitutes an alias wherever its name appears.
+    fn usage_sql(q: &UsageQuery, group: &str) -> String {
+        format!(
+            "SELECT {group} AS g, toInt64(count()) AS n, toInt64(sum(st = 'succeeded')) AS ok, \
+             toInt64(sum(cr)) AS credits, toInt64(sum(rr)) AS rs \
+             FROM (SELECT execution_id, any(at_ms) AS ts, any(status) AS st, any(credits) AS cr, \
+                   any(result_rows) AS rr, any(api_key_id) AS k, any(asset_id) AS a \
+                   FROM usage WHERE buyer = ? AND mode = ? AND at_ms >= ? AND at_ms < ? GROUP BY execution_id) \
+             GROUP BY g ORDER BY g",
+            group = group.replace("local_ms", &format!("(ts + {})", ch_offset_sql(&q.tz)))
+        )
+    }
+
+    fn bound(&self, sql: &str, q: &UsageQuery) -> clickhouse::query::Query {
+        self.client
+            .query(sql)
+            .bind(q.buyer_company_id.as_str())
+            .bind(q.mode.as_str())
+            .bind(q.from_ms)
+            .bind(q.to_ms)
+    }
+}
+
+#[async_trait]
+impl UsageStore for ClickHouseAnalytics {
+    async fn write_usage(
+        &self,
+        consumer: &str,
+        rows: Vec<UsageRow>,
+        offsets: Vec<StoredOffset>,
+    ) -> StoreResult<usize> {
+        let rows: Vec<StoredUsage> = rows.into_iter().map(StoredUsage::from).collect();
+        let mut inserted = 0;
+        if !rows.is_empty() {
+            let mut seen = self.stored_executions(&rows).await?;
+            let mut insert = self
+                .client
+                .insert::<StoredUsage>("usage")
+                .await
+                .map_err(ch_err)?;
+            for row in &rows {
+                if seen.insert(row.execution_id.clone()) {
+                    insert.write(row).await.map_err(ch_err)?;
+                    inserted += 1;
+                }
+            }
+            insert.end().await.map_err(ch_err)?;
+        }
+        self.write_offsets(consumer, offsets).await?;
+        Ok(inserted)
+    }
+
+    async fn usage_report(&self, q: &UsageQuery) -> StoreResult<UsageReport> {
+        let day_sql = Self::usage_sql(q, "intDiv(local_ms, 86400000) * 86400000");
+        let days: Vec<GroupedInt> = self.bound(&day_sql, q).fetch_all().await.map_err(ch_err)?;
+        let keys: Vec<GroupedInt> = self
+            .bound(&Self::usage_sql(q, "k"), q)
+            .fetch_all()
+            .await
+            .map_err(ch_err)?;
+        let assets: Vec<GroupedText> = self
+            .bound(&Self::usage_sql(q, "a"), q)
+            .fetch_all()
+            .await
+            .map_err(ch_err)?;
+        let days: Vec<(i64, UsageCount)> = days
+            .into_iter()
+            .map(|d| (d.g, counted(d.n, d.ok, d.credits, d.rows)))
+            .collect();
+        Ok(UsageReport {
+            total: summed(&days),
+            by_day: days,
+            by_key: ranked(
+                keys.into_iter()
+                    .map(|k| (k.g, k.n, k.ok, k.credits, k.rows))
+                    .collect(),
+            ),
+            by_asset: ranked(
+                assets
+                    .into_iter()
+                    .map(|a| (a.g, a.n, a.ok, a.credits, a.rows))
+                    .collect(),
+            ),
+        })
+    }
+}

@@ -1,0 +1,148 @@
+//! Metered usage on DuckDB (see `usage.rs`): the `usage` table beside the events, written in
+//! one transaction with the metering consumer's offsets, read with the buyer's local days.
+
+use crate::duck::{db_err, duck_offset_sql, DuckAnalytics};
+use crate::usage::*;
+use crate::{StoreResult, StoredOffset};
+use async_trait::async_trait;
+use duckdb::types::Value;
+use duckdb::{params, params_from_iter, Connection};
+use std::collections::HashSet;
+
+pub(crate) const USAGE_DDL: &str = "
+CREATE TABLE IF NOT EXISTS usage (
+    execution_id VARCHAR NOT NULL,
+    buyer VARCHAR NOT NULL,
+    seller VARCHAR NOT NULL,
+    asset_id VARCHAR NOT NULL,
+    api_key_id BIGINT NOT NULL,
+    user_id VARCHAR NOT NULL,
+    credits BIGINT NOT NULL,
+    result_rows BIGINT NOT NULL,
+    duration_ms DOUBLE NOT NULL,
+    status VARCHAR NOT NULL,
+    mode VARCHAR NOT NULL,
+    at_ms BIGINT NOT NULL
+);
+";
+
+/// Appends the rows whose execution id is not stored yet. A redelivered record carries the
+/// time it had the first time, so only the batch's time window is checked.
+fn insert_usage(conn: &Connection, rows: Vec<UsageRow>) -> StoreResult<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let lo = rows.iter().map(|r| r.at_ms).min().unwrap_or(0);
+    let hi = rows.iter().map(|r| r.at_ms).max().unwrap_or(0);
+    let mut seen: HashSet<String> = HashSet::new();
+    {
+        let mut st = conn
+            .prepare_cached("SELECT execution_id FROM usage WHERE at_ms BETWEEN ? AND ?")
+            .map_err(db_err)?;
+        let ids = st
+            .query_map(params![lo, hi], |r| r.get::<_, String>(0))
+            .map_err(db_err)?;
+        for id in ids {
+            seen.insert(id.map_err(db_err)?);
+        }
+    }
+    let mut app = conn.appender("usage").map_err(db_err)?;
+    let mut inserted = 0;
+    for r in rows {
+        if !seen.insert(r.execution_id.clone()) {
+            continue;
+        }
+        app.append_row(params![
+            r.execution_id,
+            r.buyer_company_id,
+            r.seller_company_id,
+            r.asset_id,
+            r.api_key_id,
+            r.user_id,
+            r.credits,
+            r.rows,
+            r.duration_ms,
+            r.status,
+            r.mode,
+            r.at_ms
+        ])
+        .map_err(db_err)?;
+        inserted += 1;
+    }
+    app.flush().map_err(db_err)?;
+    Ok(inserted)
+}
+
+/// `(group, executions, succeeded, credits, rows)` of the query's executions by `group`.
+fn grouped<K: duckdb::types::FromSql>(
+    conn: &Connection,
+    q: &UsageQuery,
+    group: &str,
+) -> StoreResult<Vec<Grouped<K>>> {
+    let sql = format!(
+        "SELECT {group} AS g, count(*), CAST(sum(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END) AS BIGINT), \
+         CAST(sum(credits) AS BIGINT), CAST(sum(result_rows) AS BIGINT) \
+         FROM (SELECT *, ts + {offset} AS local_ms FROM (SELECT *, at_ms AS ts FROM usage \
+               WHERE buyer = ? AND mode = ? AND at_ms >= ? AND at_ms < ?)) \
+         GROUP BY g ORDER BY g",
+        offset = duck_offset_sql(&q.tz)
+    );
+    let binds = [
+        Value::Text(q.buyer_company_id.clone()),
+        Value::Text(q.mode.clone()),
+        Value::BigInt(q.from_ms),
+        Value::BigInt(q.to_ms),
+    ];
+    let mut st = conn.prepare(&sql).map_err(db_err)?;
+    let rows = st
+        .query_map(params_from_iter(binds.iter()), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .map_err(db_err)?;
+    rows.map(|r| r.map_err(db_err)).collect()
+}
+
+fn report(conn: &Connection, q: &UsageQuery) -> StoreResult<UsageReport> {
+    let days: Vec<(i64, UsageCount)> =
+        grouped::<i64>(conn, q, "(local_ms // 86400000) * 86400000")?
+            .into_iter()
+            .map(|(d, n, ok, c, r)| (d, counted(n, ok, c, r)))
+            .collect();
+    Ok(UsageReport {
+        total: summed(&days),
+        by_day: days,
+        by_key: ranked(grouped::<i64>(conn, q, "api_key_id")?),
+        by_asset: ranked(grouped::<String>(conn, q, "asset_id")?),
+    })
+}
+
+#[async_trait]
+impl UsageStore for DuckAnalytics {
+    async fn write_usage(
+        &self,
+        consumer: &str,
+        rows: Vec<UsageRow>,
+        offsets: Vec<StoredOffset>,
+    ) -> StoreResult<usize> {
+        let consumer = consumer.to_string();
+        self.with_writer(move |conn| {
+            let tx = conn.transaction().map_err(db_err)?;
+            let inserted = insert_usage(&tx, rows)?;
+            for o in offsets {
+                tx.execute(
+                    "INSERT OR REPLACE INTO projection_offsets VALUES (?, ?, ?, ?)",
+                    params![consumer, o.topic, o.partition, o.next_offset],
+                )
+                .map_err(db_err)?;
+            }
+            tx.commit().map_err(db_err)?;
+            Ok(inserted)
+        })
+        .await
+    }
+
+    async fn usage_report(&self, q: &UsageQuery) -> StoreResult<UsageReport> {
+        let q = q.clone();
+        self.with_reader(move |conn| report(conn, &q)).await
+    }
+}

@@ -1,0 +1,164 @@
+//! Metered usage in the analytics store: one row per execution (`UsageRecorded` from
+//! `tally.usage`, deduplicated by execution id, stored with the metering consumer's offsets),
+//! and the reads over it. The month, day and key/asset breakdowns are computed in the store
+//! from the rows; the local day of a row comes from the same DST offset segments as the
+//! dashboards (`analytics::OffsetSegment`).
+
+use crate::analytics::OffsetSegment;
+use crate::{StoreResult, StoredOffset};
+use async_trait::async_trait;
+use serde::Serialize;
+
+/// One metered execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRow {
+    pub execution_id: String,
+    pub buyer_company_id: String,
+    pub seller_company_id: String,
+    pub asset_id: String,
+    pub api_key_id: i64,
+    pub user_id: String,
+    pub credits: i64,
+    pub rows: i64,
+    pub duration_ms: f64,
+    /// `succeeded` or `failed`.
+    pub status: String,
+    /// `live` or `test`.
+    pub mode: String,
+    pub at_ms: i64,
+}
+
+impl From<schemas::UsageRecorded> for UsageRow {
+    fn from(u: schemas::UsageRecorded) -> Self {
+        UsageRow {
+            execution_id: u.execution_id,
+            buyer_company_id: u.buyer_company_id,
+            seller_company_id: u.seller_company_id,
+            asset_id: u.asset_id,
+            api_key_id: u.api_key_id,
+            user_id: u.user_id,
+            credits: u.credits,
+            rows: u.rows,
+            duration_ms: u.duration_ms,
+            status: u.status,
+            mode: u.mode,
+            at_ms: u.at_ms,
+        }
+    }
+}
+
+/// Which executions a usage read covers: a buyer's, in `[from_ms, to_ms)`, of one mode, with
+/// the local offsets of the buyer's time zone over the range (for days).
+#[derive(Debug, Clone)]
+pub struct UsageQuery {
+    pub buyer_company_id: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub mode: String,
+    pub tz: Vec<OffsetSegment>,
+}
+
+/// Counts over a set of executions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UsageCount {
+    pub executions: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub credits: i64,
+    pub rows: i64,
+}
+
+/// Usage of one period: in total, per local day (local midnight as epoch ms, ascending), per
+/// key and per asset (most executions first, then id).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageReport {
+    pub total: UsageCount,
+    pub by_day: Vec<(i64, UsageCount)>,
+    pub by_key: Vec<(i64, UsageCount)>,
+    pub by_asset: Vec<(String, UsageCount)>,
+}
+
+/// The metering projection's store (the analytics store: DuckDB or ClickHouse).
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Stores `rows` (skipping execution ids already stored) and `offsets` for `consumer`;
+    /// how many rows were new.
+    async fn write_usage(
+        &self,
+        consumer: &str,
+        rows: Vec<UsageRow>,
+        offsets: Vec<StoredOffset>,
+    ) -> StoreResult<usize>;
+    async fn usage_report(&self, q: &UsageQuery) -> StoreResult<UsageReport>;
+}
+
+/// One grouped row as the stores return it: (group, executions, succeeded, credits, rows).
+pub(crate) type Grouped<K> = (K, i64, i64, i64, i64);
+
+pub(crate) fn counted(executions: i64, succeeded: i64, credits: i64, rows: i64) -> UsageCount {
+    let executions = executions.max(0) as u64;
+    let succeeded = (succeeded.max(0) as u64).min(executions);
+    UsageCount {
+        executions,
+        succeeded,
+        failed: executions - succeeded,
+        credits,
+        rows,
+    }
+}
+
+/// Grouped rows in the report's order: most executions first, then the group.
+pub(crate) fn ranked<K: Ord + Clone>(rows: Vec<Grouped<K>>) -> Vec<(K, UsageCount)> {
+    let mut out: Vec<(K, UsageCount)> = rows
+        .into_iter()
+        .map(|(k, n, ok, c, r)| (k, counted(n, ok, c, r)))
+        .collect();
+    out.sort_by(|a, b| b.1.executions.cmp(&a.1.executions).then(a.0.cmp(&b.0)));
+    out
+}
+
+/// The sum of grouped counts (the total of a report is the sum of its days).
+pub(crate) fn summed(days: &[(i64, UsageCount)]) -> UsageCount {
+    days.iter().fold(UsageCount::default(), |mut t, (_, c)| {
+        t.executions += c.executions;
+        t.succeeded += c.succeeded;
+        t.failed += c.failed;
+        t.credits += c.credits;
+        t.rows += c.rows;
+        t
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_split_into_succeeded_and_failed() {
+        assert_eq!(
+            counted(5, 3, 30, 7),
+            UsageCount {
+                executions: 5,
+                succeeded: 3,
+                failed: 2,
+                credits: 30,
+                rows: 7
+            }
+        );
+    }
+
+    #[test]
+    fn groups_rank_by_executions_then_id() {
+        let r = ranked(vec![
+            ("b".to_string(), 2, 2, 0, 0),
+            ("a".into(), 2, 1, 0, 0),
+            ("c".into(), 5, 0, 0, 0),
+        ]);
+        let order: Vec<&str> = r.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(order, ["c", "a", "b"]);
+        assert_eq!(
+            summed(&[(1, r[0].1.clone()), (2, r[1].1.clone())]).executions,
+            7
+        );
+    }
+}
