@@ -1254,3 +1254,98 @@ pub async fn usage_suite<S: crate::UsageStore + AnalyticsWriter>(store: &S) {
         UsageCount::default()
     );
 }
+
+/// The rate-limit store's rules: a call takes a unit of every counter or of none, a window
+/// admits exactly its limit (also under concurrent calls), and a concurrency slot is held
+/// until released or expired.
+pub async fn limits_suite<S: crate::limits::LimitStore>(store: &S) {
+    use crate::limits::{fixed, DAY_MS, MINUTE_MS};
+    let ns = format!("t{}", uuid::Uuid::now_v7().simple());
+    let now = 10 * DAY_MS + 5_000;
+    let both = |t: i64| {
+        vec![
+            fixed(format!("{ns}:minute"), t, MINUTE_MS, 3),
+            fixed(format!("{ns}:day"), t, DAY_MS, 5),
+        ]
+    };
+    for n in 1..=3u64 {
+        assert_eq!(
+            store.take(&both(now), now).await.expect("take"),
+            Some(vec![n, n])
+        );
+    }
+    assert_eq!(
+        store.take(&both(now), now).await.expect("take"),
+        None,
+        "minute full"
+    );
+    assert_eq!(
+        store.counts(&both(now)).await.expect("counts"),
+        vec![3, 3],
+        "nothing taken"
+    );
+    let later = now + MINUTE_MS;
+    assert_eq!(
+        store.take(&both(later), later).await.expect("take"),
+        Some(vec![1, 4])
+    );
+    assert_eq!(
+        store.take(&both(later), later).await.expect("take"),
+        Some(vec![2, 5])
+    );
+    assert_eq!(
+        store.take(&both(later), later).await.expect("take"),
+        None,
+        "day full"
+    );
+    assert_eq!(
+        store.counts(&both(later)).await.expect("counts"),
+        vec![2, 5]
+    );
+
+    // Twenty at once against a limit of ten: exactly ten get through.
+    let race = vec![fixed(format!("{ns}:race"), now, MINUTE_MS, 10)];
+    let calls = (0..20).map(|_| store.take(&race, now));
+    let taken = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(Some(_))))
+        .count();
+    assert_eq!(taken, 10);
+
+    let key = format!("{ns}:concurrent");
+    let exp = now + 60_000;
+    assert!(store
+        .acquire(&key, &format!("{ns}-1"), 2, now, exp)
+        .await
+        .expect("1"));
+    assert!(store
+        .acquire(&key, &format!("{ns}-2"), 2, now, exp)
+        .await
+        .expect("2"));
+    assert!(!store
+        .acquire(&key, &format!("{ns}-3"), 2, now, exp)
+        .await
+        .expect("3"));
+    store.release(&format!("{ns}-1")).await.expect("release");
+    assert!(store
+        .acquire(&key, &format!("{ns}-3"), 2, now, exp)
+        .await
+        .expect("3 again"));
+    // Once the others' leases expire (a process that died), their slots are free.
+    let after = exp + 1;
+    assert!(store
+        .acquire(&key, &format!("{ns}-4"), 1, after, after + 60_000)
+        .await
+        .expect("4"));
+    let calls = (0..6).map(|i| {
+        let (key, id) = (format!("{ns}:five"), format!("{ns}-five-{i}"));
+        async move { store.acquire(&key, &id, 5, now, exp).await }
+    });
+    let slots = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(true)))
+        .count();
+    assert_eq!(slots, 5, "six at once on five slots: one refused");
+}

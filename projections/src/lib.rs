@@ -13,10 +13,13 @@ mod duck;
 mod duck_usage;
 pub mod execution_stats;
 pub mod group_commit;
+pub mod limits;
 pub mod metadata;
 pub mod money;
 #[cfg(feature = "postgres")]
 mod pg;
+#[cfg(feature = "postgres")]
+mod pg_limits;
 #[cfg(feature = "postgres")]
 mod pg_money;
 pub mod reference;

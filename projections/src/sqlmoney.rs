@@ -77,6 +77,21 @@ CREATE TABLE IF NOT EXISTS audit_log (
 );
 CREATE INDEX IF NOT EXISTS audit_by_company ON audit_log (company_id, at_ms);
 CREATE INDEX IF NOT EXISTS audit_by_target ON audit_log (target_company_id, at_ms);
+CREATE TABLE IF NOT EXISTS rate_counters (
+    counter_key TEXT NOT NULL,
+    window_start BIGINT NOT NULL,
+    n BIGINT NOT NULL,
+    lim BIGINT NOT NULL,
+    window_end BIGINT NOT NULL,
+    PRIMARY KEY (counter_key, window_start),
+    CHECK (n <= lim)
+);
+CREATE TABLE IF NOT EXISTS rate_leases (
+    lease_id TEXT PRIMARY KEY,
+    lease_key TEXT NOT NULL,
+    expires_at_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rate_leases_by_key ON rate_leases (lease_key, expires_at_ms);
 CREATE TABLE IF NOT EXISTS api_key_usage (
     api_key_id BIGINT PRIMARY KEY,
     use_count BIGINT NOT NULL,

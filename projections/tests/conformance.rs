@@ -1,7 +1,7 @@
 //! The embedded projection stores against the shared conformance suites.
 
 use projections::conformance::{
-    analytics_suite, audit_suite, metadata_suite, money_suite, usage_suite,
+    analytics_suite, audit_suite, limits_suite, metadata_suite, money_suite, usage_suite,
 };
 use projections::{DuckAnalytics, SqliteMetadata};
 
@@ -24,6 +24,11 @@ async fn sqlite_metadata_passes_conformance() {
     audit_suite(&store).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limits_pass_conformance() {
+    limits_suite(&projections::limits::MemoryLimits::default()).await;
+}
+
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_metadata_passes_conformance() {
@@ -37,6 +42,7 @@ async fn postgres_metadata_passes_conformance() {
     metadata_suite(&store).await;
     money_suite(&store).await;
     audit_suite(&store).await;
+    limits_suite(&store).await;
     store.drop_namespace(&ns).await.expect("drop schema");
 }
 

@@ -1,0 +1,155 @@
+//! The rate-limit engine's counters and leases on Postgres (see `limits.rs`), shared by every
+//! process of a deployment, so a limit is exact across nodes.
+//!
+//! Taking a call's counters is one statement: an upsert of every counter (in key order, so two
+//! calls never wait on each other in a cycle) adding one. A counter past its limit fails the
+//! row's `CHECK (n <= lim)`, which aborts the whole statement: nothing is taken. A
+//! concurrency slot is a lease row, taken under a transaction-scoped advisory lock on its key
+//! (so two calls never both take the last slot) and expiring by itself.
+
+use crate::limits::{Counter, LimitStore};
+use crate::pg::PgMetadata;
+use crate::{StoreError, StoreResult};
+use async_trait::async_trait;
+use sqlx::Row;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+fn sql_err(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+const CHECK_VIOLATION: &str = "23514";
+
+/// Takes between cleanups of the windows and leases that are over.
+const CLEANUP_EVERY: u64 = 1000;
+static TAKES: AtomicU64 = AtomicU64::new(0);
+
+impl PgMetadata {
+    async fn cleanup_limits(&self, now_ms: i64) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let _ = sqlx::query(
+                "WITH l AS (DELETE FROM rate_leases WHERE expires_at_ms < $1) \
+                 DELETE FROM rate_counters WHERE window_end < $1",
+            )
+            .bind(now_ms)
+            .execute(&pool)
+            .await;
+        });
+    }
+}
+
+fn sorted(counters: &[Counter]) -> Vec<&Counter> {
+    let mut v: Vec<&Counter> = counters.iter().collect();
+    v.sort_by(|a, b| a.key.cmp(&b.key).then(a.start_ms.cmp(&b.start_ms)));
+    v
+}
+
+#[async_trait]
+impl LimitStore for PgMetadata {
+    async fn take(&self, counters: &[Counter], now_ms: i64) -> StoreResult<Option<Vec<u64>>> {
+        if counters.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        if TAKES.fetch_add(1, Ordering::Relaxed) % CLEANUP_EVERY == 0 {
+            self.cleanup_limits(now_ms).await;
+        }
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "INSERT INTO rate_counters (counter_key, window_start, n, lim, window_end) ",
+        );
+        q.push_values(sorted(counters), |mut b, c| {
+            b.push_bind(c.key.clone())
+                .push_bind(c.start_ms)
+                .push_bind(1_i64)
+                .push_bind(c.limit.min(i64::MAX as u64) as i64)
+                .push_bind(c.end_ms);
+        });
+        q.push(
+            " ON CONFLICT (counter_key, window_start) DO UPDATE SET n = rate_counters.n + 1, \
+             lim = EXCLUDED.lim RETURNING counter_key, window_start, n",
+        );
+        let rows = match q.build().fetch_all(&self.pool).await {
+            Ok(rows) => rows,
+            Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some(CHECK_VIOLATION) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(sql_err(e)),
+        };
+        let mut after = std::collections::HashMap::new();
+        for r in rows {
+            let key: String = r.try_get("counter_key").map_err(sql_err)?;
+            let start: i64 = r.try_get("window_start").map_err(sql_err)?;
+            let n: i64 = r.try_get("n").map_err(sql_err)?;
+            after.insert((key, start), n.max(0) as u64);
+        }
+        Ok(Some(
+            counters
+                .iter()
+                .map(|c| {
+                    after
+                        .get(&(c.key.clone(), c.start_ms))
+                        .copied()
+                        .unwrap_or(0)
+                })
+                .collect(),
+        ))
+    }
+
+    async fn counts(&self, counters: &[Counter]) -> StoreResult<Vec<u64>> {
+        let mut out = Vec::with_capacity(counters.len());
+        for c in counters {
+            let n: Option<i64> = sqlx::query_scalar(
+                "SELECT n FROM rate_counters WHERE counter_key = $1 AND window_start = $2",
+            )
+            .bind(&c.key)
+            .bind(c.start_ms)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_err)?;
+            out.push(n.unwrap_or(0).max(0) as u64);
+        }
+        Ok(out)
+    }
+
+    async fn acquire(
+        &self,
+        key: &str,
+        lease_id: &str,
+        max: u64,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(sql_err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err)?;
+        // A new statement, so a new snapshot: every lease committed by the lock's previous
+        // holders is counted.
+        let taken = sqlx::query(
+            "INSERT INTO rate_leases (lease_id, lease_key, expires_at_ms) SELECT $1, $2, $3 \
+             WHERE (SELECT count(*) FROM rate_leases WHERE lease_key = $2 AND expires_at_ms > $4) < $5",
+        )
+        .bind(lease_id)
+        .bind(key)
+        .bind(expires_ms)
+        .bind(now_ms)
+        .bind(max.min(i64::MAX as u64) as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err)?
+        .rows_affected();
+        tx.commit().await.map_err(sql_err)?;
+        Ok(taken == 1)
+    }
+
+    async fn release(&self, lease_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM rate_leases WHERE lease_id = $1")
+            .bind(lease_id)
+            .execute(&self.pool)
+            .await
+            .map_err(sql_err)?;
+        Ok(())
+    }
+}
