@@ -218,6 +218,16 @@ async fn run(source: &str, backend_env: Vec<(&'static str, String)>) -> Figures 
         .await
         .unwrap_or_else(|e| panic!("top up: {e}"));
     assert_eq!(r.status().as_u16(), 201);
+    // Enterprise: no per-minute or per-day limit, and room for 32 calls in flight (the
+    // limits are still checked on every call).
+    let (s, b) = op
+        .send(
+            reqwest::Method::PUT,
+            &format!("/companies/{buyer_id}/subscription"),
+            Some(&json!({"plan": "enterprise"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
 
     let path = "/analyze/acme/assets/one-row";
     let url = format!("{}{path}", op.base);

@@ -150,6 +150,9 @@ pub struct Backends {
     /// The money path's store: the embedded store batches in its own writer thread; the
     /// Postgres one has `GroupCommit` in front of it.
     pub money: Arc<dyn projections::MoneyStore>,
+    /// Rate-limit counters and concurrency slots: in memory for one embedded process, in
+    /// Postgres for every process of a deployment.
+    pub limits: Arc<dyn projections::limits::LimitStore>,
     close_log: Closer,
 }
 
@@ -215,10 +218,14 @@ async fn open_analytics(
     }
 }
 
-async fn open_metadata(
-    plan: &MetadataPlan,
-    s: &Settings,
-) -> anyhow::Result<(Arc<dyn MetadataStore>, Arc<dyn projections::MoneyStore>)> {
+/// The metadata store, the money path's store and the rate-limit store it implies.
+type MetadataStores = (
+    Arc<dyn MetadataStore>,
+    Arc<dyn projections::MoneyStore>,
+    Arc<dyn projections::limits::LimitStore>,
+);
+
+async fn open_metadata(plan: &MetadataPlan, s: &Settings) -> anyhow::Result<MetadataStores> {
     match plan {
         MetadataPlan::Sqlite(path) => {
             if let Some(parent) = path.parent() {
@@ -229,7 +236,8 @@ async fn open_metadata(
                     .await
                     .context("opening the metadata store")?,
             );
-            Ok((store.clone(), store))
+            let limits = Arc::new(projections::limits::MemoryLimits::default());
+            Ok((store.clone(), store, limits))
         }
         #[cfg(feature = "postgres")]
         MetadataPlan::Postgres(url) => {
@@ -239,7 +247,7 @@ async fn open_metadata(
                     .context("opening the Postgres metadata store")?,
             );
             let money = Arc::new(projections::group_commit::GroupCommit::new(store.clone()));
-            Ok((store, money))
+            Ok((store.clone(), money, store))
         }
         #[cfg(not(feature = "postgres"))]
         MetadataPlan::Postgres(_) => {
@@ -269,12 +277,13 @@ impl Backends {
             log.create_topic(&s.topic(name), partitions).await?;
         }
         let analytics = open_analytics(&plan.analytics, s).await?;
-        let (metadata, money) = open_metadata(&plan.metadata, s).await?;
+        let (metadata, money, limits) = open_metadata(&plan.metadata, s).await?;
         Ok(Self {
             log,
             analytics,
             metadata,
             money,
+            limits,
             close_log,
         })
     }

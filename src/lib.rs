@@ -468,6 +468,7 @@ async fn ingest_state(
             .with_sources(Arc::new(registry))
             .with_money(b.money.clone())
             .with_usage(b.analytics.clone())
+            .with_limits(b.limits.clone())
             .with_sessions(b.metadata.clone())
             .with_audit(b.metadata.clone()),
     );

@@ -92,6 +92,10 @@ pub struct IngestState {
     pub audit: Option<Arc<dyn projections::AuditStore>>,
     /// The metering projection (`GET …/requests/usage`).
     pub usage: Option<Arc<dyn projections::UsageStore>>,
+    /// Where the plan limits are counted (`market::limits`).
+    pub limits: Option<Arc<dyn projections::limits::LimitStore>>,
+    /// Each company's plan and period start, with when it was read.
+    plans: DashMap<String, (Instant, (&'static projections::reference::Plan, i64))>,
     /// Failed sign-ins per client IP (times in ms), for the login limit.
     login_failures: DashMap<std::net::IpAddr, Vec<i64>>,
     /// What executions looked up, per (company handle, asset slug), briefly.
@@ -129,6 +133,8 @@ impl IngestState {
             sessions: None,
             audit: None,
             usage: None,
+            limits: None,
+            plans: DashMap::new(),
             login_failures: DashMap::new(),
         }
     }
@@ -142,6 +148,12 @@ impl IngestState {
     /// Lets company admins read the audit trail.
     pub fn with_audit(mut self, audit: Arc<dyn projections::AuditStore>) -> Self {
         self.audit = Some(audit);
+        self
+    }
+
+    /// Counts the plan limits of executions in `limits`.
+    pub fn with_limits(mut self, limits: Arc<dyn projections::limits::LimitStore>) -> Self {
+        self.limits = Some(limits);
         self
     }
 

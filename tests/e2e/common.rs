@@ -230,6 +230,18 @@ impl Client {
         (id, self.with_key(key))
     }
 
+    /// Puts `company` on `plan` (as the operator).
+    pub async fn subscribe(&self, company: &str, plan: &str) {
+        let (s, b) = self
+            .send(
+                reqwest::Method::PUT,
+                &format!("/companies/{company}/subscription"),
+                Some(&json!({ "plan": plan })),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+
     /// Runs first-run setup and keeps the returned key.
     pub async fn setup(&mut self) {
         let (status, body) = self

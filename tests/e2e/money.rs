@@ -673,6 +673,8 @@ async fn fifty_concurrent_executions_never_overdraw() {
         .await;
     assert_eq!(s, 201);
     assert_eq!(top_up(&m.op, &m.buyer_id, 70, "ten-runs").await.0, 201);
+    // Fifty calls in flight at once: more than Starter's five concurrent.
+    m.op.subscribe(&m.buyer_id, "enterprise").await;
     let calls = (0..50).map(|_| {
         let c = m.buyer.clone();
         async move { c.get("/analyze/acme/assets/one-row").await.0 }
@@ -888,4 +890,107 @@ async fn sqlite_files_are_sources_read_only_and_confined_to_the_root() {
         before,
         "the file is byte-for-byte unchanged"
     );
+}
+
+/// An execution's answer: status, the `X-RateLimit-*` and `Retry-After` headers, the body.
+async fn limited(c: &Client, path: &str) -> (u16, [Option<i64>; 4], Value) {
+    let r = c
+        .req(reqwest::Method::GET, path)
+        .send()
+        .await
+        .expect("send");
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    let h = [
+        header("x-ratelimit-limit"),
+        header("x-ratelimit-remaining"),
+        header("x-ratelimit-reset"),
+        header("retry-after"),
+    ];
+    let s = r.status().as_u16();
+    (s, h, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starter_key_gets_sixty_a_minute_and_five_at_once() {
+    let Some(url) = source_url() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (m, conn) = market(dir.path(), &url).await;
+    for (name, sql) in [
+        ("Tiny", "SELECT 1 AS one"),
+        ("Slow", "SELECT pg_sleep(0.6) IS NULL AS slept"),
+    ] {
+        let (s, b) = create_asset(
+            &m,
+            json!({"name": name, "connection_id": conn, "visibility": "PRIVATE", "sql_logic": sql}),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+    }
+    // Sixty calls inside one minute window (started early enough in it), then a refusal.
+    let second = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() % 60)
+            .unwrap_or(0)
+    };
+    while second(std::time::SystemTime::now()) > 30 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    for n in 1..=60 {
+        let (s, h, b) = limited(&m.seller, "/analyze/acme/assets/tiny").await;
+        assert_eq!(s, 200, "call {n}: {b}");
+        assert_eq!((h[0], h[1]), (Some(60), Some(60 - n)), "call {n}");
+        assert!(h[2].is_some_and(|reset| reset % 60 == 0), "{h:?}");
+    }
+    let (s, h, b) = limited(&m.seller, "/analyze/acme/assets/tiny").await;
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (429, json!("rate_limited")),
+        "{b}"
+    );
+    assert_eq!(b["error"]["details"]["limit"], "minute", "{b}");
+    assert_eq!((h[0], h[1]), (Some(60), Some(0)));
+    assert!(
+        h[3].is_some_and(|secs| (1..=60).contains(&secs)),
+        "Retry-After: {h:?}"
+    );
+
+    // Another key of the same company has its own minute; six at once on five slots.
+    let (s, b) = m
+        .seller
+        .post(
+            &format!("/companies/{}/api-keys", m.seller_id),
+            &json!({"name": "second"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let second_key = m.seller.with_key(b["data"]["key"].as_str().expect("key"));
+    let calls = (0..6).map(|_| {
+        let c = second_key.clone();
+        async move { limited(&c, "/analyze/acme/assets/slow").await }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let codes: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(codes.iter().filter(|s| **s == 200).count(), 5, "{codes:?}");
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|a| a.0 == 429)
+        .map(|a| &a.2)
+        .collect();
+    assert_eq!(refused.len(), 1, "{codes:?}");
+    assert_eq!(
+        refused[0]["error"]["details"]["limit"], "concurrent",
+        "{}",
+        refused[0]
+    );
+    // The slots are given back: the next call runs.
+    let (s, _, b) = limited(&second_key, "/analyze/acme/assets/slow").await;
+    assert_eq!(s, 200, "{b}");
+    m.app.shutdown().await.expect("shutdown");
 }

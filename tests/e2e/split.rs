@@ -362,6 +362,8 @@ async fn two_ingest_processes_never_overdraw_a_balance() {
     op.setup().await;
     let (seller_id, seller) = op.company("acme").await;
     let (buyer_id, buyer_a) = op.company("globex").await;
+    // Fifty calls in flight at once: more than Starter's five concurrent.
+    op.subscribe(&buyer_id, "enterprise").await;
     let (s, b) = seller
         .post(
             &format!("/companies/{seller_id}/connections"),
@@ -432,6 +434,32 @@ async fn two_ingest_processes_never_overdraw_a_balance() {
     assert_eq!((ok, short), (10, 40), "{answers:?}");
     let (_, c) = buyer_b.get(&format!("/companies/{buyer_id}")).await;
     assert_eq!(c["data"]["credits_balance"], 0, "{c}");
+
+    // The seller's Starter key runs its own asset through both processes: sixty in a
+    // minute across the two, then a refusal from either (the counters are in Postgres).
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() % 60)
+        .unwrap_or(0)
+        > 30
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut seller_b = seller.clone();
+    seller_b.base = format!("http://127.0.0.1:{port_b}");
+    for n in 0..60 {
+        let c = if n % 2 == 0 { &seller } else { &seller_b };
+        let (s, b) = c.get("/analyze/acme/assets/one-row").await;
+        assert_eq!(s, 200, "call {n}: {b}");
+    }
+    for c in [&seller, &seller_b] {
+        let (s, b) = c.get("/analyze/acme/assets/one-row").await;
+        assert_eq!(
+            (s, b["error"]["code"].clone()),
+            (429, json!("rate_limited")),
+            "{b}"
+        );
+    }
     // Both relays drain, then the books agree.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let r = tally::reconcile(&test_settings(dir.path()))

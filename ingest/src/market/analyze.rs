@@ -500,7 +500,11 @@ pub async fn get(
 ) -> ApiResult<Response> {
     let format = q.get("format").cloned().unwrap_or_else(|| "json".into());
     let key = idempotency_key(&headers);
-    execute(
+    let admitted = match super::limits::admit(&s, &caller).await {
+        Ok(a) => a,
+        Err(refused) => return Ok(refused),
+    };
+    let out = execute(
         &s,
         &caller,
         &handle,
@@ -509,7 +513,8 @@ pub async fn get(
         &format,
         key.as_deref(),
     )
-    .await
+    .await;
+    Ok(super::limits::finish(admitted, out))
 }
 
 /// `POST /analyze/{company_handle}/assets/{asset_slug}`: `{"params": {...}}`.
@@ -523,16 +528,13 @@ pub async fn post(
 ) -> ApiResult<Response> {
     let format = q.get("format").cloned().unwrap_or_else(|| "json".into());
     let key = idempotency_key(&headers);
-    execute(
-        &s,
-        &caller,
-        &handle,
-        &slug,
-        body_params(&body)?,
-        &format,
-        key.as_deref(),
-    )
-    .await
+    let params = body_params(&body)?;
+    let admitted = match super::limits::admit(&s, &caller).await {
+        Ok(a) => a,
+        Err(refused) => return Ok(refused),
+    };
+    let out = execute(&s, &caller, &handle, &slug, params, &format, key.as_deref()).await;
+    Ok(super::limits::finish(admitted, out))
 }
 
 #[cfg(test)]

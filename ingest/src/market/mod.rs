@@ -11,6 +11,7 @@ pub mod companies;
 pub mod connections;
 pub mod favorites;
 pub mod keys;
+pub mod limits;
 pub mod money;
 pub mod params;
 pub mod plans;

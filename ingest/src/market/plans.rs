@@ -115,7 +115,7 @@ pub async fn put(
 }
 
 /// The plan and period of `c`: (plan, first period start).
-fn effective(c: &Company) -> (&'static Plan, i64) {
+pub(crate) fn effective(c: &Company) -> (&'static Plan, i64) {
     match &c.subscription {
         Some(s) => (
             plan(&s.plan_id).unwrap_or(default_plan(c.state.is_operator)),

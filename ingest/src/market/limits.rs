@@ -1,0 +1,225 @@
+//! The plan's limits on executions (seed `004`): per key (or signed-in user) per minute and per
+//! day, calls in flight at once, and the company's monthly allocation. The rules are
+//! `projections::limits` (pure) and the counts live in its `LimitStore` (in memory on the
+//! embedded backends, in Postgres across every process otherwise). Every answer of
+//! `/analyze` carries `X-RateLimit-Limit`, `-Remaining` and `-Reset` (epoch seconds) of the
+//! tightest window; a `429` says which limit refused (`rate_limited`, or `quota_exceeded` for
+//! the monthly allocation) with `Retry-After`.
+
+use super::plans::{current_period, effective};
+use super::*;
+use crate::commands::now_ms;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use projections::limits::{
+    fixed, refusing, retry_after_secs, tightest, Counter, LimitStore, Standing, DAY_MS, MINUTE_MS,
+};
+use projections::reference::Plan;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use web::Caller;
+
+/// How long a company's plan is remembered between reads of the metadata store.
+const PLAN_TTL: Duration = Duration::from_secs(1);
+
+/// A call let through: its standing for the headers and the concurrency slot it holds.
+pub(crate) struct Admitted {
+    store: Arc<dyn LimitStore>,
+    standing: Option<Standing>,
+    lease: Option<String>,
+}
+
+/// Who a per-key limit counts: the key, or the user of a dashboard session.
+fn subject(caller: &Caller) -> String {
+    if caller.api_key_id > 0 {
+        format!("key:{}", caller.api_key_id)
+    } else {
+        format!("user:{}", caller.user_id)
+    }
+}
+
+/// The counters of one call under `plan` (period from `period_start_ms`).
+pub(crate) fn counters(
+    plan: &Plan,
+    period_start_ms: i64,
+    who: &str,
+    company_id: &str,
+    now: i64,
+) -> Vec<Counter> {
+    let mut out = Vec::new();
+    if let Some(n) = plan.requests_per_minute {
+        out.push(fixed(format!("{who}:minute"), now, MINUTE_MS, n.into()));
+    }
+    if let Some(n) = plan.requests_per_day {
+        out.push(fixed(format!("{who}:day"), now, DAY_MS, n.into()));
+    }
+    if let Some(n) = plan.monthly_requests {
+        let (start_ms, end_ms) = current_period(period_start_ms, now);
+        out.push(Counter {
+            key: format!("company:{company_id}:month"),
+            start_ms,
+            end_ms,
+            limit: n,
+        });
+    }
+    out
+}
+
+async fn plan_of(s: &IngestState, company_id: &str) -> ApiResult<(&'static Plan, i64)> {
+    if let Some(hit) = s.plans.get(company_id) {
+        if hit.0.elapsed() < PLAN_TTL {
+            return Ok(hit.1);
+        }
+    }
+    let c = s
+        .metadata
+        .company(company_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such company"))?;
+    let (plan, start) = effective(&c);
+    if s.plans.len() > 10_000 {
+        s.plans.clear();
+    }
+    s.plans
+        .insert(company_id.to_string(), (Instant::now(), (plan, start)));
+    Ok((plan, start))
+}
+
+fn with_headers(mut resp: Response, standing: Option<&Standing>) -> Response {
+    if let Some(st) = standing {
+        let h = resp.headers_mut();
+        h.insert("x-ratelimit-limit", HeaderValue::from(st.limit));
+        h.insert("x-ratelimit-remaining", HeaderValue::from(st.remaining));
+        h.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from(st.reset_ms.div_euclid(1000)),
+        );
+    }
+    resp
+}
+
+fn refused(code: &'static str, what: &str, limit: u64, reset_ms: i64, now: i64) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        code,
+        format!("the {what} limit of {limit} is reached"),
+    )
+    .with_details(json!({ "limit": what, "limit_value": limit, "reset": rfc3339(reset_ms) }));
+    e.retry_after_secs = Some(retry_after_secs(now, reset_ms));
+    e
+}
+
+/// Lets the call through (taking its units and a concurrency slot) or answers the `429`.
+pub(crate) async fn admit(s: &IngestState, caller: &Caller) -> Result<Option<Admitted>, Response> {
+    let Some(store) = s.limits.clone() else {
+        return Ok(None);
+    };
+    let now = now_ms();
+    let (plan, start) = plan_of(s, &caller.company_id)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let who = subject(caller);
+    let lease = uuid::Uuid::now_v7().to_string();
+    // A slot outlives the longest execution, so only a process that died leaves one behind.
+    let timeout = s
+        .sources
+        .as_ref()
+        .map_or(Duration::from_secs(10), |r| r.config().execution_timeout);
+    let hold_until = now + timeout.as_millis() as i64 + 30_000;
+    let slot = store
+        .acquire(
+            &format!("{who}:concurrent"),
+            &lease,
+            plan.concurrent_requests.into(),
+            now,
+            hold_until,
+        )
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    if !slot {
+        let e = refused(
+            "rate_limited",
+            "concurrent",
+            plan.concurrent_requests.into(),
+            now + 1000,
+            now,
+        );
+        return Err(e.into_response());
+    }
+    let counters = counters(plan, start, &who, &caller.company_id, now);
+    let taken = match store.take(&counters, now).await {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = store.release(&lease).await;
+            return Err(ApiError::from(e).into_response());
+        }
+    };
+    let Some(counts) = taken else {
+        let _ = store.release(&lease).await;
+        let counts = store
+            .counts(&counters)
+            .await
+            .map_err(|e| ApiError::from(e).into_response())?;
+        let full = refusing(&counters, &counts).unwrap_or(&counters[0]);
+        let what = full.key.rsplit(':').next().unwrap_or("rate");
+        let code = if what == "month" {
+            "quota_exceeded"
+        } else {
+            "rate_limited"
+        };
+        let standing = Standing {
+            key: full.key.clone(),
+            limit: full.limit,
+            remaining: 0,
+            reset_ms: full.end_ms,
+        };
+        let e = refused(code, what, full.limit, full.end_ms, now);
+        return Err(with_headers(e.into_response(), Some(&standing)));
+    };
+    Ok(Some(Admitted {
+        standing: tightest(&counters, &counts),
+        store,
+        lease: Some(lease),
+    }))
+}
+
+/// The call's answer (or error) with its headers; its concurrency slot is given back.
+pub(crate) fn finish(admitted: Option<Admitted>, out: ApiResult<Response>) -> Response {
+    let resp = out.unwrap_or_else(IntoResponse::into_response);
+    let Some(a) = admitted else {
+        return resp;
+    };
+    if let Some(lease) = a.lease.clone() {
+        let store = a.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.release(&lease).await {
+                tracing::warn!(error = %e, "cannot release a concurrency slot; it expires by itself");
+            }
+        });
+    }
+    with_headers(resp, a.standing.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_starter_call_counts_its_minute_day_and_month() {
+        let plan =
+            projections::reference::plan("starter").unwrap_or(&projections::reference::PLANS[0]);
+        let c = counters(plan, 0, "key:7", "acme", 90_000);
+        let keys: Vec<&str> = c.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, ["key:7:minute", "key:7:day", "company:acme:month"]);
+        assert_eq!(
+            (c[0].start_ms, c[0].end_ms, c[0].limit),
+            (60_000, 120_000, 60)
+        );
+        let enterprise =
+            projections::reference::plan("enterprise").unwrap_or(&projections::reference::PLANS[2]);
+        assert!(
+            counters(enterprise, 0, "key:7", "acme", 0).is_empty(),
+            "unlimited"
+        );
+    }
+}
