@@ -239,6 +239,22 @@ fn insert_events(conn: &Connection, events: Vec<StoredEvent>) -> StoreResult<usi
     Ok(inserted)
 }
 
+/// Stores `consumer`'s offsets inside the transaction that wrote the rows they cover.
+pub(crate) fn store_offsets(
+    tx: &Connection,
+    consumer: &str,
+    offsets: Vec<StoredOffset>,
+) -> StoreResult<()> {
+    for o in offsets {
+        tx.execute(
+            "INSERT OR REPLACE INTO projection_offsets VALUES (?, ?, ?, ?)",
+            params![consumer, o.topic, o.partition, o.next_offset],
+        )
+        .map_err(db_err)?;
+    }
+    Ok(())
+}
+
 fn count(conn: &Connection, sql: &str, params: &[Value]) -> StoreResult<u64> {
     conn.prepare(sql)
         .map_err(db_err)?
@@ -259,13 +275,7 @@ impl AnalyticsWriter for DuckAnalytics {
         self.with_writer(move |conn| {
             let tx = conn.transaction().map_err(db_err)?;
             let inserted = insert_events(&tx, events)?;
-            for o in offsets {
-                tx.execute(
-                    "INSERT OR REPLACE INTO projection_offsets VALUES (?, ?, ?, ?)",
-                    params![consumer, o.topic, o.partition, o.next_offset],
-                )
-                .map_err(db_err)?;
-            }
+            store_offsets(&tx, &consumer, offsets)?;
             tx.commit().map_err(db_err)?;
             Ok(inserted)
         })

@@ -1,7 +1,7 @@
 //! Metered usage on DuckDB (see `usage.rs`): the `usage` table beside the events, written in
 //! one transaction with the metering consumer's offsets, read with the buyer's local days.
 
-use crate::duck::{db_err, duck_offset_sql, DuckAnalytics};
+use crate::duck::{db_err, duck_offset_sql, store_offsets, DuckAnalytics};
 use crate::usage::*;
 use crate::{StoreResult, StoredOffset};
 use async_trait::async_trait;
@@ -128,13 +128,7 @@ impl UsageStore for DuckAnalytics {
         self.with_writer(move |conn| {
             let tx = conn.transaction().map_err(db_err)?;
             let inserted = insert_usage(&tx, rows)?;
-            for o in offsets {
-                tx.execute(
-                    "INSERT OR REPLACE INTO projection_offsets VALUES (?, ?, ?, ?)",
-                    params![consumer, o.topic, o.partition, o.next_offset],
-                )
-                .map_err(db_err)?;
-            }
+            store_offsets(&tx, &consumer, offsets)?;
             tx.commit().map_err(db_err)?;
             Ok(inserted)
         })

@@ -36,6 +36,8 @@ pub struct PgMetadata {
     pub(crate) hold_pool: PgPool,
     /// Settlements' connections: generic plans, `synchronous_commit = off` (see `pg_money`).
     pub(crate) settle_pool: PgPool,
+    /// The rate limits' connections: `synchronous_commit = off` (see `pg_limits`).
+    pub(crate) limits_pool: PgPool,
     /// Postgres has row locks: no process-wide writer lock.
     writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
@@ -57,6 +59,8 @@ impl PgMetadata {
         let hold_pool = pool_options(4).connect_lazy_with(generic.clone());
         let settle_pool =
             pool_options(4).connect_lazy_with(generic.options([("synchronous_commit", "off")]));
+        let limits_pool = pool_options(4)
+            .connect_lazy_with(opts.clone().options([("synchronous_commit", "off")]));
         // Processes of one deployment start together: an advisory lock serializes their
         // migrations (concurrent CREATE … IF NOT EXISTS can still collide in Postgres).
         let prelude = format!(
@@ -71,6 +75,7 @@ impl PgMetadata {
             pool,
             hold_pool,
             settle_pool,
+            limits_pool,
             writer: None,
         })
     }

@@ -3,9 +3,16 @@
 //!
 //! Taking a call's counters is one statement: an upsert of every counter (in key order, so two
 //! calls never wait on each other in a cycle) adding one. A counter past its limit fails the
-//! row's `CHECK (n <= lim)`, which aborts the whole statement: nothing is taken. A
-//! concurrency slot is a lease row, taken under a transaction-scoped advisory lock on its key
-//! (so two calls never both take the last slot) and expiring by itself.
+//! row's `CHECK (n <= lim)`, which aborts the whole statement: nothing is taken. A key's
+//! concurrency slots are rows (`rate_slots`, made on first use); taking one is one statement
+//! that claims a free or expired slot with `FOR UPDATE SKIP LOCKED`, so calls never wait on
+//! each other and two never hold the same slot; a slot left by a dead process expires.
+//!
+//! These statements run on connections with `synchronous_commit = off`: a limit is not money,
+//! and a count lost with a crash of the Postgres server only lets a few calls more through,
+//! while a WAL flush per call would put every call of a key in single file behind the
+//! counter's row lock (measured: 593 executions/s instead of 1,767 with one transaction per
+//! slot).
 
 use crate::limits::{Counter, LimitStore};
 use crate::pg::PgMetadata;
@@ -28,13 +35,10 @@ impl PgMetadata {
     async fn cleanup_limits(&self, now_ms: i64) {
         let pool = self.pool.clone();
         tokio::spawn(async move {
-            let _ = sqlx::query(
-                "WITH l AS (DELETE FROM rate_leases WHERE expires_at_ms < $1) \
-                 DELETE FROM rate_counters WHERE window_end < $1",
-            )
-            .bind(now_ms)
-            .execute(&pool)
-            .await;
+            let _ = sqlx::query("DELETE FROM rate_counters WHERE window_end < $1")
+                .bind(now_ms)
+                .execute(&pool)
+                .await;
         });
     }
 }
@@ -68,7 +72,7 @@ impl LimitStore for PgMetadata {
             " ON CONFLICT (counter_key, window_start) DO UPDATE SET n = rate_counters.n + 1, \
              lim = EXCLUDED.lim RETURNING counter_key, window_start, n",
         );
-        let rows = match q.build().fetch_all(&self.pool).await {
+        let rows = match q.build().fetch_all(&self.limits_pool).await {
             Ok(rows) => rows,
             Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some(CHECK_VIOLATION) => {
                 return Ok(None)
@@ -119,35 +123,47 @@ impl LimitStore for PgMetadata {
         now_ms: i64,
         expires_ms: i64,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(sql_err)?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        let max = max.min(i64::MAX as u64) as i64;
+        for attempt in 0..2 {
+            let taken = sqlx::query(
+                "UPDATE rate_slots SET lease_id = $1, expires_at_ms = $2 \
+                 WHERE (slot_key, slot_no) = (SELECT slot_key, slot_no FROM rate_slots \
+                     WHERE slot_key = $3 AND slot_no <= $4 AND expires_at_ms <= $5 \
+                     ORDER BY slot_no LIMIT 1 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(lease_id)
+            .bind(expires_ms)
             .bind(key)
-            .execute(&mut *tx)
+            .bind(max)
+            .bind(now_ms)
+            .execute(&self.limits_pool)
             .await
-            .map_err(sql_err)?;
-        // A new statement, so a new snapshot: every lease committed by the lock's previous
-        // holders is counted.
-        let taken = sqlx::query(
-            "INSERT INTO rate_leases (lease_id, lease_key, expires_at_ms) SELECT $1, $2, $3 \
-             WHERE (SELECT count(*) FROM rate_leases WHERE lease_key = $2 AND expires_at_ms > $4) < $5",
-        )
-        .bind(lease_id)
-        .bind(key)
-        .bind(expires_ms)
-        .bind(now_ms)
-        .bind(max.min(i64::MAX as u64) as i64)
-        .execute(&mut *tx)
-        .await
-        .map_err(sql_err)?
-        .rows_affected();
-        tx.commit().await.map_err(sql_err)?;
-        Ok(taken == 1)
+            .map_err(sql_err)?
+            .rows_affected();
+            if taken == 1 {
+                return Ok(true);
+            }
+            if attempt == 0 {
+                // The key's slots may not exist yet (first use, or a larger plan). A call
+                // that finds them being made waits for them, then tries again.
+                sqlx::query(
+                    "INSERT INTO rate_slots (slot_key, slot_no, lease_id, expires_at_ms) \
+                     SELECT $1, g, '', 0 FROM generate_series(1, $2) AS g ON CONFLICT DO NOTHING",
+                )
+                .bind(key)
+                .bind(max)
+                .execute(&self.limits_pool)
+                .await
+                .map_err(sql_err)?;
+            }
+        }
+        Ok(false)
     }
 
     async fn release(&self, lease_id: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM rate_leases WHERE lease_id = $1")
+        sqlx::query("UPDATE rate_slots SET expires_at_ms = 0 WHERE lease_id = $1")
             .bind(lease_id)
-            .execute(&self.pool)
+            .execute(&self.limits_pool)
             .await
             .map_err(sql_err)?;
         Ok(())

@@ -86,12 +86,13 @@ CREATE TABLE IF NOT EXISTS rate_counters (
     PRIMARY KEY (counter_key, window_start),
     CHECK (n <= lim)
 );
-CREATE TABLE IF NOT EXISTS rate_leases (
-    lease_id TEXT PRIMARY KEY,
-    lease_key TEXT NOT NULL,
-    expires_at_ms BIGINT NOT NULL
+CREATE TABLE IF NOT EXISTS rate_slots (
+    slot_key TEXT NOT NULL,
+    slot_no BIGINT NOT NULL,
+    lease_id TEXT NOT NULL,
+    expires_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (slot_key, slot_no)
 );
-CREATE INDEX IF NOT EXISTS rate_leases_by_key ON rate_leases (lease_key, expires_at_ms);
 CREATE TABLE IF NOT EXISTS api_key_usage (
     api_key_id BIGINT PRIMARY KEY,
     use_count BIGINT NOT NULL,
