@@ -546,7 +546,7 @@ async fn spawn_stages(
             StageName::Metering => tokio::spawn(run_stage(
                 b.log.clone(),
                 MeteringStage::new(b.analytics.clone(), s.topic(topics::USAGE)),
-                runner_config(s, METERING, sole_member, 10_000, 20),
+                runner_config(s, METERING, sole_member, 10_000, 200),
                 stop.clone(),
             )),
         };
