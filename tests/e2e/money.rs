@@ -992,5 +992,32 @@ async fn a_starter_key_gets_sixty_a_minute_and_five_at_once() {
     // The slots are given back: the next call runs.
     let (s, _, b) = limited(&second_key, "/analyze/acme/assets/slow").await;
     assert_eq!(s, 200, "{b}");
+    // A slot is free again before its answer arrives: five callers that each send their
+    // next call on the answer of the last never exceed five in flight.
+    let (s, b) = m
+        .seller
+        .post(
+            &format!("/companies/{}/api-keys", m.seller_id),
+            &json!({"name": "third"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let third = m.seller.with_key(b["data"]["key"].as_str().expect("key"));
+    let workers = (0..5).map(|_| {
+        let c = third.clone();
+        async move {
+            let mut codes = Vec::new();
+            for _ in 0..6 {
+                codes.push(limited(&c, "/analyze/acme/assets/tiny").await.0);
+            }
+            codes
+        }
+    });
+    let codes: Vec<u16> = futures::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(codes.iter().all(|s| *s == 200), "{codes:?}");
     m.app.shutdown().await.expect("shutdown");
 }

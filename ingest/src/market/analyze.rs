@@ -514,7 +514,7 @@ pub async fn get(
         key.as_deref(),
     )
     .await;
-    Ok(super::limits::finish(admitted, out))
+    Ok(super::limits::finish(admitted, out).await)
 }
 
 /// `POST /analyze/{company_handle}/assets/{asset_slug}`: `{"params": {...}}`.
@@ -534,7 +534,7 @@ pub async fn post(
         Err(refused) => return Ok(refused),
     };
     let out = execute(&s, &caller, &handle, &slug, params, &format, key.as_deref()).await;
-    Ok(super::limits::finish(admitted, out))
+    Ok(super::limits::finish(admitted, out).await)
 }
 
 #[cfg(test)]
