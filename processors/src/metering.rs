@@ -48,7 +48,7 @@ impl Stage for MeteringStage {
         let mut rejected = Vec::new();
         for (i, r) in records.iter().enumerate() {
             match schemas::decode::<schemas::UsageRecorded>(&r.value) {
-                Ok(u) => rows.push(UsageRow::from(u)),
+                Ok(u) => rows.push(u),
                 Err(e) => rejected.push((i, e.to_string())),
             }
         }

@@ -170,24 +170,18 @@ impl UsageStore for ClickHouseAnalytics {
             .fetch_all()
             .await
             .map_err(ch_err)?;
-        let days: Vec<(i64, UsageCount)> = days
-            .into_iter()
-            .map(|d| (d.g, counted(d.n, d.ok, d.credits, d.rows)))
-            .collect();
-        Ok(UsageReport {
-            total: summed(&days),
-            by_day: days,
-            by_key: ranked(
-                keys.into_iter()
-                    .map(|k| (k.g, k.n, k.ok, k.credits, k.rows))
-                    .collect(),
-            ),
-            by_asset: ranked(
-                assets
-                    .into_iter()
-                    .map(|a| (a.g, a.n, a.ok, a.credits, a.rows))
-                    .collect(),
-            ),
-        })
+        let grouped = |rows: Vec<GroupedInt>| {
+            rows.into_iter()
+                .map(|r| (r.g, r.n, r.ok, r.credits, r.rows))
+                .collect()
+        };
+        Ok(report_of(
+            grouped(days),
+            grouped(keys),
+            assets
+                .into_iter()
+                .map(|a| (a.g, a.n, a.ok, a.credits, a.rows))
+                .collect(),
+        ))
     }
 }

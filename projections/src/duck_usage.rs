@@ -103,17 +103,11 @@ fn grouped<K: duckdb::types::FromSql>(
 }
 
 fn report(conn: &Connection, q: &UsageQuery) -> StoreResult<UsageReport> {
-    let days: Vec<(i64, UsageCount)> =
-        grouped::<i64>(conn, q, "(local_ms // 86400000) * 86400000")?
-            .into_iter()
-            .map(|(d, n, ok, c, r)| (d, counted(n, ok, c, r)))
-            .collect();
-    Ok(UsageReport {
-        total: summed(&days),
-        by_day: days,
-        by_key: ranked(grouped::<i64>(conn, q, "api_key_id")?),
-        by_asset: ranked(grouped::<String>(conn, q, "asset_id")?),
-    })
+    Ok(report_of(
+        grouped(conn, q, "(local_ms // 86400000) * 86400000")?,
+        grouped(conn, q, "api_key_id")?,
+        grouped(conn, q, "asset_id")?,
+    ))
 }
 
 #[async_trait]

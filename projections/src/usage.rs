@@ -9,43 +9,8 @@ use crate::{StoreResult, StoredOffset};
 use async_trait::async_trait;
 use serde::Serialize;
 
-/// One metered execution.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UsageRow {
-    pub execution_id: String,
-    pub buyer_company_id: String,
-    pub seller_company_id: String,
-    pub asset_id: String,
-    pub api_key_id: i64,
-    pub user_id: String,
-    pub credits: i64,
-    pub rows: i64,
-    pub duration_ms: f64,
-    /// `succeeded` or `failed`.
-    pub status: String,
-    /// `live` or `test`.
-    pub mode: String,
-    pub at_ms: i64,
-}
-
-impl From<schemas::UsageRecorded> for UsageRow {
-    fn from(u: schemas::UsageRecorded) -> Self {
-        UsageRow {
-            execution_id: u.execution_id,
-            buyer_company_id: u.buyer_company_id,
-            seller_company_id: u.seller_company_id,
-            asset_id: u.asset_id,
-            api_key_id: u.api_key_id,
-            user_id: u.user_id,
-            credits: u.credits,
-            rows: u.rows,
-            duration_ms: u.duration_ms,
-            status: u.status,
-            mode: u.mode,
-            at_ms: u.at_ms,
-        }
-    }
-}
+/// One metered execution: the `UsageRecorded` record itself, as the outbox put it on the log.
+pub type UsageRow = schemas::UsageRecorded;
 
 /// Which executions a usage read covers: a buyer's, in `[from_ms, to_ms)`, of one mode, with
 /// the local offsets of the buyer's time zone over the range (for days).
@@ -115,6 +80,25 @@ pub(crate) fn ranked<K: Ord + Clone>(rows: Vec<Grouped<K>>) -> Vec<(K, UsageCoun
         .collect();
     out.sort_by(|a, b| b.1.executions.cmp(&a.1.executions).then(a.0.cmp(&b.0)));
     out
+}
+
+/// A report from its grouped rows: per local day (ascending, as the stores return them), per
+/// key and per asset (ranked); the total is the sum of the days.
+pub(crate) fn report_of(
+    days: Vec<Grouped<i64>>,
+    keys: Vec<Grouped<i64>>,
+    assets: Vec<Grouped<String>>,
+) -> UsageReport {
+    let days: Vec<(i64, UsageCount)> = days
+        .into_iter()
+        .map(|(d, n, ok, c, r)| (d, counted(n, ok, c, r)))
+        .collect();
+    UsageReport {
+        total: summed(&days),
+        by_day: days,
+        by_key: ranked(keys),
+        by_asset: ranked(assets),
+    }
 }
 
 /// The sum of grouped counts (the total of a report is the sum of its days).
