@@ -199,7 +199,6 @@ pub fn router(state: Arc<IngestState>) -> Router {
 const MARKET_NOT_BUILT: &[&str] = &[
     "/companies/{company_id}/endpoints",
     "/companies/{company_id}/requests",
-    "/companies/{company_id}/analytics",
     "/companies/{company_id}/posts",
     "/companies/{company_id}/postgen_integrations",
     "/companies/{company_id}/users/{user_id}/alerts",
@@ -245,7 +244,7 @@ type Routes = Vec<(String, axum::routing::MethodRouter<Arc<IngestState>>)>;
 fn protected_routes() -> Routes {
     use market::{
         analyze, asset_tools, assets, companies, connections, favorites, keys, money, plans,
-        reference, statistics, usage, users,
+        reference, seller, statistics, usage, users,
     };
     let mut routes: Routes = Vec::new();
     let mut route = |path: &str, handler: axum::routing::MethodRouter<Arc<IngestState>>| {
@@ -301,6 +300,26 @@ fn protected_routes() -> Routes {
     route(
         "/companies/{company_id}/requests/usage",
         get(usage::requests_usage),
+    );
+    route(
+        "/companies/{company_id}/analytics/dashboard",
+        get(seller::dashboard),
+    );
+    route(
+        "/companies/{company_id}/analytics/sales",
+        get(seller::sales),
+    );
+    route(
+        "/companies/{company_id}/analytics/customers",
+        get(seller::customers),
+    );
+    route(
+        "/companies/{company_id}/analytics/assets",
+        get(seller::assets),
+    );
+    route(
+        "/companies/{company_id}/analytics/metrics",
+        get(seller::metrics),
     );
     route(
         "/companies/{company_id}/api-keys",

@@ -273,6 +273,11 @@ impl ClickHouseAnalytics {
                     break;
                 }
             }
+            if result.is_ok() {
+                result = self
+                    .add_missing_columns("usage", crate::ch_usage::USAGE_COLUMNS)
+                    .await;
+            }
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt >= 5 => return Err(ch_err(e)),
@@ -283,6 +288,34 @@ impl ClickHouseAnalytics {
                 }
             }
         }
+    }
+
+    /// Adds the `columns` a table made by an older version lacks.
+    async fn add_missing_columns(
+        &self,
+        table: &str,
+        columns: &[(&str, &str)],
+    ) -> Result<(), clickhouse::error::Error> {
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct Column {
+            name: String,
+        }
+        let present: Vec<Column> = self
+            .client
+            .query("SELECT name FROM system.columns WHERE database = ? AND table = ?")
+            .bind(self.database.as_str())
+            .bind(table)
+            .fetch_all()
+            .await?;
+        for (name, ty) in columns {
+            if !present.iter().any(|c| c.name == *name) {
+                self.client
+                    .query(&format!("ALTER TABLE {table} ADD COLUMN {name} {ty}"))
+                    .execute()
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Drops the whole namespace database (tests clean up after themselves with it).

@@ -1175,6 +1175,7 @@ pub async fn usage_suite<S: crate::UsageStore + AnalyticsWriter>(store: &S) {
         api_key_id: key,
         user_id: "u1".into(),
         credits: if ok { 5 } else { 0 },
+        seller_credits: if ok { 4 } else { 0 },
         rows: if ok { 2 } else { 0 },
         duration_ms: 1.5,
         status: if ok { "succeeded" } else { "failed" }.into(),
@@ -1198,6 +1199,9 @@ pub async fn usage_suite<S: crate::UsageStore + AnalyticsWriter>(store: &S) {
     }];
     let mut other = row("y1", 3, "a1", true, "live", "2026-03-10T12:00:00Z");
     other.buyer_company_id = "b2".into();
+    // The seller running its own asset: usage of the seller, never a sale.
+    let mut own = row("o1", 4, "a1", true, "live", "2026-03-11T12:00:00Z");
+    own.buyer_company_id = "s1".into();
     let first = store
         .write_usage("metering", batch.clone(), offsets.clone())
         .await
@@ -1207,19 +1211,21 @@ pub async fn usage_suite<S: crate::UsageStore + AnalyticsWriter>(store: &S) {
     let mut again = batch.clone();
     again.push(batch[1].clone());
     again.push(other);
+    again.push(own);
     assert_eq!(
         store
             .write_usage("metering", again, offsets.clone())
             .await
             .expect("rewrite"),
-        1,
-        "only the other buyer's row is new"
+        2,
+        "only the other buyers' rows are new"
     );
     assert_eq!(store.offsets("metering").await.expect("offsets"), offsets);
     let tz: chrono_tz::Tz = "Europe/Berlin".parse().expect("tz");
     let (from, to) = (at("2026-02-28T23:00:00Z"), at("2026-03-31T22:00:00Z"));
     let q = |mode: &str| UsageQuery {
         buyer_company_id: "b1".into(),
+        api_key_id: None,
         from_ms: from,
         to_ms: to,
         mode: mode.into(),
@@ -1253,6 +1259,146 @@ pub async fn usage_suite<S: crate::UsageStore + AnalyticsWriter>(store: &S) {
         store.usage_report(&none).await.expect("empty").total,
         UsageCount::default()
     );
+    let mut one_key = q("live");
+    one_key.api_key_id = Some(2);
+    assert_eq!(
+        store.usage_report(&one_key).await.expect("one key").total,
+        n(1, 0),
+        "one key's usage"
+    );
+    seller_reads(store, tz, (from, to), &at).await;
+}
+
+/// The seller side of `usage_suite`'s rows: sales of seller `s1` to `b1` and `b2` in March in
+/// Berlin (its own run and the test-mode run left out), by period, asset and buyer.
+async fn seller_reads<S: crate::UsageStore>(
+    store: &S,
+    tz: chrono_tz::Tz,
+    (from, to): (i64, i64),
+    at: &dyn Fn(&str) -> i64,
+) {
+    use crate::seller::{Bucket, Segment, SellerGroup, SellerQuery};
+    let march = SellerQuery {
+        seller_company_id: "s1".into(),
+        from_ms: from,
+        to_ms: to,
+        tz: crate::offset_segments(tz, from, to),
+    };
+    let rows = |period: Option<Bucket>, by: Option<Segment>, q: &SellerQuery| {
+        let q = q.clone();
+        async move {
+            store
+                .seller_rows(&q, SellerGroup { period, by })
+                .await
+                .expect("seller rows")
+        }
+    };
+    let day = |d: &str| at(&format!("{d}T00:00:00Z"));
+    let brief = |r: &crate::seller::SellerRow| {
+        (
+            r.period_ms,
+            r.key.clone(),
+            r.executions,
+            r.succeeded,
+            r.revenue,
+            r.spent,
+            r.buyers,
+        )
+    };
+    let month: Vec<_> = rows(Some(Bucket::Month), None, &march)
+        .await
+        .iter()
+        .map(brief)
+        .collect();
+    assert_eq!(
+        month,
+        vec![(day("2026-03-01"), String::new(), 4, 3, 12, 15, 2)]
+    );
+    let days: Vec<_> = rows(Some(Bucket::Day), None, &march)
+        .await
+        .iter()
+        .map(brief)
+        .collect();
+    assert_eq!(
+        days,
+        vec![
+            (day("2026-03-10"), String::new(), 1, 1, 4, 5, 1),
+            (day("2026-03-29"), String::new(), 1, 1, 4, 5, 1),
+            (day("2026-03-30"), String::new(), 2, 1, 4, 5, 1),
+        ],
+        "local days"
+    );
+    let weeks: Vec<i64> = rows(Some(Bucket::Week), None, &march)
+        .await
+        .iter()
+        .map(|r| r.period_ms)
+        .collect();
+    assert_eq!(
+        weeks,
+        vec![day("2026-03-09"), day("2026-03-23"), day("2026-03-30")],
+        "Monday weeks"
+    );
+    let quarter: Vec<_> = rows(Some(Bucket::Quarter), None, &march)
+        .await
+        .iter()
+        .map(brief)
+        .collect();
+    assert_eq!(
+        quarter,
+        vec![(day("2026-01-01"), String::new(), 4, 3, 12, 15, 2)]
+    );
+    let assets: Vec<_> = rows(None, Some(Segment::Asset), &march)
+        .await
+        .iter()
+        .map(brief)
+        .collect();
+    assert_eq!(
+        assets,
+        vec![
+            (0, "a1".to_string(), 3, 2, 8, 10, 2),
+            (0, "a2".to_string(), 1, 1, 4, 5, 1)
+        ]
+    );
+    let buyers = rows(None, Some(Segment::Buyer), &march).await;
+    assert_eq!(
+        buyers.iter().map(brief).collect::<Vec<_>>(),
+        vec![
+            (0, "b1".to_string(), 3, 2, 8, 10, 1),
+            (0, "b2".to_string(), 1, 1, 4, 5, 1)
+        ]
+    );
+    assert_eq!(
+        (buyers[0].first_ms, buyers[0].last_ms),
+        (at("2026-03-28T23:30:00Z"), at("2026-03-29T23:00:00Z"))
+    );
+    assert!((buyers[0].duration_ms_sum - 4.5).abs() < 1e-9);
+    let by_day_asset = rows(Some(Bucket::Day), Some(Segment::Asset), &march).await;
+    assert_eq!(
+        by_day_asset.len(),
+        4,
+        "(10th, a1), (29th, a1), (30th, a1), (30th, a2)"
+    );
+    let all = SellerQuery::all_time("s1");
+    let ever: Vec<_> = rows(None, None, &all).await.iter().map(brief).collect();
+    assert_eq!(
+        ever,
+        vec![(0, String::new(), 5, 4, 16, 20, 2)],
+        "all time, February included"
+    );
+    // b1 first bought in February, so March has one new buyer (b2); all time has two.
+    assert_eq!(
+        store
+            .seller_new_buyers(&march, Some(Bucket::Month))
+            .await
+            .expect("new"),
+        vec![(day("2026-03-01"), 1)]
+    );
+    assert_eq!(
+        store.seller_new_buyers(&all, None).await.expect("new ever"),
+        vec![(0, 2)]
+    );
+    let nobody = SellerQuery::all_time("nobody");
+    assert!(rows(None, None, &nobody).await.is_empty());
 }
 
 /// The rate-limit store's rules: a call takes a unit of every counter or of none, a window

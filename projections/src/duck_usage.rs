@@ -1,7 +1,9 @@
 //! Metered usage on DuckDB (see `usage.rs`): the `usage` table beside the events, written in
-//! one transaction with the metering consumer's offsets, read with the buyer's local days.
+//! one transaction with the metering consumer's offsets, read with the buyer's local days and
+//! grouped for the seller's analytics (`seller.rs`).
 
 use crate::duck::{db_err, duck_offset_sql, store_offsets, DuckAnalytics};
+use crate::seller::{Bucket, NewBuyers, Segment, SellerGroup, SellerQuery, SellerRow};
 use crate::usage::*;
 use crate::{StoreResult, StoredOffset};
 use async_trait::async_trait;
@@ -22,8 +24,10 @@ CREATE TABLE IF NOT EXISTS usage (
     duration_ms DOUBLE NOT NULL,
     status VARCHAR NOT NULL,
     mode VARCHAR NOT NULL,
-    at_ms BIGINT NOT NULL
+    at_ms BIGINT NOT NULL,
+    seller_credits BIGINT NOT NULL DEFAULT 0
 );
+ALTER TABLE usage ADD COLUMN IF NOT EXISTS seller_credits BIGINT DEFAULT 0;
 ";
 
 /// Appends the rows whose execution id is not stored yet. A redelivered record carries the
@@ -64,7 +68,8 @@ fn insert_usage(conn: &Connection, rows: Vec<UsageRow>) -> StoreResult<usize> {
             r.duration_ms,
             r.status,
             r.mode,
-            r.at_ms
+            r.at_ms,
+            r.seller_credits
         ])
         .map_err(db_err)?;
         inserted += 1;
@@ -83,16 +88,18 @@ fn grouped<K: duckdb::types::FromSql>(
         "SELECT {group} AS g, count(*), CAST(sum(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END) AS BIGINT), \
          CAST(sum(credits) AS BIGINT), CAST(sum(result_rows) AS BIGINT) \
          FROM (SELECT *, ts + {offset} AS local_ms FROM (SELECT *, at_ms AS ts FROM usage \
-               WHERE buyer = ? AND mode = ? AND at_ms >= ? AND at_ms < ?)) \
+               WHERE buyer = ? AND mode = ? AND at_ms >= ? AND at_ms < ?{key})) \
          GROUP BY g ORDER BY g",
-        offset = duck_offset_sql(&q.tz)
+        offset = duck_offset_sql(&q.tz),
+        key = if q.api_key_id.is_some() { " AND api_key_id = ?" } else { "" },
     );
-    let binds = [
+    let mut binds = vec![
         Value::Text(q.buyer_company_id.clone()),
         Value::Text(q.mode.clone()),
         Value::BigInt(q.from_ms),
         Value::BigInt(q.to_ms),
     ];
+    binds.extend(q.api_key_id.map(Value::BigInt));
     let mut st = conn.prepare(&sql).map_err(db_err)?;
     let rows = st
         .query_map(params_from_iter(binds.iter()), |r| {
@@ -108,6 +115,88 @@ fn report(conn: &Connection, q: &UsageQuery) -> StoreResult<UsageReport> {
         grouped(conn, q, "api_key_id")?,
         grouped(conn, q, "asset_id")?,
     ))
+}
+
+/// A period's local start as epoch ms, over the inner column `local_ms` (`0` for none).
+fn period_sql(period: Option<Bucket>) -> &'static str {
+    match period {
+        None => "CAST(0 AS BIGINT)",
+        Some(Bucket::Day) => "(local_ms // 86400000) * 86400000",
+        Some(Bucket::Week) => "CAST(epoch_ms(date_trunc('week', epoch_ms(local_ms))) AS BIGINT)",
+        Some(Bucket::Month) => "CAST(epoch_ms(date_trunc('month', epoch_ms(local_ms))) AS BIGINT)",
+        Some(Bucket::Quarter) => {
+            "CAST(epoch_ms(date_trunc('quarter', epoch_ms(local_ms))) AS BIGINT)"
+        }
+    }
+}
+
+fn segment_sql(by: Option<Segment>) -> &'static str {
+    match by {
+        None => "''",
+        Some(Segment::Asset) => "asset_id",
+        Some(Segment::Buyer) => "buyer",
+    }
+}
+
+/// The seller's live sales in the query's range (its own runs left out), with `local_ms`.
+fn sales_sql(q: &SellerQuery) -> String {
+    format!(
+        "SELECT *, ts + {offset} AS local_ms FROM (SELECT *, at_ms AS ts FROM usage \
+         WHERE seller = ? AND buyer <> seller AND mode = 'live' AND at_ms >= ? AND at_ms < ?)",
+        offset = duck_offset_sql(&q.tz)
+    )
+}
+
+fn seller_rows(conn: &Connection, q: &SellerQuery, g: SellerGroup) -> StoreResult<Vec<SellerRow>> {
+    let sql = format!(
+        "SELECT {period} AS p, {key} AS k, count(*), \
+         CAST(sum(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END) AS BIGINT), \
+         CAST(sum(seller_credits) AS BIGINT), CAST(sum(credits) AS BIGINT), count(DISTINCT buyer), \
+         CAST(sum(duration_ms) AS DOUBLE), min(at_ms), max(at_ms) \
+         FROM ({sales}) GROUP BY p, k ORDER BY p, k",
+        period = period_sql(g.period),
+        key = segment_sql(g.by),
+        sales = sales_sql(q),
+    );
+    let mut st = conn.prepare(&sql).map_err(db_err)?;
+    let rows = st
+        .query_map(params![q.seller_company_id, q.from_ms, q.to_ms], |r| {
+            Ok(SellerRow {
+                period_ms: r.get(0)?,
+                key: r.get(1)?,
+                executions: r.get::<_, i64>(2)?.max(0) as u64,
+                succeeded: r.get::<_, i64>(3)?.max(0) as u64,
+                revenue: r.get(4)?,
+                spent: r.get(5)?,
+                buyers: r.get::<_, i64>(6)?.max(0) as u64,
+                duration_ms_sum: r.get(7)?,
+                first_ms: r.get(8)?,
+                last_ms: r.get(9)?,
+            })
+        })
+        .map_err(db_err)?;
+    rows.map(|r| r.map_err(db_err)).collect()
+}
+
+fn new_buyers(
+    conn: &Connection,
+    q: &SellerQuery,
+    period: Option<Bucket>,
+) -> StoreResult<NewBuyers> {
+    let sql = format!(
+        "SELECT {period} AS p, count(*) FROM (SELECT ts, ts + {offset} AS local_ms FROM \
+           (SELECT min(at_ms) AS ts FROM usage WHERE seller = ? AND buyer <> seller AND mode = 'live' \
+            GROUP BY buyer) WHERE ts >= ? AND ts < ?) GROUP BY p ORDER BY p",
+        period = period_sql(period),
+        offset = duck_offset_sql(&q.tz),
+    );
+    let mut st = conn.prepare(&sql).map_err(db_err)?;
+    let rows = st
+        .query_map(params![q.seller_company_id, q.from_ms, q.to_ms], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })
+        .map_err(db_err)?;
+    rows.map(|r| r.map_err(db_err)).collect()
 }
 
 #[async_trait]
@@ -132,5 +221,20 @@ impl UsageStore for DuckAnalytics {
     async fn usage_report(&self, q: &UsageQuery) -> StoreResult<UsageReport> {
         let q = q.clone();
         self.with_reader(move |conn| report(conn, &q)).await
+    }
+
+    async fn seller_rows(&self, q: &SellerQuery, g: SellerGroup) -> StoreResult<Vec<SellerRow>> {
+        let q = q.clone();
+        self.with_reader(move |conn| seller_rows(conn, &q, g)).await
+    }
+
+    async fn seller_new_buyers(
+        &self,
+        q: &SellerQuery,
+        period: Option<Bucket>,
+    ) -> StoreResult<NewBuyers> {
+        let q = q.clone();
+        self.with_reader(move |conn| new_buyers(conn, &q, period))
+            .await
     }
 }

@@ -23,6 +23,7 @@ mod pg_limits;
 #[cfg(feature = "postgres")]
 mod pg_money;
 pub mod reference;
+pub mod seller;
 pub mod sessions;
 mod sqlite;
 mod sqlite_money;

@@ -211,6 +211,7 @@ pub(crate) fn usage_payload(x: &Settle, r: &HeldRow) -> StoreResult<Vec<u8>> {
         api_key_id: r.api_key_id,
         user_id: r.user_id.clone(),
         credits: if x.succeeded { r.cost } else { 0 },
+        seller_credits: if x.succeeded { r.share } else { 0 },
         rows: x.rows,
         duration_ms: x.duration_ms,
         status: settled_status(x.succeeded).to_string(),

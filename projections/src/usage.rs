@@ -5,6 +5,7 @@
 //! dashboards (`analytics::OffsetSegment`).
 
 use crate::analytics::OffsetSegment;
+use crate::seller::{Bucket, NewBuyers, SellerGroup, SellerQuery, SellerRow};
 use crate::{StoreResult, StoredOffset};
 use async_trait::async_trait;
 use serde::Serialize;
@@ -12,11 +13,13 @@ use serde::Serialize;
 /// One metered execution: the `UsageRecorded` record itself, as the outbox put it on the log.
 pub type UsageRow = schemas::UsageRecorded;
 
-/// Which executions a usage read covers: a buyer's, in `[from_ms, to_ms)`, of one mode, with
-/// the local offsets of the buyer's time zone over the range (for days).
+/// Which executions a usage read covers: a buyer's (with one key, or all), in
+/// `[from_ms, to_ms)`, of one mode, with the local offsets of the buyer's time zone over the
+/// range (for days).
 #[derive(Debug, Clone)]
 pub struct UsageQuery {
     pub buyer_company_id: String,
+    pub api_key_id: Option<i64>,
     pub from_ms: i64,
     pub to_ms: i64,
     pub mode: String,
@@ -55,6 +58,15 @@ pub trait UsageStore: Send + Sync {
         offsets: Vec<StoredOffset>,
     ) -> StoreResult<usize>;
     async fn usage_report(&self, q: &UsageQuery) -> StoreResult<UsageReport>;
+    /// The seller's live sales (never its own runs) grouped as `g`, ordered by period then key.
+    async fn seller_rows(&self, q: &SellerQuery, g: SellerGroup) -> StoreResult<Vec<SellerRow>>;
+    /// Per period (or in all with none), the buyers whose first live purchase from the seller
+    /// lies in the query's range.
+    async fn seller_new_buyers(
+        &self,
+        q: &SellerQuery,
+        period: Option<Bucket>,
+    ) -> StoreResult<NewBuyers>;
 }
 
 /// One grouped row as the stores return it: (group, executions, succeeded, credits, rows).

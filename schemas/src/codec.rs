@@ -390,6 +390,41 @@ mod tests {
     }
 
     #[test]
+    fn a_v1_usage_record_reads_with_no_seller_share() {
+        #[derive(serde::Serialize)]
+        struct UsageV1<'a> {
+            execution_id: &'a str,
+            buyer_company_id: &'a str,
+            seller_company_id: &'a str,
+            asset_id: &'a str,
+            api_key_id: i64,
+            user_id: &'a str,
+            credits: i64,
+            rows: i64,
+            duration_ms: f64,
+            status: &'a str,
+            mode: &'a str,
+            at_ms: i64,
+        }
+        let old = UsageV1 {
+            execution_id: "x",
+            buyer_company_id: "b",
+            seller_company_id: "s",
+            asset_id: "a",
+            api_key_id: 3,
+            user_id: "u",
+            credits: 25,
+            rows: 1,
+            duration_ms: 1.5,
+            status: "succeeded",
+            mode: "live",
+            at_ms: 9,
+        };
+        let u = decode::<UsageRecorded>(&encode_with(19, &old).unwrap()).unwrap();
+        assert_eq!((u.credits, u.seller_credits, u.at_ms), (25, 0, 9));
+    }
+
+    #[test]
     fn usage_and_ledger_records_round_trip() {
         let u = UsageRecorded {
             execution_id: "x".into(),
@@ -399,6 +434,7 @@ mod tests {
             api_key_id: 3,
             user_id: "u".into(),
             credits: 25,
+            seller_credits: 20,
             rows: 1,
             duration_ms: 1.5,
             status: "succeeded".into(),

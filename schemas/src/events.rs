@@ -342,11 +342,14 @@ pub struct UsageRecorded {
     pub user_id: String,
     /// Credits finally charged (0 for a failed or free execution).
     pub credits: i64,
+    /// The seller's share of `credits` (since v2; a v1 record reads as 0).
+    #[serde(default)]
+    pub seller_credits: i64,
     pub rows: i64,
     pub duration_ms: f64,
     /// `succeeded` or `failed`.
     pub status: String,
-    /// `live` (test keys come with the next issue).
+    /// `live` or `test` (an execution with a test key).
     pub mode: String,
     pub at_ms: i64,
 }

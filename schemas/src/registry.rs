@@ -141,6 +141,7 @@ pub const REGISTRY: &[SchemaEntry] = &[
         1,
         "subscription_set.v1.avsc"
     ),
+    entry!(25, "tally.usage.UsageRecorded", 2, "usage_recorded.v2.avsc"),
 ];
 
 struct Parsed {

@@ -339,6 +339,16 @@ async fn request_usage(m: &Market) {
         [&json!(3), &json!(3), &json!(1)],
         "most used first: {u}"
     );
+    // The key that ran them shows the same executions per day.
+    let key_id = &u["by_key"][0]["api_key_id"];
+    let stats = format!("/companies/{}/api-keys/{key_id}/stats", m.buyer_id);
+    let (s, b) = m.buyer.get(&format!("{stats}?days=7")).await;
+    assert_eq!(s, 200, "{b}");
+    let ran = &b["data"]["executions"];
+    assert_eq!(ran["total"], u["total"], "{b}");
+    assert_eq!(ran["per_day"].as_array().map(Vec::len), Some(7), "{b}");
+    assert_eq!(ran["per_day"][6]["executions"], 7, "today is last: {b}");
+    assert_eq!(m.buyer.get(&format!("{stats}?days=0")).await.0, 400);
     let own = usage_once(&m.seller, &m.seller_id, "", 1).await;
     assert_eq!(
         own["total"],
@@ -355,6 +365,140 @@ async fn request_usage(m: &Market) {
             .buyer
             .get(&format!("/companies/{}/requests/usage{bad}", m.buyer_id))
             .await;
+        assert_eq!(
+            (s, b["error"]["code"].clone()),
+            (400, json!("bad_request")),
+            "{bad}: {b}"
+        );
+    }
+}
+
+/// The seller's analytics over the same executions (metered by the time `request_usage`
+/// returns): three sales of 25 earning 21 each and four failures, all by one new customer
+/// today; the seller's own run is not a sale.
+async fn seller_analytics(m: &Market, asset_id: &str, broken: &str) {
+    let base = format!("/companies/{}/analytics", m.seller_id);
+    let (s, b) = m.seller.get(&format!("{base}/metrics")).await;
+    assert_eq!(s, 200, "{b}");
+    let d = &b["data"];
+    assert_eq!(
+        (
+            &d["total_revenue_credits"],
+            &d["total_executions"],
+            &d["succeeded"],
+            &d["failed"]
+        ),
+        (&json!(63), &json!(7), &json!(3), &json!(4)),
+        "{b}"
+    );
+    assert_eq!(
+        (&d["total_customers"], &d["assets_sold"]),
+        (&json!(1), &json!(3)),
+        "{b}"
+    );
+    assert_eq!(d["total_revenue_usd"], 0.63);
+
+    let (s, b) = m.seller.get(&format!("{base}/dashboard")).await;
+    assert_eq!(s, 200, "{b}");
+    let d = &b["data"];
+    assert_eq!(
+        (
+            &d["summary"]["revenue_credits"],
+            &d["summary"]["executions"],
+            &d["summary"]["customers"]
+        ),
+        (&json!(63), &json!(7), &json!(1)),
+        "{b}"
+    );
+    assert_eq!(
+        (
+            &d["summary"]["new_customers"],
+            &d["summary"]["returning_customers"]
+        ),
+        (&json!(1), &json!(0)),
+        "{b}"
+    );
+    let series = d["series"].as_array().cloned().unwrap_or_default();
+    assert_eq!(series.len(), 30, "30 days by default, quiet days included");
+    assert_eq!(series[29]["executions"], 7, "today is last: {b}");
+    assert_eq!(series[29]["new_customers"], 1);
+    assert_eq!(d["top_assets"][0]["asset_id"], asset_id, "{b}");
+    assert_eq!(d["top_assets"][0]["name"], "Sales by Region");
+    assert_eq!(d["top_customers"][0]["company_id"], m.buyer_id.as_str());
+
+    let since = (chrono::Utc::now() - chrono::Duration::days(300)).format("%Y-%m-%d");
+    let (s, b) = m
+        .seller
+        .get(&format!(
+            "{base}/sales?group_by=month&segment_by=asset&start_date={since}"
+        ))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let months = b["data"]["series"].as_array().cloned().unwrap_or_default();
+    let now = months.last().cloned().unwrap_or_default();
+    assert_eq!(
+        (now["revenue_credits"].clone(), now["executions"].clone()),
+        (json!(63), json!(7)),
+        "{b}"
+    );
+    assert_eq!(now["segments"][0]["asset_id"], asset_id, "{b}");
+    assert_eq!(now["segments"].as_array().map(Vec::len), Some(3));
+    assert!(months[..months.len() - 1]
+        .iter()
+        .all(|p| p["executions"] == 0));
+
+    let (s, b) = m.seller.get(&format!("{base}/customers")).await;
+    assert_eq!(s, 200, "{b}");
+    let c = &b["data"]["customers"][0];
+    assert_eq!(
+        (&c["company_id"], &c["revenue_credits"], &c["is_new"]),
+        (&json!(m.buyer_id), &json!(63), &json!(true)),
+        "{b}"
+    );
+
+    let (s, b) = m
+        .seller
+        .get(&format!("{base}/assets?sort_by=error_rate"))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let list = b["data"]["assets"].as_array().cloned().unwrap_or_default();
+    assert_eq!(list.len(), 3, "{b}");
+    let mine = list
+        .iter()
+        .find(|a| a["asset_id"] == broken)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (
+            &mine["error_rate"],
+            &mine["executions"],
+            &mine["revenue_credits"]
+        ),
+        (&json!(1.0), &json!(3), &json!(0)),
+        "{b}"
+    );
+    assert_eq!(list[0]["error_rate"], 1.0, "failing first: {b}");
+    assert_eq!(list[2]["asset_id"], asset_id, "{b}");
+
+    // The buyer sold nothing, and cannot read the seller's figures.
+    let (s, b) = m
+        .buyer
+        .get(&format!("/companies/{}/analytics/metrics", m.buyer_id))
+        .await;
+    assert_eq!(
+        (s, b["data"]["total_executions"].clone()),
+        (200, json!(0)),
+        "{b}"
+    );
+    assert_eq!(m.buyer.get(&format!("{base}/dashboard")).await.0, 403);
+    for bad in [
+        "dashboard?group_by=year",
+        "sales?start_date=2026-02-01&end_date=2026-01-01",
+        "assets?limit=0",
+        "customers?sort_by=mood",
+        "sales?segment_by=planet",
+    ] {
+        let (s, b) = m.seller.get(&format!("{base}/{bad}")).await;
         assert_eq!(
             (s, b["error"]["code"].clone()),
             (400, json!("bad_request")),
@@ -633,6 +777,7 @@ async fn seller_to_buyer_charges_exactly_and_reconciles() {
     asset_statistics(&m, &asset_id, &broken).await;
     key_statistics(&m).await;
     request_usage(&m).await;
+    seller_analytics(&m, &asset_id, &broken).await;
 
     // The source is byte-for-byte unchanged.
     assert_eq!(

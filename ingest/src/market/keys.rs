@@ -197,11 +197,13 @@ pub async fn get(
 }
 
 /// `GET /companies/{company_id}/api-keys/{api_key_id}/stats`: how often the key was used and
-/// refused, and when last (counted by every process, stored within a second of the call).
+/// refused, and when last (counted by every process, stored within a second of the call), and
+/// its metered executions per local day of the last `days` (default 30).
 pub async fn stats(
     State(s): State<Arc<IngestState>>,
     Extension(caller): Extension<Caller>,
     Path((company_id, key_id)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> ApiResult<Response> {
     let k = company_key(&s, &caller, &company_id, &key_id).await?;
     let store = s
@@ -209,6 +211,8 @@ pub async fn stats(
         .as_ref()
         .ok_or_else(|| ApiError::not_implemented("this process keeps no usage counts"))?;
     let u = store.key_uses(k.api_key_id).await?;
+    let company = scoped(&s, &caller, &company_id, Action::ReadCompany).await?;
+    let days = super::usage::key_days(&s, &company, k.api_key_id, &q).await?;
     let data = json!({
         "api_key_id": k.api_key_id,
         "name": k.state.name,
@@ -217,6 +221,7 @@ pub async fn stats(
         "failed_attempts": u.failures,
         "last_failed_attempt": u.last_failed_ms.map(rfc3339),
         "is_active": k.state.active && k.state.revoked_at_ms.is_none(),
+        "executions": days,
     });
     Ok(market("API key statistics retrieved", data).into_response())
 }

@@ -16,6 +16,7 @@ pub mod money;
 pub mod params;
 pub mod plans;
 pub mod reference;
+pub mod seller;
 pub mod statistics;
 pub mod usage;
 pub mod users;

@@ -56,6 +56,98 @@ fn count_json(c: &UsageCount) -> Value {
     })
 }
 
+/// A key's metered executions over the last `days` local days (default 30, at most 366,
+/// today included): in total and per day, zeros included.
+pub(crate) async fn key_days(
+    s: &IngestState,
+    company: &projections::Company,
+    api_key_id: i64,
+    q: &HashMap<String, String>,
+) -> ApiResult<Value> {
+    let days = match q.get("days") {
+        None => 30,
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|d| (1..=366).contains(d))
+            .ok_or_else(|| ApiError::bad_request("days must be a whole number from 1 to 366"))?,
+    };
+    let tz: Tz = company.state.timezone.parse().unwrap_or(chrono_tz::UTC);
+    let today = tz
+        .timestamp_millis_opt(now_ms())
+        .single()
+        .map(|t| t.date_naive())
+        .unwrap_or_default();
+    let first = today
+        .checked_sub_days(chrono::Days::new(days - 1))
+        .unwrap_or(today);
+    let next = today.succ_opt().unwrap_or(today);
+    let report = usage_of(
+        s,
+        &company.state.id,
+        Some(api_key_id),
+        "live",
+        tz,
+        first,
+        next,
+    )
+    .await?;
+    Ok(json!({
+        "days": days,
+        "timezone": tz.name(),
+        "total": count_json(&report.total),
+        "per_day": every_day(&report, first, next),
+    }))
+}
+
+/// The buyer's (or one key's) usage of the local days `[first, next)`.
+async fn usage_of(
+    s: &IngestState,
+    company_id: &str,
+    api_key_id: Option<i64>,
+    mode: &str,
+    tz: Tz,
+    first: NaiveDate,
+    next: NaiveDate,
+) -> ApiResult<projections::UsageReport> {
+    let (from, to) = (local_midnight(first, tz), local_midnight(next, tz));
+    let store = s
+        .usage
+        .as_ref()
+        .ok_or_else(|| ApiError::not_implemented("this process has no usage store"))?;
+    Ok(store
+        .usage_report(&UsageQuery {
+            buyer_company_id: company_id.to_string(),
+            api_key_id,
+            from_ms: from,
+            to_ms: to,
+            mode: mode.to_string(),
+            tz: projections::offset_segments(tz, from, to),
+        })
+        .await?)
+}
+
+/// Every local day of `[first, next)`, in order, with its counts (zeros for a quiet day).
+fn every_day(report: &projections::UsageReport, first: NaiveDate, next: NaiveDate) -> Vec<Value> {
+    let by_day: HashMap<NaiveDate, &UsageCount> = report
+        .by_day
+        .iter()
+        .filter_map(|(local_ms, n)| {
+            chrono::DateTime::from_timestamp_millis(*local_ms).map(|t| (t.date_naive(), n))
+        })
+        .collect();
+    let zero = UsageCount::default();
+    first
+        .iter_days()
+        .take_while(|d| *d < next)
+        .map(|d| {
+            let mut v = count_json(by_day.get(&d).copied().unwrap_or(&zero));
+            v["date"] = json!(d.format("%Y-%m-%d").to_string());
+            v
+        })
+        .collect()
+}
+
 pub async fn requests_usage(
     State(s): State<Arc<IngestState>>,
     Extension(caller): Extension<Caller>,
@@ -75,37 +167,8 @@ pub async fn requests_usage(
         .checked_add_months(chrono::Months::new(1))
         .ok_or_else(|| ApiError::bad_request("month is out of range"))?;
     let (from, to) = (local_midnight(first, tz), local_midnight(next, tz));
-    let store = s
-        .usage
-        .as_ref()
-        .ok_or_else(|| ApiError::not_implemented("this process has no usage store"))?;
-    let report = store
-        .usage_report(&UsageQuery {
-            buyer_company_id: company_id.clone(),
-            from_ms: from,
-            to_ms: to,
-            mode: mode.to_string(),
-            tz: projections::offset_segments(tz, from, to),
-        })
-        .await?;
-    // Every local day of the month, in order, with its counts (zeros for a quiet day).
-    let by_day: HashMap<NaiveDate, &UsageCount> = report
-        .by_day
-        .iter()
-        .filter_map(|(local_ms, n)| {
-            chrono::DateTime::from_timestamp_millis(*local_ms).map(|t| (t.date_naive(), n))
-        })
-        .collect();
-    let zero = UsageCount::default();
-    let days: Vec<Value> = first
-        .iter_days()
-        .take_while(|d| *d < next)
-        .map(|d| {
-            let mut v = count_json(by_day.get(&d).copied().unwrap_or(&zero));
-            v["date"] = json!(d.format("%Y-%m-%d").to_string());
-            v
-        })
-        .collect();
+    let report = usage_of(&s, &company_id, None, mode, tz, first, next).await?;
+    let days = every_day(&report, first, next);
     let keyed = |k: &str, v: Value, n: &UsageCount| {
         let mut out = count_json(n);
         out[k] = v;
