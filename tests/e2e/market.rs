@@ -313,7 +313,7 @@ async fn reference_data_and_unbuilt_parts() {
 
     for path in [
         format!("/companies/{acme}/endpoints"),
-        format!("/companies/{acme}/analytics/dashboard"),
+        format!("/companies/{acme}/posts"),
     ] {
         let (s, b) = tenant.get(&path).await;
         assert_eq!(
