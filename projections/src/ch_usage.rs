@@ -184,6 +184,15 @@ impl ClickHouseAnalytics {
         )
     }
 
+    /// `sql` with a seller read's three binds: the seller and the range.
+    fn seller_bound(&self, sql: &str, q: &SellerQuery) -> clickhouse::query::Query {
+        self.client
+            .query(sql)
+            .bind(q.seller_company_id.as_str())
+            .bind(q.from_ms)
+            .bind(q.to_ms)
+    }
+
     fn bound(&self, sql: &str, q: &UsageQuery) -> clickhouse::query::Query {
         let query = self
             .client
@@ -230,11 +239,7 @@ impl UsageStore for ClickHouseAnalytics {
 
     async fn seller_rows(&self, q: &SellerQuery, g: SellerGroup) -> StoreResult<Vec<SellerRow>> {
         let rows: Vec<SellerRead> = self
-            .client
-            .query(&Self::seller_sql(q, g))
-            .bind(q.seller_company_id.as_str())
-            .bind(q.from_ms)
-            .bind(q.to_ms)
+            .seller_bound(&Self::seller_sql(q, g), q)
             .fetch_all()
             .await
             .map_err(ch_err)?;
@@ -270,11 +275,7 @@ impl UsageStore for ClickHouseAnalytics {
              WHERE ts >= ? AND ts < ? GROUP BY p ORDER BY p"
         );
         let rows: Vec<NewRead> = self
-            .client
-            .query(&sql)
-            .bind(q.seller_company_id.as_str())
-            .bind(q.from_ms)
-            .bind(q.to_ms)
+            .seller_bound(&sql, q)
             .fetch_all()
             .await
             .map_err(ch_err)?;

@@ -64,13 +64,25 @@ async fn company_key(
     company_id: &str,
     key_id: &str,
 ) -> ApiResult<ApiKey> {
-    scoped(s, caller, company_id, Action::ReadCompany).await?;
+    Ok(company_and_key(s, caller, company_id, key_id).await?.1)
+}
+
+/// The caller's company and one of its keys the caller may manage.
+async fn company_and_key(
+    s: &IngestState,
+    caller: &Caller,
+    company_id: &str,
+    key_id: &str,
+) -> ApiResult<(Company, ApiKey)> {
+    let company = scoped(s, caller, company_id, Action::ReadCompany).await?;
     let number = int_id("api_key_id", key_id)?;
-    s.metadata
+    let key = s
+        .metadata
         .api_key_by_number(company_id, number)
         .await?
         .filter(|k| may_manage(caller, k))
-        .ok_or_else(|| ApiError::not_found(format!("no API key {number} in this company")))
+        .ok_or_else(|| ApiError::not_found(format!("no API key {number} in this company")))?;
+    Ok((company, key))
 }
 
 /// `GET /companies/{company_id}/api-keys`: every key of the company (admins) or one's own.
@@ -205,13 +217,12 @@ pub async fn stats(
     Path((company_id, key_id)): Path<(String, String)>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let k = company_key(&s, &caller, &company_id, &key_id).await?;
+    let (company, k) = company_and_key(&s, &caller, &company_id, &key_id).await?;
     let store = s
         .audit
         .as_ref()
         .ok_or_else(|| ApiError::not_implemented("this process keeps no usage counts"))?;
     let u = store.key_uses(k.api_key_id).await?;
-    let company = scoped(&s, &caller, &company_id, Action::ReadCompany).await?;
     let days = super::usage::key_days(&s, &company, k.api_key_id, &q).await?;
     let data = json!({
         "api_key_id": k.api_key_id,

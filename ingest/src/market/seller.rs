@@ -225,6 +225,7 @@ impl Ask {
     /// One entry per period of the range (quiet ones as zeros), each with its figures.
     fn series(&self, rows: &[SellerRow], new: Option<&NewBuyers>) -> Vec<Value> {
         let zero = SellerRow::default();
+        let by_period: HashMap<i64, &SellerRow> = rows.iter().map(|r| (r.period_ms, r)).collect();
         let as_local = |d: NaiveDate| {
             d.and_hms_opt(0, 0, 0)
                 .unwrap_or_default()
@@ -235,7 +236,7 @@ impl Ask {
         periods(self.bucket, as_local(self.first), as_local(end))
             .into_iter()
             .map(|p| {
-                let r = rows.iter().find(|r| r.period_ms == p).unwrap_or(&zero);
+                let r = by_period.get(&p).copied().unwrap_or(&zero);
                 let mut v = self.figures(r, new.map(|n| new_in(n, p)));
                 v["period_start"] = json!(local_date(p));
                 v
@@ -342,17 +343,14 @@ pub async fn sales(
             Segment::Asset => Some(asset_names(&s, &company_id).await?),
             Segment::Buyer => None,
         };
-        let split = a.rows(&s, Some(a.bucket), Some(by)).await?;
+        // Each period's segments, found by the date the series shows for it.
+        let mut split: HashMap<String, Vec<SellerRow>> = HashMap::new();
+        for r in a.rows(&s, Some(a.bucket), Some(by)).await? {
+            split.entry(local_date(r.period_ms)).or_default().push(r);
+        }
         for point in &mut series {
-            let p = point["period_start"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let mine: Vec<SellerRow> = split
-                .iter()
-                .filter(|r| local_date(r.period_ms) == p)
-                .cloned()
-                .collect();
+            let p = point["period_start"].as_str().unwrap_or_default();
+            let mine = split.remove(p).unwrap_or_default();
             point["segments"] = json!(ranked(mine, a.sort, a.ascending, a.limit)
                 .iter()
                 .map(|r| keyed(field, &r.key, a.figures(r, None), names.as_ref()))
