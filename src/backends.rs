@@ -272,6 +272,7 @@ impl Backends {
             (topics::DLQ, 1),
             // Money movements, keyed by company: read by metering, billing and alerts.
             (topics::USAGE, s.partitions),
+            (topics::USAGE_TEST, s.partitions),
             (topics::BILLING, s.partitions),
         ] {
             log.create_topic(&s.topic(name), partitions).await?;

@@ -456,6 +456,7 @@ async fn ingest_state(
     };
     let mut icfg =
         ingest::IngestConfig::new(s.topic(topics::COLLECT_RAW), s.topic(topics::ENTITIES));
+    icfg.test_usage_topic = s.topic(topics::USAGE_TEST);
     icfg.collect_rate_per_minute = s.collect_rate_limit;
     icfg.trusted_proxies = proxies;
     icfg.max_event_age = Duration::from_secs(s.max_event_age_hours * 3600);
@@ -545,7 +546,10 @@ async fn spawn_stages(
             )),
             StageName::Metering => tokio::spawn(run_stage(
                 b.log.clone(),
-                MeteringStage::new(b.analytics.clone(), s.topic(topics::USAGE)),
+                MeteringStage::new(
+                    b.analytics.clone(),
+                    vec![s.topic(topics::USAGE), s.topic(topics::USAGE_TEST)],
+                ),
                 runner_config(s, METERING, sole_member, 10_000, 200),
                 stop.clone(),
             )),
@@ -574,7 +578,7 @@ async fn rebuild_metadata_if_empty(s: &Settings, b: &Backends) -> anyhow::Result
         .sum();
     if committed > 0 {
         tracing::info!(%group, "metadata store is empty: re-reading the entities topic from the start");
-        reset_group(b, &group, &topic).await?;
+        reset_group(b, &group, std::slice::from_ref(&topic)).await?;
     }
     Ok(())
 }
@@ -587,18 +591,21 @@ fn random_secret() -> String {
 }
 
 /// Sets `group`'s committed offsets on every partition of `topic` back to 0.
-async fn reset_group(b: &Backends, group: &str, topic: &str) -> anyhow::Result<()> {
-    let zero: Vec<eventlog::Position> = b
-        .log
-        .end_offsets(topic)
-        .await?
-        .into_iter()
-        .map(|p| eventlog::Position {
-            next_offset: 0,
-            ..p
-        })
-        .collect();
-    let mut consumer = b.log.sole_consumer(group, &[topic.to_string()]).await?;
+async fn reset_group(b: &Backends, group: &str, topics: &[String]) -> anyhow::Result<()> {
+    let mut zero: Vec<eventlog::Position> = Vec::new();
+    for topic in topics {
+        zero.extend(
+            b.log
+                .end_offsets(topic)
+                .await?
+                .into_iter()
+                .map(|p| eventlog::Position {
+                    next_offset: 0,
+                    ..p
+                }),
+        );
+    }
+    let mut consumer = b.log.sole_consumer(group, topics).await?;
     consumer.commit(&zero).await?;
     Ok(())
 }
@@ -607,21 +614,21 @@ async fn reset_group(b: &Backends, group: &str, topic: &str) -> anyhow::Result<(
 /// so counts do not change). Run while the stage is stopped everywhere.
 pub async fn rewind(s: &Settings, stage: &str) -> anyhow::Result<()> {
     let b = Backends::open(s).await?;
-    let topic = match StageName::parse(stage)? {
-        StageName::Enrich => s.topic(topics::COLLECT_RAW),
+    let topics = match StageName::parse(stage)? {
+        StageName::Enrich => vec![s.topic(topics::COLLECT_RAW)],
         StageName::Analytics => {
             b.analytics.reset_offsets("analytics").await?;
-            s.topic(topics::COLLECT_ENRICHED)
+            vec![s.topic(topics::COLLECT_ENRICHED)]
         }
         StageName::Metering => {
             b.analytics.reset_offsets(METERING).await?;
-            s.topic(topics::USAGE)
+            vec![s.topic(topics::USAGE), s.topic(topics::USAGE_TEST)]
         }
         StageName::Metadata => {
             anyhow::bail!("the metadata stage keeps its offsets with its rows; nothing to rewind")
         }
     };
-    reset_group(&b, &s.group(stage), &topic).await?;
+    reset_group(&b, &s.group(stage), &topics).await?;
     b.close();
     Ok(())
 }
@@ -648,7 +655,7 @@ pub async fn replay(s: &Settings) -> anyhow::Result<u64> {
     let b = Backends::open(s).await?;
     let topic = s.topic(topics::COLLECT_ENRICHED);
     b.analytics.truncate().await?;
-    reset_group(&b, &s.group("analytics"), &topic).await?;
+    reset_group(&b, &s.group("analytics"), std::slice::from_ref(&topic)).await?;
     let ends = b.log.end_offsets(&topic).await?;
     let total = sum_offsets(ends.iter().map(|p| &p.next_offset));
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -88,10 +88,36 @@ impl IngestState {
     }
 }
 
-pub(crate) fn new_api_key() -> String {
+/// A key's mode: live keys are charged, test keys never are (see `market::analyze`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyMode {
+    Live,
+    Test,
+}
+
+impl KeyMode {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "live" => Some(Self::Live),
+            "test" => Some(Self::Test),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Test => "test",
+        }
+    }
+}
+
+/// A fresh secret, `sk_live_…` or `sk_test_…` (keys made before modes, `sk_…`, stay valid:
+/// only the hash is stored, and the mode is kept with the key).
+pub(crate) fn new_api_key(mode: KeyMode) -> String {
     let mut bytes = [0u8; 20];
     rand::thread_rng().fill_bytes(&mut bytes);
-    format!("sk_{}", hex::encode(bytes))
+    format!("sk_{}_{}", mode.name(), hex::encode(bytes))
 }
 
 pub(crate) fn last4(key: &str) -> String {
@@ -181,7 +207,14 @@ pub async fn setup(
         created_at_ms: now,
         updated_at_ms: now,
     };
-    let (key, key_state) = new_key(&admin, "setup", Role::Operator, "analytics", None);
+    let (key, key_state) = new_key(
+        &admin,
+        "setup",
+        Role::Operator,
+        "analytics",
+        None,
+        KeyMode::Live,
+    );
     let (user_id, company_id) = (admin.id.clone(), company.id.clone());
     s.command_checked(vec![EntityEvent::CompanyCreated(CompanyCreated {
         event_id: new_id(),
@@ -378,7 +411,7 @@ pub async fn create_key(
         .user(&caller.user_id)
         .await?
         .ok_or_else(|| ApiError::unauthorized("the caller's user is gone"))?;
-    let (key, state) = new_key(&user, &name, caller.role, "analytics", None);
+    let (key, state) = new_key(&user, &name, caller.role, "analytics", None, KeyMode::Live);
     let (id, created_at_ms, last4) = (
         state.id.clone(),
         state.created_at_ms,
@@ -486,9 +519,12 @@ mod tests {
 
     #[test]
     fn keys_are_random_prefixed_and_masked() {
-        let a = new_api_key();
-        assert!(a.starts_with("sk_") && a.len() == 43);
-        assert_ne!(a, new_api_key());
+        let a = new_api_key(KeyMode::Live);
+        assert!(a.starts_with("sk_live_") && a.len() == 48);
+        assert_ne!(a, new_api_key(KeyMode::Live));
+        assert!(new_api_key(KeyMode::Test).starts_with("sk_test_"));
+        assert_eq!(KeyMode::parse("test"), Some(KeyMode::Test));
+        assert_eq!(KeyMode::parse("LIVE"), None);
         assert_eq!(mask_key(&last4("sk_abcd1234")), "sk_****1234");
     }
 

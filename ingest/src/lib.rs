@@ -31,6 +31,9 @@ pub struct IngestConfig {
     pub raw_topic: String,
     /// Topic for entity events.
     pub entities_topic: String,
+    /// Topic of test-key executions, which ingest appends itself (they move no money, so
+    /// they skip the outbox and `tally.usage`).
+    pub test_usage_topic: String,
     /// Collect requests per IP per minute; 0 turns the limit off.
     pub collect_rate_per_minute: u32,
     /// Peers whose `X-Forwarded-For` is trusted.
@@ -55,6 +58,7 @@ impl IngestConfig {
         Self {
             raw_topic,
             entities_topic,
+            test_usage_topic: "usage.test".into(),
             collect_rate_per_minute: 60,
             trusted_proxies: Vec::new(),
             max_event_age: Duration::from_secs(7 * 24 * 3600),

@@ -1,4 +1,5 @@
-//! The metering stage: `tally.usage` → the analytics store's `usage` rows, one per execution,
+//! The metering stage: `tally.usage` (live executions, from the money path's outbox) and
+//! `tally.usage.test` (test-key executions) → the analytics store's `usage` rows, one per execution,
 //! deduplicated by execution id and stored with the stage's offsets (so a redelivery after a
 //! crash or a rebalance counts nothing twice).
 
@@ -18,12 +19,12 @@ pub const METERING: &str = "metering";
 
 pub struct MeteringStage {
     store: Arc<dyn MeteringStore>,
-    input: String,
+    inputs: Vec<String>,
 }
 
 impl MeteringStage {
-    pub fn new(store: Arc<dyn MeteringStore>, input: String) -> Self {
-        Self { store, input }
+    pub fn new(store: Arc<dyn MeteringStore>, inputs: Vec<String>) -> Self {
+        Self { store, inputs }
     }
 }
 
@@ -36,7 +37,7 @@ impl Stage for MeteringStage {
     }
 
     fn topics(&self) -> Vec<String> {
-        vec![self.input.clone()]
+        self.inputs.clone()
     }
 
     async fn resume_offsets(&mut self) -> Result<Vec<Position>, StageError> {

@@ -315,6 +315,7 @@ async fn legacy_events<S: MetadataWriter + MetadataReader>(store: &S) {
                 company_id: "operator".into(),
                 role_id: 1,
                 expires_at_ms: None,
+                test_mode: false,
             })
         );
         assert!(
@@ -471,6 +472,7 @@ async fn companies_users_and_keys<S: MetadataWriter + MetadataReader>(store: &S)
     stolen.role_id = 4;
     let mut key2 = testenv::api_key("key-u-a2", "u-a2", "c1");
     key2.role_id = 4;
+    key2.mode = "test".into();
     apply_all(
         store,
         vec![
@@ -521,8 +523,13 @@ async fn companies_users_and_keys<S: MetadataWriter + MetadataReader>(store: &S)
         .expect("owner")
         .expect("active");
     assert_eq!(
-        (owner.company_id.as_str(), owner.role_id, owner.api_key_id),
-        ("c1", 4, 5)
+        (
+            owner.company_id.as_str(),
+            owner.role_id,
+            owner.api_key_id,
+            owner.test_mode
+        ),
+        ("c1", 4, 5, true)
     );
 
     // Revoking keeps the reason; an inactive user's keys stop working.
@@ -547,6 +554,7 @@ async fn companies_users_and_keys<S: MetadataWriter + MetadataReader>(store: &S)
     let k = store.api_key("key-u-a2").await.expect("key").expect("kept");
     assert_eq!(k.state.revocation_reason.as_deref(), Some("leaked"));
     assert_eq!(k.api_key_id, 5, "the number survives an update");
+    assert_eq!(k.state.mode, "test", "the mode survives an update");
     assert!(store
         .key_by_hash("hash-key-u-a")
         .await

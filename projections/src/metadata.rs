@@ -120,6 +120,8 @@ pub struct KeyOwner {
     /// The key's role (never above its user's).
     pub role_id: i32,
     pub expires_at_ms: Option<i64>,
+    /// A `test` key (its executions are never charged).
+    pub test_mode: bool,
 }
 
 /// Applies entity events. Idempotent: re-applying an event changes nothing.

@@ -8,7 +8,7 @@
 //! metadata stage's offsets, so the stage rebuilds them from the log.
 
 /// The version of the projected tables' shape. Bump it when they change.
-pub(crate) const SCHEMA_VERSION: &str = "5";
+pub(crate) const SCHEMA_VERSION: &str = "6";
 
 /// Tables that survive every migration.
 pub(crate) const DURABLE_DDL: &str = "
@@ -107,7 +107,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_by TEXT,
     revocation_reason TEXT,
     created_at_ms BIGINT NOT NULL,
-    updated_at_ms BIGINT NOT NULL
+    updated_at_ms BIGINT NOT NULL,
+    mode TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS api_keys_by_company ON api_keys (company_id);
 CREATE TABLE IF NOT EXISTS connections (
@@ -517,8 +518,8 @@ macro_rules! metadata_sql_impl {
                 sqlx::query(
                     "INSERT INTO api_keys (id, api_key_id, user_id, company_id, name, key_hash, key_last4, key_type, role_id, \
                      is_system_generated, endpoint_id, expires_at_ms, active, revoked_at_ms, revoked_by, revocation_reason, \
-                     created_at_ms, updated_at_ms) \
-                     SELECT $1, COALESCE(MAX(api_key_id), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 \
+                     created_at_ms, updated_at_ms, mode) \
+                     SELECT $1, COALESCE(MAX(api_key_id), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18 \
                      FROM api_keys WHERE TRUE \
                      ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, role_id = EXCLUDED.role_id, \
                      expires_at_ms = EXCLUDED.expires_at_ms, active = EXCLUDED.active, revoked_at_ms = EXCLUDED.revoked_at_ms, \
@@ -542,6 +543,7 @@ macro_rules! metadata_sql_impl {
                 .bind(&k.revocation_reason)
                 .bind(k.created_at_ms)
                 .bind(k.updated_at_ms)
+                .bind(&k.mode)
                 .execute(&mut **tx)
                 .await?;
                 Ok(())
@@ -965,6 +967,7 @@ macro_rules! metadata_sql_impl {
                     revocation_reason: None,
                     created_at_ms: k.created_at_ms,
                     updated_at_ms: k.created_at_ms,
+                    mode: "live".into(),
                 };
                 write_key(tx, &key).await
             }
@@ -1098,6 +1101,7 @@ macro_rules! metadata_sql_impl {
                         revocation_reason: row.try_get("revocation_reason")?,
                         created_at_ms: row.try_get("created_at_ms")?,
                         updated_at_ms: row.try_get("updated_at_ms")?,
+                        mode: row.try_get("mode")?,
                     },
                 })
             }
@@ -1258,7 +1262,7 @@ macro_rules! metadata_sql_impl {
 
                 async fn key_by_hash(&self, key_hash: &str) -> StoreResult<Option<KeyOwner>> {
                     let row = sqlx::query(
-                        "SELECT k.id, k.api_key_id, k.user_id, k.company_id, k.role_id, k.expires_at_ms \
+                        "SELECT k.id, k.api_key_id, k.user_id, k.company_id, k.role_id, k.expires_at_ms, k.mode \
                          FROM api_keys k JOIN users u ON u.id = k.user_id \
                          WHERE k.key_hash = $1 AND k.active AND k.revoked_at_ms IS NULL AND u.status = 'ACTIVE'",
                     )
@@ -1274,6 +1278,7 @@ macro_rules! metadata_sql_impl {
                             company_id: r.try_get("company_id")?,
                             role_id: r.try_get("role_id")?,
                             expires_at_ms: r.try_get("expires_at_ms")?,
+                            test_mode: r.try_get::<String, _>("mode")? == "test",
                         })
                     })
                     .transpose()

@@ -318,6 +318,7 @@ mod tests {
                 key: ApiKeyState {
                     expires_at_ms: Some(9),
                     revocation_reason: Some("leaked".into()),
+                    mode: "test".into(),
                     ..crate::testenv::api_key("k2", "u2", "c")
                 },
             }),
@@ -422,6 +423,35 @@ mod tests {
         };
         let u = decode::<UsageRecorded>(&encode_with(19, &old).unwrap()).unwrap();
         assert_eq!((u.credits, u.seller_credits, u.at_ms), (25, 0, 9));
+    }
+
+    #[test]
+    fn a_key_written_before_modes_reads_as_live() {
+        let mut key = ApiKeyUpserted {
+            event_id: "e".into(),
+            key: crate::testenv::api_key("k", "u", "c"),
+        };
+        key.key.mode = "test".into();
+        // The v1 writer had no `mode`: drop it from the value before writing with schema 14.
+        let apache_avro::types::Value::Record(mut fields) = to_value(&key).unwrap() else {
+            panic!("a record")
+        };
+        if let Some((_, apache_avro::types::Value::Record(k))) =
+            fields.iter_mut().find(|(n, _)| n == "key")
+        {
+            k.retain(|(n, _)| n != "mode");
+        }
+        let datum = to_avro_datum(
+            schema_by_id(14).unwrap(),
+            apache_avro::types::Value::Record(fields),
+        )
+        .unwrap();
+        let mut bytes = vec![MAGIC];
+        bytes.extend_from_slice(&14u32.to_be_bytes());
+        bytes.extend_from_slice(&datum);
+        let back = decode::<ApiKeyUpserted>(&bytes).unwrap();
+        assert_eq!(back.key.mode, "live");
+        assert_eq!(back.key.key_hash, key.key.key_hash);
     }
 
     #[test]

@@ -180,6 +180,14 @@ pub struct ApiKeyState {
     pub revocation_reason: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// `live` or `test` (since v2 of the events that carry a key; older keys are live). A
+    /// test key's executions are never charged, return at most 10 rows and are metered apart.
+    #[serde(default = "live_mode")]
+    pub mode: String,
+}
+
+fn live_mode() -> String {
+    "live".into()
 }
 
 /// A tenant company created together with its first admin and the admin's key. One event, so

@@ -142,6 +142,18 @@ pub const REGISTRY: &[SchemaEntry] = &[
         "subscription_set.v1.avsc"
     ),
     entry!(25, "tally.usage.UsageRecorded", 2, "usage_recorded.v2.avsc"),
+    entry!(
+        26,
+        "tally.entities.ApiKeyUpserted",
+        2,
+        "api_key_upserted.v2.avsc"
+    ),
+    entry!(
+        27,
+        "tally.entities.CompanyCreated",
+        2,
+        "company_created.v2.avsc"
+    ),
 ];
 
 struct Parsed {

@@ -86,6 +86,7 @@ pub fn api_key(id: &str, user_id: &str, company_id: &str) -> crate::ApiKeyState 
         revocation_reason: None,
         created_at_ms: 1,
         updated_at_ms: 1,
+        mode: "live".into(),
     }
 }
 

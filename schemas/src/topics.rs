@@ -9,6 +9,10 @@ pub const COLLECT_ENRICHED: &str = "collect.enriched";
 pub const ENTITIES: &str = "entities";
 /// Executions as committed by the money path (`UsageRecorded`), keyed by buyer company id.
 pub const USAGE: &str = "usage";
+/// Test-mode executions (`UsageRecorded` with mode `test`), keyed by buyer company id. They
+/// move no money, so ingest appends them itself; kept apart from `usage`, whose records match
+/// the settled executions one to one (`tally reconcile` checks that).
+pub const USAGE_TEST: &str = "usage.test";
 /// Ledger rows as committed (`LedgerEntryPosted`), keyed by company id.
 pub const BILLING: &str = "billing";
 /// Records a consumer could not decode or apply.

@@ -373,6 +373,128 @@ async fn request_usage(m: &Market) {
     }
 }
 
+/// A buyer's test key runs the same assets at the same source: at most 10 rows, never
+/// charged, not paid from the allocation, metered as `test` only, never a sale.
+async fn test_key_runs(m: &Market, conn: &str) {
+    let (s, b) = m
+        .buyer
+        .post(
+            &format!("/companies/{}/api-keys", m.buyer_id),
+            &json!({"name": "sandbox", "mode": "test"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["data"]["mode"], "test", "{b}");
+    let secret = b["data"]["key"].as_str().expect("secret").to_string();
+    assert!(secret.starts_with("sk_test_"), "{secret}");
+    let key_id = b["data"]["api_key_id"].clone();
+    let (s, b) = m
+        .buyer
+        .post(
+            &format!("/companies/{}/api-keys", m.buyer_id),
+            &json!({"name": "x", "mode": "sandbox"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    let sandbox = Client {
+        base: m.buyer.base.clone(),
+        http: reqwest::Client::new(),
+        key: Some(secret),
+    };
+
+    let (s, b) = create_asset(
+        m,
+        json!({"name": "Series", "connection_id": conn, "visibility": "SHARED", "sell_in_marketplace": true,
+               "sql_logic": "SELECT generate_series(1, 25) AS n"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let series = b["data"]["asset_id"].as_str().expect("asset").to_string();
+    let (s, _) = m
+        .seller
+        .post(
+            &format!("/companies/{}/assets/{series}/prices", m.seller_id),
+            &json!({"price_usd": 0.5}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    assert_eq!(top_up(&m.op, &m.buyer_id, 100, "t2").await.0, 201);
+    assert_eq!(balance(&m.buyer, &m.buyer_id).await, 125);
+
+    let (s, b) = sandbox.get("/analyze/acme/assets/series").await;
+    assert_eq!(s, 200, "{b}");
+    let d = &b["data"];
+    assert_eq!(
+        (
+            &d["row_count"],
+            &d["truncated"],
+            &d["credits_charged"],
+            &d["mode"]
+        ),
+        (&json!(10), &json!(true), &json!(0), &json!("test")),
+        "{b}"
+    );
+    assert_eq!(d["credits_remaining"], 125, "{b}");
+    let (s, b) = sandbox.get("/analyze/acme/assets/broken").await;
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (502, json!("source_error")),
+        "{b}"
+    );
+    // The same key in the live mode is charged: 50 credits for the series.
+    let (s, b) = m.buyer.get("/analyze/acme/assets/series").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (&b["data"]["row_count"], &b["data"]["credits_charged"]),
+        (&json!(25), &json!(50)),
+        "{b}"
+    );
+    assert_eq!(balance(&m.buyer, &m.buyer_id).await, 75);
+
+    let test = usage_once(&m.buyer, &m.buyer_id, "?mode=test", 2).await;
+    assert_eq!(
+        test["total"],
+        json!({"executions": 2, "succeeded": 1, "failed": 1, "credits": 0, "rows": 10}),
+        "{test}"
+    );
+    let live = usage_once(&m.buyer, &m.buyer_id, "", 8).await;
+    assert_eq!(
+        (&live["total"]["executions"], &live["total"]["credits"]),
+        (&json!(8), &json!(125)),
+        "the seven live runs and the series: {live}"
+    );
+    let (s, b) = m
+        .buyer
+        .get(&format!(
+            "/companies/{}/api-keys/{key_id}/stats?days=1",
+            m.buyer_id
+        ))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (
+            &b["data"]["executions"]["mode"],
+            &b["data"]["executions"]["total"]["executions"]
+        ),
+        (&json!("test"), &json!(2)),
+        "{b}"
+    );
+    // The seller earned from the live run only: floor(50 × 0.85) = 42 more than the 63.
+    assert_eq!(balance(&m.seller, &m.seller_id).await, 105);
+    let (_, sales) = m
+        .seller
+        .get(&format!("/companies/{}/analytics/metrics", m.seller_id))
+        .await;
+    assert_eq!(
+        (
+            &sales["data"]["total_executions"],
+            &sales["data"]["total_revenue_credits"]
+        ),
+        (&json!(8), &json!(105)),
+        "{sales}"
+    );
+}
+
 /// The seller's analytics over the same executions (metered by the time `request_usage`
 /// returns): three sales of 25 earning 21 each and four failures, all by one new customer
 /// today; the seller's own run is not a sale.
@@ -785,6 +907,7 @@ async fn seller_to_buyer_charges_exactly_and_reconciles() {
         before
     );
     price_changes(&m, &asset_id, &run).await;
+    test_key_runs(&m, &conn).await;
 
     let settings = m.settings.clone();
     m.app.shutdown().await.expect("shutdown");

@@ -28,6 +28,9 @@ pub struct Caller {
     pub role: Role,
     /// The session's token hash when the caller signed in with the dashboard cookie.
     pub session: Option<String>,
+    /// Called with a `test` key: executions are never charged, return at most 10 rows and
+    /// are metered apart. A session is always live.
+    pub test_mode: bool,
 }
 
 impl Caller {
@@ -39,6 +42,7 @@ impl Caller {
             company_id: o.company_id.clone(),
             role: Role::from_id(o.role_id)?,
             session: None,
+            test_mode: o.test_mode,
         })
     }
 
@@ -127,6 +131,7 @@ impl Auth {
                 company_id: o.company_id,
                 role: Role::from_id(o.role_id)?,
                 session: Some(hash),
+                test_mode: false,
             })
         }))
     }

@@ -327,9 +327,12 @@ async fn execute(
     let resolved = runnable(s, caller, handle, slug).await?;
     let price = cost(caller, &resolved)?;
     let prepared = prepare(s, &resolved, &given).await?;
+    let execution_id = execution_id(&caller.company_id, idempotency_key);
+    if caller.test_mode {
+        return execute_test(s, caller, &resolved, prepared, format, execution_id).await;
+    }
     let (asset, seller) = (&resolved.asset, &resolved.seller);
     let store = money(s)?;
-    let execution_id = execution_id(&caller.company_id, idempotency_key);
     let (seller_share, platform_fee) = split(price, seller.state.vendor_share_bp);
     let hold = Hold {
         execution_id: execution_id.clone(),
@@ -432,28 +435,147 @@ async fn execute(
     let charged = if replayed { 0 } else { price };
     metrics::counter!("tally_executions_total", "status" => "succeeded").increment(1);
     metrics::counter!("tally_credits_charged_total").increment(charged as u64);
-    if let Some(mut resp) = formatted(format, &rows)? {
+    answer(
+        format,
+        asset,
+        &rows,
+        Answered {
+            execution_id,
+            duration_ms,
+            cached: from_cache,
+            charged,
+            balance,
+            replayed,
+            test: false,
+        },
+    )
+}
+
+/// Rows a test key's execution returns at most.
+pub const TEST_MAX_ROWS: usize = 10;
+
+/// A test key's execution: the same checks and the same source, at most
+/// [`TEST_MAX_ROWS`] rows, never charged (no money moves, so no hold), never from or into the
+/// result cache, and metered as `test` through its own topic (`tally.usage.test`).
+async fn execute_test(
+    s: &IngestState,
+    caller: &Caller,
+    resolved: &Resolved,
+    mut prepared: Prepared,
+    format: &str,
+    execution_id: String,
+) -> ApiResult<Response> {
+    prepared.limits.max_rows = prepared.limits.max_rows.min(TEST_MAX_ROWS);
+    let started = Instant::now();
+    let result = prepared
+        .connector
+        .query(&prepared.sql, &prepared.binds, prepared.limits)
+        .await;
+    let duration_ms = (started.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
+    let usage = schemas::UsageRecorded {
+        execution_id: execution_id.clone(),
+        buyer_company_id: caller.company_id.clone(),
+        seller_company_id: resolved.asset.company_id.clone(),
+        asset_id: resolved.asset.id.clone(),
+        api_key_id: caller.api_key_id,
+        user_id: caller.user_id.clone(),
+        credits: 0,
+        seller_credits: 0,
+        rows: result.as_ref().map_or(0, |r| r.rows.len() as i64),
+        duration_ms,
+        status: if result.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        }
+        .into(),
+        mode: "test".into(),
+        at_ms: crate::commands::now_ms(),
+    };
+    meter(s, &usage).await?;
+    let status = if result.is_ok() {
+        "succeeded"
+    } else {
+        "failed"
+    };
+    metrics::counter!("tally_test_executions_total", "status" => status).increment(1);
+    let rows = result.map_err(|e| {
+        ApiError::from(e)
+            .with_details(json!({ "execution_id": execution_id, "credits_charged": 0 }))
+    })?;
+    let balance = money(s)?.balance(&caller.company_id).await?;
+    answer(
+        format,
+        &resolved.asset,
+        &rows,
+        Answered {
+            execution_id,
+            duration_ms,
+            cached: false,
+            charged: 0,
+            balance,
+            replayed: false,
+            test: true,
+        },
+    )
+}
+
+/// Appends a test execution's `UsageRecorded` (keyed by buyer, as the outbox keys live ones).
+async fn meter(s: &IngestState, usage: &schemas::UsageRecorded) -> ApiResult<()> {
+    let value = schemas::encode(usage).map_err(ApiError::internal)?;
+    let record = eventlog::OutRecord {
+        key: usage.buyer_company_id.as_bytes().to_vec(),
+        value,
+    };
+    s.log
+        .append(&s.cfg.test_usage_topic, vec![record])
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "test usage append failed");
+            ApiError::unavailable("the event log cannot accept writes right now; retry")
+        })?;
+    Ok(())
+}
+
+/// What an answered execution reports besides its rows.
+struct Answered {
+    execution_id: String,
+    duration_ms: f64,
+    cached: bool,
+    charged: i64,
+    balance: i64,
+    replayed: bool,
+    test: bool,
+}
+
+/// An execution's answer: the rows as `format` asks, with the execution's id and money in
+/// headers (CSV, NDJSON) or in the JSON body.
+fn answer(format: &str, asset: &AssetState, rows: &Rows, a: Answered) -> ApiResult<Response> {
+    let mode = if a.test { "test" } else { "live" };
+    if let Some(mut resp) = formatted(format, rows)? {
         let h = resp.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&execution_id) {
+        if let Ok(v) = HeaderValue::from_str(&a.execution_id) {
             h.insert("x-tally-execution-id", v);
         }
-        h.insert("x-tally-credits-charged", HeaderValue::from(charged));
-        h.insert("x-tally-credits-remaining", HeaderValue::from(balance));
+        h.insert("x-tally-credits-charged", HeaderValue::from(a.charged));
+        h.insert("x-tally-credits-remaining", HeaderValue::from(a.balance));
+        h.insert("x-tally-mode", HeaderValue::from_static(mode));
         return Ok(resp);
     }
     let mut data = json!({
-        "execution_id": execution_id,
+        "execution_id": a.execution_id,
         "asset_id": asset.id,
         "columns": rows.columns,
         "rows": rows.objects(),
         "row_count": rows.rows.len(),
         "truncated": rows.truncated,
-        "duration_ms": duration_ms,
-        "cached": from_cache,
-        "credits_charged": charged,
-        "credits_remaining": balance,
+        "duration_ms": a.duration_ms,
+        "cached": a.cached,
+        "credits_charged": a.charged,
+        "credits_remaining": a.balance,
+        "mode": mode,
     });
-    if replayed {
+    if a.replayed {
         data["replayed"] = json!(true);
     }
     if asset.asset_type == "CALCULATION" && rows.columns.len() == 1 && rows.rows.len() == 1 {

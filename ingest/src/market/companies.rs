@@ -163,7 +163,14 @@ pub async fn create(
         username.as_deref(),
     )
     .await?;
-    let (secret, key) = new_key(&admin_user, "admin", Role::CompanyAdmin, "analytics", None);
+    let (secret, key) = new_key(
+        &admin_user,
+        "admin",
+        Role::CompanyAdmin,
+        "analytics",
+        None,
+        crate::commands::KeyMode::Live,
+    );
     let (company_id, admin_user_id, key_id) =
         (company.id.clone(), admin_user.id.clone(), key.id.clone());
     s.command_checked(vec![EntityEvent::CompanyCreated(CompanyCreated {

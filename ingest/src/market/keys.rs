@@ -4,7 +4,7 @@
 
 use super::companies::scoped;
 use super::*;
-use crate::commands::{last4, new_api_key, now_ms};
+use crate::commands::{last4, new_api_key, now_ms, KeyMode};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -25,8 +25,9 @@ pub(crate) fn new_key(
     role: Role,
     key_type: &str,
     expires_at_ms: Option<i64>,
+    mode: KeyMode,
 ) -> (String, ApiKeyState) {
-    let secret = new_api_key();
+    let secret = new_api_key(mode);
     let now = now_ms();
     let state = ApiKeyState {
         id: new_id(),
@@ -46,6 +47,7 @@ pub(crate) fn new_key(
         revocation_reason: None,
         created_at_ms: now,
         updated_at_ms: now,
+        mode: mode.name().to_string(),
     };
     (secret, state)
 }
@@ -112,6 +114,8 @@ pub async fn list(
 struct CreateBody {
     name: Option<String>,
     key_type: Option<String>,
+    /// `live` (the default) or `test`.
+    mode: Option<String>,
     role_id: Option<i64>,
     expiration_date_utc: Option<String>,
     /// Admins may create a key for another user of the company.
@@ -145,6 +149,7 @@ pub async fn create(
         CreateBody {
             name: None,
             key_type: None,
+            mode: None,
             role_id: None,
             expiration_date_utc: None,
             user_id: None,
@@ -180,7 +185,12 @@ pub async fn create(
         .map(|t| future_time("expiration_date_utc", t))
         .transpose()?;
     let kind = key_type(b.key_type.as_deref())?;
-    let (secret, state) = new_key(&owner, &name, role, &kind, expires);
+    let mode = match b.mode.as_deref() {
+        None => KeyMode::Live,
+        Some(m) => KeyMode::parse(m)
+            .ok_or_else(|| ApiError::bad_request(format!("mode {m:?} is not one of live, test")))?,
+    };
+    let (secret, state) = new_key(&owner, &name, role, &kind, expires, mode);
     let id = state.id.clone();
     s.command_checked(vec![EntityEvent::ApiKeyUpserted(ApiKeyUpserted {
         event_id: new_id(),
@@ -223,7 +233,7 @@ pub async fn stats(
         .as_ref()
         .ok_or_else(|| ApiError::not_implemented("this process keeps no usage counts"))?;
     let u = store.key_uses(k.api_key_id).await?;
-    let days = super::usage::key_days(&s, &company, k.api_key_id, &q).await?;
+    let days = super::usage::key_days(&s, &company, &k, &q).await?;
     let data = json!({
         "api_key_id": k.api_key_id,
         "name": k.state.name,

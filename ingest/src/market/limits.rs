@@ -38,12 +38,14 @@ fn subject(caller: &Caller) -> String {
     }
 }
 
-/// The counters of one call under `plan` (period from `period_start_ms`).
+/// The counters of one call under `plan` (period from `period_start_ms`), counting against
+/// the monthly allocation of `allocation`'s company (none for a test key's call, which the
+/// allocation never pays for).
 pub(crate) fn counters(
     plan: &Plan,
     period_start_ms: i64,
     who: &str,
-    company_id: &str,
+    allocation: Option<&str>,
     now: i64,
 ) -> Vec<Counter> {
     let mut out = Vec::new();
@@ -53,7 +55,7 @@ pub(crate) fn counters(
     if let Some(n) = plan.requests_per_day {
         out.push(fixed(format!("{who}:day"), now, DAY_MS, n.into()));
     }
-    if let Some(n) = plan.monthly_requests {
+    if let (Some(n), Some(company_id)) = (plan.monthly_requests, allocation) {
         let (start_ms, end_ms) = current_period(period_start_ms, now);
         out.push(Counter {
             key: format!("company:{company_id}:month"),
@@ -146,7 +148,8 @@ pub(crate) async fn admit(s: &IngestState, caller: &Caller) -> Result<Option<Adm
         );
         return Err(e.into_response());
     }
-    let counters = counters(plan, start, &who, &caller.company_id, now);
+    let allocation = (!caller.test_mode).then_some(caller.company_id.as_str());
+    let counters = counters(plan, start, &who, allocation, now);
     let taken = match store.take(&counters, now).await {
         Ok(t) => t,
         Err(e) => {
@@ -207,7 +210,7 @@ mod tests {
     fn a_starter_call_counts_its_minute_day_and_month() {
         let plan =
             projections::reference::plan("starter").unwrap_or(&projections::reference::PLANS[0]);
-        let c = counters(plan, 0, "key:7", "acme", 90_000);
+        let c = counters(plan, 0, "key:7", Some("acme"), 90_000);
         let keys: Vec<&str> = c.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(keys, ["key:7:minute", "key:7:day", "company:acme:month"]);
         assert_eq!(
@@ -217,8 +220,14 @@ mod tests {
         let enterprise =
             projections::reference::plan("enterprise").unwrap_or(&projections::reference::PLANS[2]);
         assert!(
-            counters(enterprise, 0, "key:7", "acme", 0).is_empty(),
+            counters(enterprise, 0, "key:7", Some("acme"), 0).is_empty(),
             "unlimited"
+        );
+        let test = counters(plan, 0, "key:8", None, 90_000);
+        assert_eq!(
+            test.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
+            ["key:8:minute", "key:8:day"],
+            "a test key's call is not paid from the allocation"
         );
     }
 }

@@ -242,6 +242,7 @@ pub(crate) fn key_json(k: &ApiKey) -> Value {
         "user_id": s.user_id,
         "role_id": s.role_id,
         "key_type": s.key_type,
+        "mode": s.mode,
         "is_system_generated": s.is_system_generated,
         "endpoint_id": s.endpoint_id,
         "mcp_deployment_id": null,

@@ -56,12 +56,12 @@ fn count_json(c: &UsageCount) -> Value {
     })
 }
 
-/// A key's metered executions over the last `days` local days (default 30, at most 366,
-/// today included): in total and per day, zeros included.
+/// A key's metered executions (in the key's own mode) over the last `days` local days
+/// (default 30, at most 366, today included): in total and per day, zeros included.
 pub(crate) async fn key_days(
     s: &IngestState,
     company: &projections::Company,
-    api_key_id: i64,
+    key: &projections::ApiKey,
     q: &HashMap<String, String>,
 ) -> ApiResult<Value> {
     let days = match q.get("days") {
@@ -85,8 +85,8 @@ pub(crate) async fn key_days(
     let report = usage_of(
         s,
         &company.state.id,
-        Some(api_key_id),
-        "live",
+        Some(key.api_key_id),
+        &key.state.mode,
         tz,
         first,
         next,
@@ -94,6 +94,7 @@ pub(crate) async fn key_days(
     .await?;
     Ok(json!({
         "days": days,
+        "mode": key.state.mode,
         "timezone": tz.name(),
         "total": count_json(&report.total),
         "per_day": every_day(&report, first, next),
