@@ -18,6 +18,13 @@ pub struct Settings {
     /// Collect requests per IP per minute (0 = off).
     #[arg(long, env = "TALLY_COLLECT_RATE_LIMIT", default_value_t = 60)]
     pub collect_rate_limit: u32,
+    /// Calls per hour to the authentication routes (`/api/auth/…`), per caller or, signed
+    /// out, per IP (0 = off).
+    #[arg(long, env = "TALLY_AUTH_REQUESTS_PER_HOUR", default_value_t = 1_000)]
+    pub auth_requests_per_hour: u64,
+    /// Calls per hour to the marketplace routes, per key or signed-in user (0 = off).
+    #[arg(long, env = "TALLY_MARKET_REQUESTS_PER_HOUR", default_value_t = 10_000)]
+    pub market_requests_per_hour: u64,
     /// Comma-separated CIDRs of proxies whose X-Forwarded-For is trusted.
     #[arg(long, env = "TALLY_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
@@ -200,6 +207,8 @@ pub(crate) mod tests {
             data_dir: "d".into(),
             listen: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
             collect_rate_limit: 60,
+            auth_requests_per_hour: 1_000,
+            market_requests_per_hour: 10_000,
             trusted_proxies: String::new(),
             cors_origins: String::new(),
             geoip_path: None,

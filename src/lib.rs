@@ -458,6 +458,8 @@ async fn ingest_state(
         ingest::IngestConfig::new(s.topic(topics::COLLECT_RAW), s.topic(topics::ENTITIES));
     icfg.test_usage_topic = s.topic(topics::USAGE_TEST);
     icfg.collect_rate_per_minute = s.collect_rate_limit;
+    icfg.auth_per_hour = s.auth_requests_per_hour;
+    icfg.market_per_hour = s.market_requests_per_hour;
     icfg.trusted_proxies = proxies;
     icfg.max_event_age = Duration::from_secs(s.max_event_age_hours * 3600);
     icfg.vendor_share_bp = (s.vendor_share * 10_000.0).round() as i32;

@@ -36,6 +36,10 @@ pub struct IngestConfig {
     pub test_usage_topic: String,
     /// Collect requests per IP per minute; 0 turns the limit off.
     pub collect_rate_per_minute: u32,
+    /// Seed `000`'s hourly limits (`market::limits::route_limit`): authentication routes per
+    /// caller or IP, marketplace routes per caller; 0 turns one off.
+    pub auth_per_hour: u64,
+    pub market_per_hour: u64,
     /// Peers whose `X-Forwarded-For` is trusted.
     pub trusted_proxies: Vec<IpNet>,
     /// Oldest event `timestamp` accepted.
@@ -60,6 +64,8 @@ impl IngestConfig {
             entities_topic,
             test_usage_topic: "usage.test".into(),
             collect_rate_per_minute: 60,
+            auth_per_hour: 1_000,
+            market_per_hour: 10_000,
             trusted_proxies: Vec::new(),
             max_event_age: Duration::from_secs(7 * 24 * 3600),
             max_clock_skew: Duration::from_secs(60),
@@ -184,18 +190,25 @@ impl IngestState {
 pub fn router(state: Arc<IngestState>) -> Router {
     // Layers run outside in: auth first (so replays are scoped to the caller), then
     // idempotency, then the handler.
+    // The hourly route limits run inside auth (they count per caller) and before
+    // idempotency (a replayed answer counts as a call).
     let idempotent = from_fn_with_state(state.idempotency.clone(), web::idempotency_layer);
+    let hourly = from_fn_with_state(state.clone(), market::limits::route_limit);
     let protected = protected_routes()
         .into_iter()
         .fold(Router::new(), |r, (path, handler)| r.route(&path, handler))
         .route_layer(idempotent.clone())
+        .route_layer(hourly.clone())
         .route_layer(from_fn_with_state(state.auth.clone(), web::require_api_key));
-    let public = Router::new()
-        .route("/api/collect", post(collect::collect))
+    let sign_in = Router::new()
         .route("/api/auth/setup", post(commands::setup))
         .route("/api/auth/login", post(login::login))
+        .route_layer(idempotent.clone())
+        .route_layer(hourly);
+    let public = Router::new()
+        .route("/api/collect", post(collect::collect))
         .route_layer(idempotent);
-    public.merge(protected).with_state(state)
+    public.merge(sign_in).merge(protected).with_state(state)
 }
 
 /// Marketplace routes that exist in the contract but whose part is not built yet: they answer

@@ -74,6 +74,8 @@ pub fn embedded_settings(dir: &Path) -> tally::Settings {
         data_dir: dir.join("data"),
         listen: "127.0.0.1:0".parse().expect("addr"),
         collect_rate_limit: 0,
+        auth_requests_per_hour: 1_000,
+        market_requests_per_hour: 10_000,
         trusted_proxies: "127.0.0.1/32".into(),
         cors_origins: String::new(),
         geoip_path: Some(write_geo_db(dir)),

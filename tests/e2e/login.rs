@@ -238,3 +238,116 @@ async fn sessions_sign_in_check_origin_and_sign_out() {
     assert_eq!(s, 400);
     app.shutdown().await.expect("shutdown");
 }
+
+/// Seed `000`'s hourly limits, made small: the marketplace routes per key (each key its own
+/// count, the headers on every answer, then `429 marketplace_hour`), the authentication routes
+/// per IP signed out; the web-analytics routes are under neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hourly_route_limits_count_per_caller_and_ip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = test_settings(dir.path());
+    settings.market_requests_per_hour = 4;
+    settings.auth_requests_per_hour = 3;
+    let (app, op) = start_app(settings).await;
+    let header = |h: &reqwest::header::HeaderMap, name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let call = |c: &Client, method: reqwest::Method, path: &str| {
+        let r = c.req(method, path);
+        async move {
+            let r = r.send().await.expect("send");
+            let status = r.status().as_u16();
+            let h = r.headers().clone();
+            (status, h, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, h, me) = call(&op, reqwest::Method::GET, "/me").await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(
+        (
+            header(&h, "x-ratelimit-limit"),
+            header(&h, "x-ratelimit-remaining")
+        ),
+        ("4".into(), "3".into())
+    );
+    let company = me["data"]["company_id"]
+        .as_str()
+        .expect("company")
+        .to_string();
+    let (s, h, b) = op
+        .req(
+            reqwest::Method::POST,
+            &format!("/companies/{company}/api-keys"),
+        )
+        .json(&json!({"name": "second"}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r.headers().clone(), r))
+        .expect("send");
+    assert_eq!(s, 201);
+    assert_eq!(header(&h, "x-ratelimit-remaining"), "2");
+    let second = b.json::<Value>().await.expect("json")["data"]["key"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    for remaining in ["1", "0"] {
+        let (s, h, _) = call(&op, reqwest::Method::GET, "/plans").await;
+        assert_eq!(
+            (s, header(&h, "x-ratelimit-remaining")),
+            (200, remaining.into())
+        );
+    }
+    let (s, h, b) = call(&op, reqwest::Method::GET, "/me").await;
+    assert_eq!(s, 429, "{b}");
+    assert_eq!(b["error"]["code"], "rate_limited", "{b}");
+    assert_eq!(b["error"]["details"]["limit"], "marketplace_hour", "{b}");
+    let retry: u64 = header(&h, "retry-after").parse().unwrap_or(0);
+    assert!((1..=3600).contains(&retry), "retry-after {retry}");
+    assert_eq!(header(&h, "x-ratelimit-remaining"), "0");
+    // The web-analytics routes are not marketplace routes.
+    let (s, h, _) = call(&op, reqwest::Method::GET, "/api/websites").await;
+    assert_eq!(s, 200);
+    assert!(h.get("x-ratelimit-limit").is_none());
+    // Another key has its own hour.
+    let other = Client {
+        base: op.base.clone(),
+        http: reqwest::Client::new(),
+        key: Some(second),
+    };
+    let (s, h, _) = call(&other, reqwest::Method::GET, "/me").await;
+    assert_eq!((s, header(&h, "x-ratelimit-remaining")), (200, "3".into()));
+
+    // Signed out, the authentication routes count per IP: three answers, then 429.
+    let anon = Client::new(op.base.clone());
+    for remaining in ["2", "1", "0"] {
+        let (s, _, h) = sign_in(
+            &anon,
+            json!({"username": "admin", "password": "wrong"}),
+            "10.7.7.7",
+        )
+        .await;
+        assert_eq!(
+            (s, header(&h, "x-ratelimit-remaining")),
+            (401, remaining.into())
+        );
+    }
+    let (s, _, h) = sign_in(
+        &anon,
+        json!({"username": "admin", "password": "wrong"}),
+        "10.7.7.7",
+    )
+    .await;
+    assert_eq!(s, 429);
+    assert!(header(&h, "retry-after").parse::<u64>().unwrap_or(0) >= 1);
+    let (s, _, _) = sign_in(
+        &anon,
+        json!({"username": "admin", "password": "wrong"}),
+        "10.7.7.8",
+    )
+    .await;
+    assert_eq!(s, 401, "another address has its own hour");
+    app.shutdown().await.expect("shutdown");
+}

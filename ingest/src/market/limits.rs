@@ -5,16 +5,25 @@
 //! `/analyze` carries `X-RateLimit-Limit`, `-Remaining` and `-Reset` (epoch seconds) of the
 //! tightest window; a `429` says which limit refused (`rate_limited`, or `quota_exceeded` for
 //! the monthly allocation) with `Retry-After`.
+//!
+//! Seed `000`'s hourly limits are here too, as a layer over ingest's routes
+//! ([`route_limit`]): the authentication routes per caller (or, signed out, per IP) and the
+//! marketplace routes per caller, with the same headers on every answer.
 
 use super::plans::{current_period, effective};
 use super::*;
 use crate::commands::now_ms;
+use crate::IngestConfig;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use projections::limits::{
-    fixed, refusing, retry_after_secs, tightest, Counter, LimitStore, Standing, DAY_MS, MINUTE_MS,
+    fixed, refusing, retry_after_secs, tightest, Counter, LimitStore, Standing, DAY_MS, HOUR_MS,
+    MINUTE_MS,
 };
 use projections::reference::Plan;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use web::Caller;
@@ -111,6 +120,120 @@ fn refused(code: &'static str, what: &str, limit: u64, reset_ms: i64, now: i64) 
     e
 }
 
+/// Which of seed `000`'s hourly limits a path is under: `/api/auth/…` the authentication
+/// limit; the web-analytics routes (`/api/websites…`, collect) none; every other route of
+/// ingest (the marketplace) the marketplace limit.
+pub(crate) fn route_class(path: &str) -> Option<&'static str> {
+    if path.starts_with("/api/auth/") {
+        Some("auth")
+    } else if path.starts_with("/api/") {
+        None
+    } else {
+        Some("marketplace")
+    }
+}
+
+/// The hourly counter of a call to a route of `class` by `who` (`None` when that limit is off).
+pub(crate) fn hourly(cfg: &IngestConfig, class: &str, who: &str, now: i64) -> Option<Counter> {
+    let limit = match class {
+        "auth" => cfg.auth_per_hour,
+        _ => cfg.market_per_hour,
+    };
+    (limit > 0).then(|| fixed(format!("{class}:{who}:hour"), now, HOUR_MS, limit))
+}
+
+/// Who a route limit counts: the caller, or (signed out) the client's IP.
+fn route_subject(s: &IngestState, req: &Request) -> String {
+    if let Some(caller) = req.extensions().get::<Caller>() {
+        return subject(caller);
+    }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    format!(
+        "ip:{}",
+        crate::edge::client_ip(peer, forwarded, &s.cfg.trusted_proxies)
+    )
+}
+
+/// Seed `000`'s hourly limits as a layer: takes the call's unit or answers the `429`, and
+/// puts this window in the `X-RateLimit-*` headers unless the answer already names a tighter
+/// one. `/analyze` counts its hour in [`admit`], with the plan's windows, in one step.
+pub(crate) async fn route_limit(
+    State(s): State<Arc<IngestState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    let (Some(store), Some(class)) = (s.limits.clone(), route_class(path)) else {
+        return next.run(req).await;
+    };
+    if path.starts_with("/analyze/") {
+        return next.run(req).await;
+    }
+    let now = now_ms();
+    let Some(counter) = hourly(&s.cfg, class, &route_subject(&s, &req), now) else {
+        return next.run(req).await;
+    };
+    let counters = [counter];
+    let counts = match store.take(&counters, now).await {
+        Ok(Some(counts)) => counts,
+        Ok(None) => return refusal(store.as_ref(), &counters, now).await,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let resp = next.run(req).await;
+    let ours = tightest(&counters, &counts);
+    let theirs = resp
+        .headers()
+        .get("x-ratelimit-remaining")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match (ours, theirs) {
+        (Some(st), Some(r)) if r <= st.remaining => resp,
+        (ours, _) => with_headers(resp, ours.as_ref()),
+    }
+}
+
+/// The `429` for a call that one of `counters` refuses, naming it, with its headers.
+async fn refusal(store: &dyn LimitStore, counters: &[Counter], now: i64) -> Response {
+    let counts = match store.counts(counters).await {
+        Ok(c) => c,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let Some(full) = refusing(counters, &counts).or(counters.first()) else {
+        return ApiError::internal("a limit refused a call that no limit counts").into_response();
+    };
+    let what = limit_name(&full.key);
+    let code = if what == "month" {
+        "quota_exceeded"
+    } else {
+        "rate_limited"
+    };
+    let standing = Standing {
+        key: full.key.clone(),
+        limit: full.limit,
+        remaining: 0,
+        reset_ms: full.end_ms,
+    };
+    let e = refused(code, &what, full.limit, full.end_ms, now);
+    with_headers(e.into_response(), Some(&standing))
+}
+
+/// The name a `429` gives a counter: its window (`minute`, `day`, `month`), or for the hourly
+/// route limits `auth_hour` / `marketplace_hour`.
+fn limit_name(key: &str) -> String {
+    let window = key.rsplit(':').next().unwrap_or("rate");
+    match key.split(':').next() {
+        Some(class @ ("auth" | "marketplace")) if window == "hour" => format!("{class}_hour"),
+        _ => window.to_string(),
+    }
+}
+
 /// Lets the call through (taking its units and a concurrency slot) or answers the `429`.
 pub(crate) async fn admit(s: &IngestState, caller: &Caller) -> Result<Option<Admitted>, Response> {
     let Some(store) = s.limits.clone() else {
@@ -149,7 +272,8 @@ pub(crate) async fn admit(s: &IngestState, caller: &Caller) -> Result<Option<Adm
         return Err(e.into_response());
     }
     let allocation = (!caller.test_mode).then_some(caller.company_id.as_str());
-    let counters = counters(plan, start, &who, allocation, now);
+    let mut counters = counters(plan, start, &who, allocation, now);
+    counters.extend(hourly(&s.cfg, "marketplace", &who, now));
     let taken = match store.take(&counters, now).await {
         Ok(t) => t,
         Err(e) => {
@@ -159,25 +283,7 @@ pub(crate) async fn admit(s: &IngestState, caller: &Caller) -> Result<Option<Adm
     };
     let Some(counts) = taken else {
         let _ = store.release(&lease).await;
-        let counts = store
-            .counts(&counters)
-            .await
-            .map_err(|e| ApiError::from(e).into_response())?;
-        let full = refusing(&counters, &counts).unwrap_or(&counters[0]);
-        let what = full.key.rsplit(':').next().unwrap_or("rate");
-        let code = if what == "month" {
-            "quota_exceeded"
-        } else {
-            "rate_limited"
-        };
-        let standing = Standing {
-            key: full.key.clone(),
-            limit: full.limit,
-            remaining: 0,
-            reset_ms: full.end_ms,
-        };
-        let e = refused(code, what, full.limit, full.end_ms, now);
-        return Err(with_headers(e.into_response(), Some(&standing)));
+        return Err(refusal(store.as_ref(), &counters, now).await);
     };
     Ok(Some(Admitted {
         standing: tightest(&counters, &counts),
@@ -205,6 +311,32 @@ pub(crate) async fn finish(admitted: Option<Admitted>, out: ApiResult<Response>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_fall_under_the_auth_the_marketplace_or_no_hourly_limit() {
+        assert_eq!(route_class("/api/auth/login"), Some("auth"));
+        assert_eq!(route_class("/api/auth/keys/3"), Some("auth"));
+        assert_eq!(route_class("/api/websites/w/stats"), None);
+        assert_eq!(route_class("/api/collect"), None);
+        assert_eq!(route_class("/companies/c/assets"), Some("marketplace"));
+        assert_eq!(route_class("/analyze/acme/assets/x"), Some("marketplace"));
+        let mut cfg = IngestConfig::new("raw".into(), "entities".into());
+        let c = hourly(&cfg, "auth", "ip:1.2.3.4", HOUR_MS + 5).expect("on");
+        assert_eq!(
+            (c.key.as_str(), c.start_ms, c.end_ms, c.limit),
+            ("auth:ip:1.2.3.4:hour", HOUR_MS, 2 * HOUR_MS, 1_000)
+        );
+        assert_eq!(
+            hourly(&cfg, "marketplace", "key:7", 0).map(|c| c.limit),
+            Some(10_000)
+        );
+        cfg.market_per_hour = 0;
+        assert!(hourly(&cfg, "marketplace", "key:7", 0).is_none(), "off");
+        assert_eq!(limit_name("marketplace:key:7:hour"), "marketplace_hour");
+        assert_eq!(limit_name("auth:ip:1.2.3.4:hour"), "auth_hour");
+        assert_eq!(limit_name("key:7:minute"), "minute");
+        assert_eq!(limit_name("company:acme:month"), "month");
+    }
 
     #[test]
     fn a_starter_call_counts_its_minute_day_and_month() {
