@@ -1289,3 +1289,125 @@ async fn a_starter_key_gets_sixty_a_minute_and_five_at_once() {
     assert!(codes.iter().all(|s| *s == 200), "{codes:?}");
     m.app.shutdown().await.expect("shutdown");
 }
+
+/// An asset's own limit (`rate_limit_number` per `rate_limit_period`, per
+/// `rate_limit_granularity`), checked when it is set, counted with the plan's windows in one
+/// step, in the headers when it is the tightest, and named in the `429`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asset_limits_its_calls_per_user_or_ip() {
+    let Some(url) = source_url() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (m, conn) = market(dir.path(), &url).await;
+    for bad in [
+        json!({"rate_limit_number": 0}),
+        json!({"rate_limit_number": 3, "rate_limit_period": "week"}),
+        json!({"rate_limit_number": 3, "rate_limit_granularity": "GLOBAL"}),
+    ] {
+        let mut body = json!({"name": "Bad", "connection_id": conn, "sql_logic": "SELECT 1"});
+        for (k, v) in bad.as_object().cloned().unwrap_or_default() {
+            body[k] = v;
+        }
+        let (s, b) = create_asset(&m, body).await;
+        assert_eq!(s, 400, "{bad}: {b}");
+    }
+    let (s, b) = create_asset(
+        &m,
+        json!({"name": "Capped", "connection_id": conn, "sql_logic": "SELECT 1 AS one",
+               "rate_limit_number": 2, "rate_limit_period": "hour"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let capped = b["data"]["asset_id"].as_str().expect("asset").to_string();
+    let (s, b) = m
+        .seller
+        .get(&format!("/companies/{}/assets/{capped}", m.seller_id))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (
+            &b["data"]["rate_limit_number"],
+            &b["data"]["rate_limit_period"]
+        ),
+        (&json!(2), &json!("hour")),
+        "{b}"
+    );
+    for remaining in [1, 0] {
+        let (s, h, b) = limited(&m.seller, "/analyze/acme/assets/capped").await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(
+            (h[0], h[1]),
+            (Some(2), Some(remaining)),
+            "the tightest: {h:?}"
+        );
+    }
+    let (s, h, b) = limited(&m.seller, "/analyze/acme/assets/capped").await;
+    assert_eq!(
+        (s, &b["error"]["code"], &b["error"]["details"]["limit"]),
+        (429, &json!("rate_limited"), &json!("asset_hour")),
+        "{b}"
+    );
+    assert!(h[3].is_some_and(|secs| (1..=3600).contains(&secs)), "{h:?}");
+    // The limit is per user: another key of the same user is refused too.
+    let (s, b) = m
+        .seller
+        .post(
+            &format!("/companies/{}/api-keys", m.seller_id),
+            &json!({"name": "second"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let second = m.seller.with_key(b["data"]["key"].as_str().expect("key"));
+    assert_eq!(limited(&second, "/analyze/acme/assets/capped").await.0, 429);
+    // The refused calls used up none of the plan's minute: another asset still runs.
+    let (s, _) = create_asset(
+        &m,
+        json!({"name": "Free", "connection_id": conn, "sql_logic": "SELECT 1 AS one"}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, h, _) = limited(&second, "/analyze/acme/assets/free").await;
+    assert_eq!(
+        (s, h[0], h[1]),
+        (200, Some(60), Some(59)),
+        "one run of the second key: {h:?}"
+    );
+
+    // Lifting the limit (PATCH to null) lets the calls through; a bad PATCH is a 400.
+    let path = format!("/companies/{}/assets/{capped}", m.seller_id);
+    let (s, b) = m
+        .seller
+        .patch(&path, &json!({"rate_limit_period": "fortnight"}))
+        .await;
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = m
+        .seller
+        .patch(
+            &path,
+            &json!({"rate_limit_number": 1, "rate_limit_granularity": "IP"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let from = |ip: &'static str| {
+        m.seller
+            .req(reqwest::Method::GET, "/analyze/acme/assets/capped")
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await; // the asset cache
+    assert_eq!(
+        from("81.2.69.1").await.expect("send").status().as_u16(),
+        200
+    );
+    assert_eq!(
+        from("81.2.69.1").await.expect("send").status().as_u16(),
+        429
+    );
+    assert_eq!(
+        from("85.214.9.9").await.expect("send").status().as_u16(),
+        200,
+        "another IP has its own hour"
+    );
+    m.app.shutdown().await.expect("shutdown");
+}

@@ -318,13 +318,12 @@ fn cost(caller: &Caller, r: &Resolved) -> ApiResult<i64> {
 async fn execute(
     s: &IngestState,
     caller: &Caller,
-    handle: &str,
-    slug: &str,
+    resolved: ApiResult<Arc<Resolved>>,
     given: Map<String, Value>,
     format: &str,
     idempotency_key: Option<&str>,
 ) -> ApiResult<Response> {
-    let resolved = runnable(s, caller, handle, slug).await?;
+    let resolved = resolved?;
     let price = cost(caller, &resolved)?;
     let prepared = prepare(s, &resolved, &given).await?;
     let execution_id = execution_id(&caller.company_id, idempotency_key);
@@ -612,25 +611,56 @@ fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The asset (or why it cannot run) and the call's admission under every limit that applies:
+/// the plan's, the marketplace hour and the asset's own. An asset that cannot run still
+/// counts as a call, as before it was looked up.
+async fn admitted(
+    s: &IngestState,
+    caller: &Caller,
+    (handle, slug): (&str, &str),
+    peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: &axum::http::HeaderMap,
+) -> Result<(ApiResult<Arc<Resolved>>, Option<super::limits::Admitted>), Response> {
+    use super::limits::{asset_counter, asset_limit, client_ip_of, CallerOrigin};
+    let resolved = runnable(s, caller, handle, slug).await;
+    let counter = match &resolved {
+        Ok(r) => {
+            let fields: Map<String, Value> =
+                serde_json::from_str(&r.asset.extra_json).unwrap_or_default();
+            // Stored fields passed this check when they were written; a bad one limits nothing.
+            asset_limit(&fields).ok().flatten().map(|limit| {
+                let origin = CallerOrigin {
+                    caller,
+                    ip: client_ip_of(s, peer.map(|p| p.0 .0), headers),
+                };
+                asset_counter(&r.asset.id, &limit, &origin, crate::commands::now_ms())
+            })
+        }
+        Err(_) => None,
+    };
+    let admitted = super::limits::admit(s, caller, counter).await?;
+    Ok((resolved, admitted))
+}
+
 /// `GET /analyze/{company_handle}/assets/{asset_slug}`: parameters in the query string.
 pub async fn get(
     State(s): State<Arc<IngestState>>,
     Extension(caller): Extension<Caller>,
     Path((handle, slug)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
+    peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
     let format = q.get("format").cloned().unwrap_or_else(|| "json".into());
     let key = idempotency_key(&headers);
-    let admitted = match super::limits::admit(&s, &caller).await {
+    let (resolved, admitted) = match admitted(&s, &caller, (&handle, &slug), peer, &headers).await {
         Ok(a) => a,
         Err(refused) => return Ok(refused),
     };
     let out = execute(
         &s,
         &caller,
-        &handle,
-        &slug,
+        resolved,
         query_params(&q),
         &format,
         key.as_deref(),
@@ -645,17 +675,18 @@ pub async fn post(
     Extension(caller): Extension<Caller>,
     Path((handle, slug)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
+    peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let format = q.get("format").cloned().unwrap_or_else(|| "json".into());
     let key = idempotency_key(&headers);
     let params = body_params(&body)?;
-    let admitted = match super::limits::admit(&s, &caller).await {
+    let (resolved, admitted) = match admitted(&s, &caller, (&handle, &slug), peer, &headers).await {
         Ok(a) => a,
         Err(refused) => return Ok(refused),
     };
-    let out = execute(&s, &caller, &handle, &slug, params, &format, key.as_deref()).await;
+    let out = execute(&s, &caller, resolved, params, &format, key.as_deref()).await;
     Ok(super::limits::finish(admitted, out).await)
 }
 

@@ -285,6 +285,8 @@ async fn apply_body(
             extra.insert(k.clone(), v.clone());
         }
     }
+    // The asset's own rate limit is enforced at execution (`limits::asset_limit`): check it now.
+    super::limits::asset_limit(&extra)?;
     a.extra_json = Value::Object(extra).to_string();
     if a.extra_json.len() > EXTRA_MAX_BYTES {
         return Err(ApiError::bad_request(

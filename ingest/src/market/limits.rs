@@ -120,6 +120,116 @@ fn refused(code: &'static str, what: &str, limit: u64, reset_ms: i64, now: i64) 
     e
 }
 
+/// An asset's own limit (`rate_limit_number` calls per `rate_limit_period`, counted per
+/// `rate_limit_granularity`), kept in the asset's other fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AssetLimit {
+    pub(crate) number: u64,
+    pub(crate) period: &'static str,
+    pub(crate) granularity: &'static str,
+}
+
+const ASSET_PERIODS: &[(&str, i64)] = &[
+    ("second", 1_000),
+    ("minute", MINUTE_MS),
+    ("hour", HOUR_MS),
+    ("day", DAY_MS),
+];
+const ASSET_GRANULARITIES: &[&str] = &["USER", "COMPANY", "IP"];
+
+/// The asset limit a body's fields set: `Ok(None)` without `rate_limit_number` (or with it
+/// null), a `400` for a bad number, period or granularity. The period defaults to `minute`,
+/// the granularity to `USER`.
+pub(crate) fn asset_limit(
+    fields: &serde_json::Map<String, Value>,
+) -> ApiResult<Option<AssetLimit>> {
+    let number = match fields.get("rate_limit_number") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=1_000_000_000).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "rate_limit_number must be a whole number from 1 to 1000000000",
+                )
+            })?,
+    };
+    let text = |name: &str| match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::bad_request(format!("{name} must be a string"))),
+    };
+    let period = text("rate_limit_period")?.unwrap_or_else(|| "minute".into());
+    let period = ASSET_PERIODS
+        .iter()
+        .find(|(p, _)| p.eq_ignore_ascii_case(&period))
+        .map(|(p, _)| *p)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "rate_limit_period {period:?} is not one of second, minute, hour, day"
+            ))
+        })?;
+    let granularity = text("rate_limit_granularity")?.unwrap_or_else(|| "USER".into());
+    let granularity = ASSET_GRANULARITIES
+        .iter()
+        .find(|g| g.eq_ignore_ascii_case(&granularity))
+        .copied()
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "rate_limit_granularity {granularity:?} is not one of USER, COMPANY, IP"
+            ))
+        })?;
+    Ok(Some(AssetLimit {
+        number,
+        period,
+        granularity,
+    }))
+}
+
+/// Who a call is, for an asset's limit: its user, its company and its client IP.
+pub(crate) struct CallerOrigin<'a> {
+    pub(crate) caller: &'a Caller,
+    pub(crate) ip: IpAddr,
+}
+
+/// The counter of one call of `asset_id` under `limit`.
+pub(crate) fn asset_counter(
+    asset_id: &str,
+    limit: &AssetLimit,
+    origin: &CallerOrigin<'_>,
+    now: i64,
+) -> Counter {
+    let who = match limit.granularity {
+        "COMPANY" => format!("company:{}", origin.caller.company_id),
+        "IP" => format!("ip:{}", origin.ip),
+        _ => format!("user:{}", origin.caller.user_id),
+    };
+    let len = ASSET_PERIODS
+        .iter()
+        .find(|(p, _)| *p == limit.period)
+        .map_or(MINUTE_MS, |(_, ms)| *ms);
+    fixed(
+        format!("asset:{asset_id}:{who}:{}", limit.period),
+        now,
+        len,
+        limit.number,
+    )
+}
+
+/// The client's IP: the peer, or what a trusted proxy says in `X-Forwarded-For`.
+pub(crate) fn client_ip_of(
+    s: &IngestState,
+    peer: Option<SocketAddr>,
+    headers: &axum::http::HeaderMap,
+) -> IpAddr {
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    crate::edge::client_ip(
+        peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip()),
+        forwarded,
+        &s.cfg.trusted_proxies,
+    )
+}
+
 /// Which of seed `000`'s hourly limits a path is under: `/api/auth/…` the authentication
 /// limit; the web-analytics routes (`/api/websites…`, collect) none; every other route of
 /// ingest (the marketplace) the marketplace limit.
@@ -150,15 +260,8 @@ fn route_subject(s: &IngestState, req: &Request) -> String {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-    let forwarded = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
-    format!(
-        "ip:{}",
-        crate::edge::client_ip(peer, forwarded, &s.cfg.trusted_proxies)
-    )
+        .map(|c| c.0);
+    format!("ip:{}", client_ip_of(s, peer, req.headers()))
 }
 
 /// Seed `000`'s hourly limits as a layer: takes the call's unit or answers the `429`, and
@@ -224,18 +327,24 @@ async fn refusal(store: &dyn LimitStore, counters: &[Counter], now: i64) -> Resp
     with_headers(e.into_response(), Some(&standing))
 }
 
-/// The name a `429` gives a counter: its window (`minute`, `day`, `month`), or for the hourly
-/// route limits `auth_hour` / `marketplace_hour`.
+/// The name a `429` gives a counter: its window (`minute`, `day`, `month`), for the hourly
+/// route limits `auth_hour` / `marketplace_hour`, for an asset's own limit `asset_<period>`.
 fn limit_name(key: &str) -> String {
     let window = key.rsplit(':').next().unwrap_or("rate");
     match key.split(':').next() {
         Some(class @ ("auth" | "marketplace")) if window == "hour" => format!("{class}_hour"),
+        Some("asset") => format!("asset_{window}"),
         _ => window.to_string(),
     }
 }
 
-/// Lets the call through (taking its units and a concurrency slot) or answers the `429`.
-pub(crate) async fn admit(s: &IngestState, caller: &Caller) -> Result<Option<Admitted>, Response> {
+/// Lets the call through (taking its units, with `asset`'s when the asset has its own limit,
+/// and a concurrency slot) or answers the `429`.
+pub(crate) async fn admit(
+    s: &IngestState,
+    caller: &Caller,
+    asset: Option<Counter>,
+) -> Result<Option<Admitted>, Response> {
     let Some(store) = s.limits.clone() else {
         return Ok(None);
     };
@@ -274,6 +383,7 @@ pub(crate) async fn admit(s: &IngestState, caller: &Caller) -> Result<Option<Adm
     let allocation = (!caller.test_mode).then_some(caller.company_id.as_str());
     let mut counters = counters(plan, start, &who, allocation, now);
     counters.extend(hourly(&s.cfg, "marketplace", &who, now));
+    counters.extend(asset);
     let taken = match store.take(&counters, now).await {
         Ok(t) => t,
         Err(e) => {
@@ -336,6 +446,76 @@ mod tests {
         assert_eq!(limit_name("auth:ip:1.2.3.4:hour"), "auth_hour");
         assert_eq!(limit_name("key:7:minute"), "minute");
         assert_eq!(limit_name("company:acme:month"), "month");
+        assert_eq!(limit_name("asset:a1:ip:1.2.3.4:second"), "asset_second");
+    }
+
+    fn fields(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn asset_limits_are_read_checked_and_counted_per_user_company_or_ip() {
+        assert_eq!(asset_limit(&fields(json!({}))).ok(), Some(None));
+        assert_eq!(
+            asset_limit(&fields(json!({"rate_limit_number": null}))).ok(),
+            Some(None)
+        );
+        let l = asset_limit(&fields(json!({"rate_limit_number": 3})))
+            .ok()
+            .flatten()
+            .expect("a limit");
+        assert_eq!((l.number, l.period, l.granularity), (3, "minute", "USER"));
+        let l = asset_limit(&fields(json!({"rate_limit_number": 2,
+            "rate_limit_period": "HOUR", "rate_limit_granularity": "company"})))
+        .ok()
+        .flatten()
+        .expect("a limit");
+        assert_eq!((l.period, l.granularity), ("hour", "COMPANY"));
+        for bad in [
+            json!({"rate_limit_number": 0}),
+            json!({"rate_limit_number": 1.5}),
+            json!({"rate_limit_number": "5"}),
+            json!({"rate_limit_number": 5, "rate_limit_period": "week"}),
+            json!({"rate_limit_number": 5, "rate_limit_granularity": "API_KEY"}),
+            json!({"rate_limit_number": 5, "rate_limit_period": 60}),
+        ] {
+            assert!(asset_limit(&fields(bad.clone())).is_err(), "{bad}");
+        }
+        let caller = Caller {
+            key_id: "k".into(),
+            api_key_id: 7,
+            user_id: "u1".into(),
+            company_id: "c1".into(),
+            role: web::roles::Role::Buyer,
+            session: None,
+            test_mode: false,
+        };
+        let origin = CallerOrigin {
+            caller: &caller,
+            ip: IpAddr::from([81, 2, 69, 1]),
+        };
+        let mut limit = AssetLimit {
+            number: 5,
+            period: "second",
+            granularity: "IP",
+        };
+        let c = asset_counter("a1", &limit, &origin, 2_500);
+        assert_eq!(
+            (c.key.as_str(), c.start_ms, c.end_ms, c.limit),
+            ("asset:a1:ip:81.2.69.1:second", 2_000, 3_000, 5)
+        );
+        limit.granularity = "COMPANY";
+        limit.period = "day";
+        let c = asset_counter("a1", &limit, &origin, 2_500);
+        assert_eq!(
+            (c.key.as_str(), c.end_ms),
+            ("asset:a1:company:c1:day", DAY_MS)
+        );
+        limit.granularity = "USER";
+        assert_eq!(
+            asset_counter("a1", &limit, &origin, 0).key,
+            "asset:a1:user:u1:day"
+        );
     }
 
     #[test]
