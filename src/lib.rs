@@ -64,6 +64,38 @@ struct HealthState {
     raw: String,
     enriched: String,
     enrich_group: String,
+    /// The usage topics (live and test) and the money store whose outbox feeds the live one.
+    usage: Vec<String>,
+    money: Arc<dyn projections::MoneyStore>,
+}
+
+/// Records on `topics` past what the store keeps as `consumer`'s offsets.
+async fn unread(
+    log: &dyn EventLog,
+    store: &dyn AnalyticsStore,
+    consumer: &str,
+    topics: &[String],
+) -> anyhow::Result<u64> {
+    let stored = store.offsets(consumer).await?;
+    let mut behind = 0;
+    for topic in topics {
+        for end in log.end_offsets(topic).await? {
+            let read = stored
+                .iter()
+                .find(|o| &o.topic == topic && o.partition == end.partition)
+                .map_or(0, |o| o.next_offset);
+            behind += end.next_offset.saturating_sub(read);
+        }
+    }
+    Ok(behind)
+}
+
+/// The money path's backlog: committed records the outbox relay has not published yet, and
+/// usage records the metering stage has not stored yet.
+async fn money_backlog(h: &HealthState) -> anyhow::Result<(u64, u64)> {
+    let outbox = h.money.unpublished_count().await?;
+    let metering = unread(h.log.as_ref(), h.analytics.as_ref(), METERING, &h.usage).await?;
+    Ok((outbox, metering))
 }
 
 async fn backlog(h: &HealthState) -> anyhow::Result<(u64, u64)> {
@@ -86,13 +118,16 @@ async fn backlog(h: &HealthState) -> anyhow::Result<(u64, u64)> {
 
 /// `GET /api/health`: status plus the pipeline backlog (records not yet enriched / stored).
 async fn health(State(h): State<HealthState>) -> axum::response::Response {
-    match backlog(&h).await {
-        Ok((raw, enriched)) => {
+    let backlogs = async { Ok::<_, anyhow::Error>((backlog(&h).await?, money_backlog(&h).await?)) };
+    match backlogs.await {
+        Ok(((raw, enriched), (outbox, metering))) => {
             metrics::gauge!("tally_backlog_records", "stage" => "enrich").set(raw as f64);
             metrics::gauge!("tally_backlog_records", "stage" => "analytics").set(enriched as f64);
+            metrics::gauge!("tally_backlog_records", "stage" => "outbox").set(outbox as f64);
+            metrics::gauge!("tally_backlog_records", "stage" => "metering").set(metering as f64);
             axum::Json(serde_json::json!({
                 "status": "healthy",
-                "backlog": { "enrich": raw, "analytics": enriched },
+                "backlog": { "enrich": raw, "analytics": enriched, "outbox": outbox, "metering": metering },
             }))
             .into_response()
         }
@@ -351,6 +386,8 @@ pub async fn start_roles(s: Settings, roles: Roles) -> anyhow::Result<App> {
         raw: s.topic(topics::COLLECT_RAW),
         enriched: s.topic(topics::COLLECT_ENRICHED),
         enrich_group: s.group("enrich"),
+        usage: vec![s.topic(topics::USAGE), s.topic(topics::USAGE_TEST)],
+        money: b.money.clone(),
     };
     let sole_member = roles.name == "serve";
     let stages = spawn_stages(&s, &b, &roles.stages, sole_member, &stages_stop_rx).await?;
@@ -757,12 +794,69 @@ pub async fn reconcile(s: &Settings) -> anyhow::Result<Reconciliation> {
         ),
         n.charged_failed == n.refunds,
     );
+    metered_checks(&b, s, &n, &mut check).await?;
     lines.push(format!(
         "     executions still held (running or awaiting a refund): {}",
         n.executions_held
     ));
     b.close();
     Ok(Reconciliation { lines, ok })
+}
+
+/// The metering projection against the money store: each settled execution metered once as
+/// live, what buyers paid and sellers earned equal to the ledger's sums, and every test
+/// execution on the log metered. Only meaningful once metering has read both usage topics to
+/// their ends; a stage that is behind is a difference, with how far behind.
+async fn metered_checks(
+    b: &Backends,
+    s: &Settings,
+    n: &projections::MoneyCounts,
+    check: &mut impl FnMut(String, bool),
+) -> anyhow::Result<()> {
+    let topics = [s.topic(topics::USAGE), s.topic(topics::USAGE_TEST)];
+    let behind = unread(b.log.as_ref(), b.analytics.as_ref(), METERING, &topics).await?;
+    let test_on_log: u64 = b
+        .log
+        .end_offsets(&topics[1])
+        .await?
+        .iter()
+        .map(|p| p.next_offset)
+        .sum();
+    check(
+        format!("metering has read both usage topics to their ends ({behind} records behind)"),
+        behind == 0,
+    );
+    let t = b.analytics.usage_totals().await?;
+    let settled = (n.executions_succeeded + n.executions_failed).max(0) as u64;
+    check(
+        format!(
+            "executions answered {settled} = live executions metered {}",
+            t.live_executions
+        ),
+        settled == t.live_executions,
+    );
+    check(
+        format!(
+            "credits paid per the ledger {} less those held {} = credits metered {}",
+            n.ledger_paid, n.held_credits, t.live_credits
+        ),
+        n.ledger_paid - n.held_credits == t.live_credits,
+    );
+    check(
+        format!(
+            "seller credits in the ledger {} = seller revenue metered {}",
+            n.ledger_seller_credits, t.live_seller_credits
+        ),
+        n.ledger_seller_credits == t.live_seller_credits,
+    );
+    check(
+        format!(
+            "test executions on the log {test_on_log} = test executions metered {}",
+            t.test_executions
+        ),
+        test_on_log == t.test_executions,
+    );
+    Ok(())
 }
 
 /// The path of every route that needs an API key, taken from the tables the routers are built

@@ -286,6 +286,33 @@ impl UsageStore for ClickHouseAnalytics {
             .collect())
     }
 
+    async fn usage_totals(&self) -> StoreResult<UsageTotals> {
+        #[derive(Row, Deserialize)]
+        struct Totals {
+            live: i64,
+            credits: i64,
+            share: i64,
+            test: i64,
+        }
+        let t: Totals = self
+            .client
+            .query(
+                "SELECT toInt64(sum(m = 'live')) AS live, toInt64(sumIf(cr, m = 'live')) AS credits, \
+                 toInt64(sumIf(sc, m = 'live')) AS share, toInt64(sum(m = 'test')) AS test \
+                 FROM (SELECT execution_id, any(mode) AS m, any(credits) AS cr, any(seller_credits) AS sc \
+                       FROM usage GROUP BY execution_id)",
+            )
+            .fetch_one()
+            .await
+            .map_err(ch_err)?;
+        Ok(UsageTotals {
+            live_executions: t.live.max(0) as u64,
+            live_credits: t.credits,
+            live_seller_credits: t.share,
+            test_executions: t.test.max(0) as u64,
+        })
+    }
+
     async fn usage_report(&self, q: &UsageQuery) -> StoreResult<UsageReport> {
         let day_sql = Self::usage_sql(q, "intDiv(local_ms, 86400000) * 86400000");
         let days: Vec<GroupedInt> = self.bound(&day_sql, q).fetch_all().await.map_err(ch_err)?;

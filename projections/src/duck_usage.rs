@@ -223,6 +223,25 @@ impl UsageStore for DuckAnalytics {
         self.with_reader(move |conn| report(conn, &q)).await
     }
 
+    async fn usage_totals(&self) -> StoreResult<UsageTotals> {
+        self.with_reader(|conn| {
+            conn.query_row(
+                "SELECT count(*) FILTER (WHERE mode = 'live'),                  CAST(COALESCE(sum(credits) FILTER (WHERE mode = 'live'), 0) AS BIGINT),                  CAST(COALESCE(sum(seller_credits) FILTER (WHERE mode = 'live'), 0) AS BIGINT),                  count(*) FILTER (WHERE mode = 'test') FROM usage",
+                [],
+                |r| {
+                    Ok(UsageTotals {
+                        live_executions: r.get::<_, i64>(0)?.max(0) as u64,
+                        live_credits: r.get(1)?,
+                        live_seller_credits: r.get(2)?,
+                        test_executions: r.get::<_, i64>(3)?.max(0) as u64,
+                    })
+                },
+            )
+            .map_err(db_err)
+        })
+        .await
+    }
+
     async fn seller_rows(&self, q: &SellerQuery, g: SellerGroup) -> StoreResult<Vec<SellerRow>> {
         let q = q.clone();
         self.with_reader(move |conn| seller_rows(conn, &q, g)).await

@@ -43,7 +43,7 @@ pub use money::*;
 pub use pg::PgMetadata;
 pub use sessions::{SessionOwner, SessionStore};
 pub use sqlite::SqliteMetadata;
-pub use usage::{UsageCount, UsageQuery, UsageReport, UsageRow, UsageStore};
+pub use usage::{UsageCount, UsageQuery, UsageReport, UsageRow, UsageStore, UsageTotals};
 
 /// A projection's own record of how far it has applied a topic partition. Stored in the same
 /// transaction as the rows it covers, so a restart resumes exactly where the store stands.

@@ -177,6 +177,12 @@ pub struct MoneyCounts {
     pub refunds: i64,
     /// Every ledger row (each has one `LedgerEntryPosted` on the billing topic).
     pub ledger_entries: i64,
+    /// What buyers paid, net: debits less refunds, as a positive number of credits.
+    pub ledger_paid: i64,
+    /// What sellers were credited (`seller_credit` rows).
+    pub ledger_seller_credits: i64,
+    /// The prices of executions still held (debited, not settled, so not metered yet).
+    pub held_credits: i64,
 }
 
 /// A committed record waiting to go on the log.

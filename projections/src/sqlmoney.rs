@@ -1466,6 +1466,9 @@ macro_rules! money_sql_impl {
                         debits: count("SELECT count(*) FROM ledger WHERE kind = 'debit'").await?,
                         refunds: count("SELECT count(*) FROM ledger WHERE kind = 'refund'").await?,
                         ledger_entries: count("SELECT count(*) FROM ledger").await?,
+                        ledger_paid: count("SELECT CAST(COALESCE(-sum(credits), 0) AS BIGINT) FROM ledger WHERE kind IN ('debit', 'refund')").await?,
+                        ledger_seller_credits: count("SELECT CAST(COALESCE(sum(credits), 0) AS BIGINT) FROM ledger WHERE kind = 'seller_credit'").await?,
+                        held_credits: count("SELECT CAST(COALESCE(sum(cost), 0) AS BIGINT) FROM executions WHERE status = 'held'").await?,
                     })
                 }
             }

@@ -46,6 +46,18 @@ pub struct UsageReport {
     pub by_asset: Vec<(String, UsageCount)>,
 }
 
+/// Everything metered, per mode, each execution once: what `tally reconcile` compares with
+/// the money store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageTotals {
+    pub live_executions: u64,
+    /// What buyers paid for live executions (0 for failed ones).
+    pub live_credits: i64,
+    /// The sellers' shares of it.
+    pub live_seller_credits: i64,
+    pub test_executions: u64,
+}
+
 /// The metering projection's store (the analytics store: DuckDB or ClickHouse).
 #[async_trait]
 pub trait UsageStore: Send + Sync {
@@ -58,6 +70,7 @@ pub trait UsageStore: Send + Sync {
         offsets: Vec<StoredOffset>,
     ) -> StoreResult<usize>;
     async fn usage_report(&self, q: &UsageQuery) -> StoreResult<UsageReport>;
+    async fn usage_totals(&self) -> StoreResult<UsageTotals>;
     /// The seller's live sales (never its own runs) grouped as `g`, ordered by period then key.
     async fn seller_rows(&self, q: &SellerQuery, g: SellerGroup) -> StoreResult<Vec<SellerRow>>;
     /// Per period (or in all with none), the buyers whose first live purchase from the seller

@@ -484,3 +484,21 @@ pub async fn wait_up(c: &Client) {
     }
     panic!("server at {} did not come up", c.base);
 }
+
+/// Waits (up to 60 s) until `/api/health` shows the money path drained: nothing left in the
+/// outbox, every usage record metered. What `tally reconcile` needs to compare the books.
+pub async fn wait_drained(c: &Client) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (s, b) = c.get("/api/health").await;
+        let backlog = &b["backlog"];
+        if s == 200 && backlog["outbox"] == 0 && backlog["metering"] == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the money path did not drain: {b}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -174,25 +174,6 @@ async fn sigkill_mid_write_loses_no_acknowledged_event() {
     child.stop();
 }
 
-/// Waits until the process on `c` has published every committed money movement.
-async fn wait_outbox_drained(c: &Client) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = match c.http.get(format!("{}/metrics", c.base)).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        if text.lines().any(|l| l.trim() == "tally_outbox_pending 0") {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the outbox did not drain"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_append_and_mark_leaves_each_money_event_on_the_log_once() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -264,7 +245,7 @@ async fn a_crash_between_append_and_mark_leaves_each_money_event_on_the_log_once
         .await
         .expect("top up");
     assert_eq!(r.status().as_u16(), 201);
-    wait_outbox_drained(&op).await;
+    wait_drained(&op).await;
     child.stop();
 
     // The process dies right after appending the execution's usage and ledger events, before
@@ -295,7 +276,7 @@ async fn a_crash_between_append_and_mark_leaves_each_money_event_on_the_log_once
     let mut child = spawn_role(dir.path(), &["serve"], port, &env(false));
     wait_up(&op).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    wait_outbox_drained(&op).await;
+    wait_drained(&op).await;
     child.stop();
     let mut settings = test_settings(dir.path());
     settings.source_file_root = Some(root.clone());

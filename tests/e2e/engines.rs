@@ -566,6 +566,7 @@ async fn every_engine_serves_buyers_in_place_read_only() {
             .0,
         403
     );
+    wait_drained(&buyer).await;
     app.shutdown().await.expect("shutdown");
     let r = tally::reconcile(&settings).await.expect("reconcile");
     assert!(r.ok, "{}", r.lines.join("\n"));

@@ -909,10 +909,43 @@ async fn seller_to_buyer_charges_exactly_and_reconciles() {
     price_changes(&m, &asset_id, &run).await;
     test_key_runs(&m, &conn).await;
 
+    wait_drained(&m.buyer).await;
     let settings = m.settings.clone();
     m.app.shutdown().await.expect("shutdown");
     let r = tally::reconcile(&settings).await.expect("reconcile");
     assert!(r.ok, "{}", r.lines.join("\n"));
+
+    // A metered execution the money store never answered is a difference reconcile names.
+    let b = tally::Backends::open(&settings).await.expect("open");
+    let forged = projections::UsageRow {
+        execution_id: "forged".into(),
+        buyer_company_id: m.buyer_id.clone(),
+        seller_company_id: m.seller_id.clone(),
+        asset_id: asset_id.clone(),
+        api_key_id: 1,
+        user_id: "u".into(),
+        credits: 25,
+        seller_credits: 21,
+        rows: 1,
+        duration_ms: 1.0,
+        status: "succeeded".into(),
+        mode: "live".into(),
+        at_ms: 1,
+    };
+    b.analytics
+        .write_usage("probe", vec![forged], Vec::new())
+        .await
+        .expect("write");
+    b.close();
+    drop(b);
+    let r = tally::reconcile(&settings).await.expect("reconcile");
+    assert!(!r.ok, "{}", r.lines.join("\n"));
+    let diffs: Vec<&String> = r.lines.iter().filter(|l| l.starts_with("DIFF")).collect();
+    assert_eq!(
+        diffs.len(),
+        3,
+        "executions, credits, seller revenue: {diffs:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -952,6 +985,7 @@ async fn fifty_concurrent_executions_never_overdraw() {
     let short = answers.iter().filter(|s| **s == 402).count();
     assert_eq!((ok, short), (10, 40), "{answers:?}");
     assert_eq!(balance(&m.buyer, &m.buyer_id).await, 0);
+    wait_drained(&m.buyer).await;
     let settings = m.settings.clone();
     m.app.shutdown().await.expect("shutdown");
     let r = tally::reconcile(&settings).await.expect("reconcile");

@@ -460,8 +460,9 @@ async fn two_ingest_processes_never_overdraw_a_balance() {
             "{b}"
         );
     }
-    // Both relays drain, then the books agree.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Both relays drain and metering stores every execution, then the books agree.
+    wait_drained(&seller).await;
+    wait_drained(&seller_b).await;
     let r = tally::reconcile(&test_settings(dir.path()))
         .await
         .expect("reconcile");
