@@ -1,5 +1,7 @@
 //! The marketplace benchmark: starts the real `tally serve` on loopback, once on the embedded
 //! backends and once with its metadata store (and so every debit) on Postgres, and prints:
+//! - metering lag: executions at a fixed 1,000/s (open loop) until each shows in the buyer's
+//!   `requests/usage` (answer to metered, p50 and p95);
 //! - charged executions/s of a one-row asset against the seller Postgres, at 32 connections,
 //!   each with its debit and settlement committed, with p50 and p99;
 //! - Tally's added latency: one connection, the same query through `/analyze` and directly on
@@ -141,6 +143,114 @@ async fn outbox_drained(c: &Client, limit: Duration) -> bool {
     false
 }
 
+/// The buyer's metered executions this month (`requests/usage`).
+async fn metered(c: &Client, company: &str) -> u64 {
+    let (_, b) = c.get(&format!("/companies/{company}/requests/usage")).await;
+    b["data"]["total"]["executions"].as_u64().unwrap_or(0)
+}
+
+/// Until `/api/health` shows no outbox or metering backlog (or `limit` passes).
+async fn money_path_drained(c: &Client, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        let (s, b) = c.get("/api/health").await;
+        if s == 200 && b["backlog"]["outbox"] == 0 && b["backlog"]["metering"] == 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Metering lag under an open-loop load of `rate` executions/s for `dur`: each execution's
+/// answer time, and a reader polling the buyer's `requests/usage` every 20 ms. The k-th
+/// answered execution is visible at the first poll after its answer whose total reaches the
+/// starting total plus k, so the lag is that poll's time less the answer's (at most one poll
+/// interval late). Returns (achieved executions/s, lag p50 ms, lag p95 ms, failed calls).
+async fn metering_lag(
+    buyer: &Client,
+    buyer_id: &str,
+    url: &str,
+    rate: u64,
+    dur: Duration,
+) -> (f64, f64, f64, u64) {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap_or_default();
+    let key = buyer.key.clone().unwrap_or_default();
+    let base = metered(buyer, buyer_id).await;
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let total = (rate as f64 * dur.as_secs_f64()) as u64;
+    let sender = {
+        let (answered, failed) = (answered.clone(), failed.clone());
+        let (url, key) = (url.to_string(), key.clone());
+        tokio::spawn(async move {
+            let mut calls = Vec::with_capacity(total as usize);
+            for i in 0..total {
+                let at = start + Duration::from_secs_f64(i as f64 / rate as f64);
+                tokio::time::sleep_until(at.into()).await;
+                let (client, url, key) = (client.clone(), url.clone(), key.clone());
+                let (answered, failed) = (answered.clone(), failed.clone());
+                calls.push(tokio::spawn(async move {
+                    match client.get(&url).header("x-api-key", &key).send().await {
+                        Ok(r) if r.status().as_u16() == 200 => {
+                            let _ = r.bytes().await;
+                            if let Ok(mut a) = answered.lock() {
+                                a.push(Instant::now());
+                            }
+                        }
+                        _ => {
+                            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }));
+            }
+            for c in calls {
+                let _ = c.await;
+            }
+        })
+    };
+    let mut polls: Vec<(Instant, u64)> = Vec::new();
+    let mut sent_all = false;
+    let give_up = start + dur + Duration::from_secs(30);
+    while Instant::now() < give_up {
+        let n = metered(buyer, buyer_id).await;
+        polls.push((Instant::now(), n.saturating_sub(base)));
+        if sent_all {
+            let done = answered.lock().map(|a| a.len() as u64).unwrap_or(0);
+            if n.saturating_sub(base) >= done {
+                break;
+            }
+        }
+        sent_all = sender.is_finished();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut times = answered.lock().map(|a| a.clone()).unwrap_or_default();
+    times.sort();
+    let mut h = hist();
+    for (k, at) in times.iter().enumerate() {
+        let seen = polls
+            .iter()
+            .find(|(t, n)| t >= at && *n > k as u64)
+            .map(|(t, _)| *t)
+            .unwrap_or(give_up);
+        let _ = h.record(seen.duration_since(*at).as_micros() as u64);
+    }
+    let secs = times
+        .last()
+        .map_or(1.0, |t| t.duration_since(start).as_secs_f64().max(1e-3));
+    (
+        times.len() as f64 / secs,
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.95)),
+        failed.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
 /// One connection, `n` sequential runs of `sql` directly on the source: (p50, p99) in ms.
 async fn sequential_direct(url: &str, sql: &str, n: usize) -> (f64, f64) {
     // One plain connection (no pool, so no ping before each query): the fastest direct path.
@@ -269,6 +379,24 @@ async fn run(source: &str, backend_env: Vec<(&'static str, String)>) -> Figures 
         "Tally's added latency p50 / p99 ms",
         format!("{:.2} / {:.2}", t50 - d50, t99 - d99),
     );
+
+    // Metering lag at 1,000 executions/s (open loop), from a drained money path.
+    let drained = money_path_drained(&op, Duration::from_secs(60)).await;
+    f.add(
+        "  money path drained before the lag phase",
+        drained.to_string(),
+    );
+    let (achieved, l50, l95, lag_failed) =
+        metering_lag(&buyer, &buyer_id, &url, 1_000, phase).await;
+    f.add(
+        "metering lag at 1,000 exec/s: achieved exec/s",
+        format!("{achieved:.0}"),
+    );
+    f.add(
+        "  answer-to-metered lag p50 / p95 ms",
+        format!("{l50:.0} / {l95:.0}"),
+    );
+    f.add("  failed calls", lag_failed.to_string());
 
     // Search over many assets: created concurrently, then searched.
     let started = Instant::now();

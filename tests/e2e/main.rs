@@ -7,6 +7,7 @@ mod connections;
 mod crash;
 mod dashboards;
 mod engines;
+mod faults;
 mod isolation;
 mod login;
 mod market;

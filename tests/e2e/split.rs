@@ -221,14 +221,14 @@ async fn two_processors_one_stopped_half_way(stop: Stop) {
 }
 
 /// A tansu broker of the test's own, so stopping it disturbs no other test.
-struct Broker {
+pub(crate) struct Broker {
     dir: std::path::PathBuf,
-    port: u16,
+    pub(crate) port: u16,
     child: Option<ChildGuard>,
 }
 
 impl Broker {
-    fn start(dir: &Path, port: u16) -> Broker {
+    pub(crate) fn start(dir: &Path, port: u16) -> Broker {
         let mut b = Broker {
             dir: dir.to_path_buf(),
             port,
@@ -238,7 +238,7 @@ impl Broker {
         b
     }
 
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let bin = std::env::var("TALLY_TEST_TANSU_BIN").expect("TALLY_TEST_TANSU_BIN");
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let child = std::process::Command::new(bin)
@@ -263,7 +263,7 @@ impl Broker {
         }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill();
         }
