@@ -50,6 +50,48 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     hits
 }
 
+/// The seller's connection to the test's Postgres source at `url`: its id.
+pub async fn source_connection(seller: &Client, seller_id: &str, url: &str) -> String {
+    let (s, b) = seller
+        .post(
+            &format!("/companies/{seller_id}/connections"),
+            &json!({"engine_id": 1, "name": "dwh", "credentials": credentials(url, &url_password(url))}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    b["data"]["connection_id"]
+        .as_str()
+        .expect("connection")
+        .to_string()
+}
+
+/// A shared asset for sale, running `sql` on connection `conn`, priced at `price_usd`: its id.
+pub async fn priced_asset(
+    seller: &Client,
+    seller_id: &str,
+    conn: &str,
+    (name, sql): (&str, &str),
+    price_usd: f64,
+) -> String {
+    let (s, b) = seller
+        .post(
+            &format!("/companies/{seller_id}/assets"),
+            &json!({"name": name, "connection_id": conn, "visibility": "SHARED",
+                    "sell_in_marketplace": true, "sql_logic": sql}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let asset = b["data"]["asset_id"].as_str().expect("asset").to_string();
+    let (s, b) = seller
+        .post(
+            &format!("/companies/{seller_id}/assets/{asset}/prices"),
+            &json!({ "price_usd": price_usd }),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    asset
+}
+
 pub async fn seed_table(url: &str, table: &str) {
     let admin = seller_db::connect(url).await;
     admin

@@ -6,7 +6,7 @@
 //! charged once, metered once, and `tally reconcile` finds no difference.
 
 use crate::common::*;
-use crate::connections::{credentials, seed_table, source_url, url_password};
+use crate::connections::{priced_asset, seed_table, source_connection, source_url};
 use crate::split::Broker;
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,36 +88,9 @@ async fn charged_executions_reconcile_through_kills_and_a_broker_restart() {
     op.setup().await;
 
     let (seller_id, seller) = op.company("acme").await;
-    let (s, body) = seller
-        .post(
-            &format!("/companies/{seller_id}/connections"),
-            &json!({"engine_id": 1, "name": "dwh", "credentials": credentials(&url, &url_password(&url))}),
-        )
-        .await;
-    assert_eq!(s, 201, "{body}");
-    let conn = body["data"]["connection_id"]
-        .as_str()
-        .expect("conn")
-        .to_string();
-    let (s, body) = seller
-        .post(
-            &format!("/companies/{seller_id}/assets"),
-            &json!({"name": "One row", "connection_id": conn, "visibility": "SHARED",
-                    "sell_in_marketplace": true, "sql_logic": format!("SELECT count(*) AS n FROM {table}")}),
-        )
-        .await;
-    assert_eq!(s, 201, "{body}");
-    let asset = body["data"]["asset_id"]
-        .as_str()
-        .expect("asset")
-        .to_string();
-    let (s, _) = seller
-        .post(
-            &format!("/companies/{seller_id}/assets/{asset}/prices"),
-            &json!({"price_usd": 0.07}),
-        )
-        .await;
-    assert_eq!(s, 201);
+    let conn = source_connection(&seller, &seller_id, &url).await;
+    let sql = format!("SELECT count(*) AS n FROM {table}");
+    priced_asset(&seller, &seller_id, &conn, ("One row", &sql), 0.07).await;
     let mut buyers = Vec::new();
     for handle in ["globex", "initech", "umbrella"] {
         let (id, a) = op.company(handle).await;

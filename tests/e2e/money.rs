@@ -402,22 +402,8 @@ async fn test_key_runs(m: &Market, conn: &str) {
         key: Some(secret),
     };
 
-    let (s, b) = create_asset(
-        m,
-        json!({"name": "Series", "connection_id": conn, "visibility": "SHARED", "sell_in_marketplace": true,
-               "sql_logic": "SELECT generate_series(1, 25) AS n"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    let series = b["data"]["asset_id"].as_str().expect("asset").to_string();
-    let (s, _) = m
-        .seller
-        .post(
-            &format!("/companies/{}/assets/{series}/prices", m.seller_id),
-            &json!({"price_usd": 0.5}),
-        )
-        .await;
-    assert_eq!(s, 201);
+    let series = ("Series", "SELECT generate_series(1, 25) AS n");
+    crate::connections::priced_asset(&m.seller, &m.seller_id, conn, series, 0.5).await;
     assert_eq!(top_up(&m.op, &m.buyer_id, 100, "t2").await.0, 201);
     assert_eq!(balance(&m.buyer, &m.buyer_id).await, 125);
 
@@ -822,22 +808,9 @@ async fn seller_to_buyer_charges_exactly_and_reconciles() {
     assert_eq!(balance(&m.buyer, &m.buyer_id).await, 25, "refunded");
 
     // A source failing on every call moves no credit: each hold is refunded.
-    let (s, b) = create_asset(
-        &m,
-        json!({"name": "Broken", "connection_id": conn, "visibility": "SHARED", "sell_in_marketplace": true,
-               "sql_logic": "SELECT * FROM no_such_table_anywhere"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    let broken = b["data"]["asset_id"].as_str().expect("asset").to_string();
-    let (s, _) = m
-        .seller
-        .post(
-            &format!("/companies/{}/assets/{broken}/prices", m.seller_id),
-            &json!({"price_usd": 0.05}),
-        )
-        .await;
-    assert_eq!(s, 201);
+    let failing = ("Broken", "SELECT * FROM no_such_table_anywhere");
+    let broken =
+        crate::connections::priced_asset(&m.seller, &m.seller_id, &conn, failing, 0.05).await;
     let seller_before = balance(&m.seller, &m.seller_id).await;
     for _ in 0..3 {
         let (s, b) = m.buyer.get("/analyze/acme/assets/broken").await;

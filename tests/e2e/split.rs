@@ -340,7 +340,7 @@ async fn broker_down_means_503_and_ingest_resumes_without_restart() {
 /// exactly 10 answered, 40 refused with 402, the balance 0, and `tally reconcile` agreeing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_ingest_processes_never_overdraw_a_balance() {
-    use crate::connections::{credentials, seed_table, source_url, url_password};
+    use crate::connections::{priced_asset, seed_table, source_connection, source_url};
     let dir = tempfile::tempdir().expect("tempdir");
     if distributed(dir.path()).is_none() {
         eprintln!("skipped: distributed backends only");
@@ -364,33 +364,9 @@ async fn two_ingest_processes_never_overdraw_a_balance() {
     let (buyer_id, buyer_a) = op.company("globex").await;
     // Fifty calls in flight at once: more than Starter's five concurrent.
     op.subscribe(&buyer_id, "enterprise").await;
-    let (s, b) = seller
-        .post(
-            &format!("/companies/{seller_id}/connections"),
-            &json!({"engine_id": 1, "name": "dwh", "credentials": credentials(&url, &url_password(&url))}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let conn = b["data"]["connection_id"]
-        .as_str()
-        .expect("conn")
-        .to_string();
-    let (s, b) = seller
-        .post(
-            &format!("/companies/{seller_id}/assets"),
-            &json!({"name": "One row", "connection_id": conn, "visibility": "SHARED", "sell_in_marketplace": true,
-                    "sql_logic": format!("SELECT count(*) AS n FROM {table}")}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let asset = b["data"]["asset_id"].as_str().expect("asset").to_string();
-    let (s, _) = seller
-        .post(
-            &format!("/companies/{seller_id}/assets/{asset}/prices"),
-            &json!({"price_usd": 0.07}),
-        )
-        .await;
-    assert_eq!(s, 201);
+    let conn = source_connection(&seller, &seller_id, &url).await;
+    let sql = format!("SELECT count(*) AS n FROM {table}");
+    priced_asset(&seller, &seller_id, &conn, ("One row", &sql), 0.07).await;
     let r = op
         .req(
             reqwest::Method::POST,
