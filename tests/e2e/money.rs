@@ -219,15 +219,17 @@ async fn asset_statistics(m: &Market, asset_id: &str, broken: &str) {
             &b["data"]["plan"],
             &b["data"]["allocation"],
             &b["data"]["used"],
+            &b["data"]["requests_counted"],
             &b["data"]["remaining"]
         ),
         (
             &json!("starter"),
             &json!(300_000),
             &json!(7),
-            &json!(299_993)
+            &json!(12),
+            &json!(299_988)
         ),
-        "{b}"
+        "the seven executions; twelve requests counted (also the 409, the 402, two 400s and the replayed retry): {b}"
     );
     let (_, b) = m
         .seller

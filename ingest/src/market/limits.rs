@@ -65,15 +65,26 @@ pub(crate) fn counters(
         out.push(fixed(format!("{who}:day"), now, DAY_MS, n.into()));
     }
     if let (Some(n), Some(company_id)) = (plan.monthly_requests, allocation) {
-        let (start_ms, end_ms) = current_period(period_start_ms, now);
-        out.push(Counter {
-            key: format!("company:{company_id}:month"),
-            start_ms,
-            end_ms,
-            limit: n,
-        });
+        out.push(allocation_counter(company_id, n, period_start_ms, now));
     }
     out
+}
+
+/// The counter of a company's monthly allocation of `limit` requests, in the period (from
+/// `period_start_ms`) that holds `now`.
+pub(crate) fn allocation_counter(
+    company_id: &str,
+    limit: u64,
+    period_start_ms: i64,
+    now: i64,
+) -> Counter {
+    let (start_ms, end_ms) = current_period(period_start_ms, now);
+    Counter {
+        key: format!("company:{company_id}:month"),
+        start_ms,
+        end_ms,
+        limit,
+    }
 }
 
 async fn plan_of(s: &IngestState, company_id: &str) -> ApiResult<(&'static Plan, i64)> {

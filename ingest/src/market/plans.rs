@@ -3,6 +3,8 @@
 //! operator's `PUT /companies/{id}/subscription` (`{"plan"}`; the period starts then). A company
 //! without a subscription is on its default plan: Enterprise for the operator's company,
 //! Starter for every tenant, with periods counted from the company's creation.
+//! `GET /companies/{id}/requests/plan` shows the period's executions (`used`) and the requests
+//! its allocation counted (`requests_counted`), from which `remaining` follows.
 
 use super::companies::scoped;
 use super::*;
@@ -135,15 +137,26 @@ pub async fn requests_plan(
 ) -> ApiResult<Response> {
     let c = scoped(&s, &caller, &company_id, Action::ReadCompany).await?;
     let (p, start) = effective(&c);
-    let (from, to) = current_period(start, now_ms());
+    let now = now_ms();
+    let (from, to) = current_period(start, now);
     let used = super::money::money(&s)?
         .executions_by_buyer(&company_id, from, to)
         .await?;
+    // What the allocation counts is every admitted request, executed or refused after
+    // admission (402, 404, 409, a bad parameter): `remaining` is what it will still admit.
+    let counted = match (&s.limits, p.monthly_requests) {
+        (Some(store), Some(n)) => {
+            let counter = super::limits::allocation_counter(&company_id, n, start, now);
+            store.counts(&[counter]).await?.first().copied()
+        }
+        _ => None,
+    };
     let data = json!({
         "plan": p.plan_id,
         "allocation": p.monthly_requests,
         "used": used,
-        "remaining": p.monthly_requests.map(|a| a.saturating_sub(used)),
+        "requests_counted": counted,
+        "remaining": p.monthly_requests.map(|a| a.saturating_sub(counted.unwrap_or(used))),
         "period_start": rfc3339(from),
         "period_end": rfc3339(to),
     });
