@@ -407,6 +407,9 @@ async fn test_key_runs(m: &Market, conn: &str) {
     let series = ("Series", "SELECT generate_series(1, 25) AS n");
     crate::connections::priced_asset(&m.seller, &m.seller_id, conn, series, 0.5).await;
     assert_eq!(top_up(&m.op, &m.buyer_id, 100, "t2").await.0, 201);
+    let plan = format!("/companies/{}/requests/plan", m.buyer_id);
+    let counted = |b: &Value| b["data"]["requests_counted"].as_u64().unwrap_or(u64::MAX);
+    let before = counted(&m.buyer.get(&plan).await.1);
     assert_eq!(balance(&m.buyer, &m.buyer_id).await, 125);
 
     let (s, b) = sandbox.get("/analyze/acme/assets/series").await;
@@ -439,6 +442,12 @@ async fn test_key_runs(m: &Market, conn: &str) {
     );
     assert_eq!(balance(&m.buyer, &m.buyer_id).await, 75);
 
+    let (_, after) = m.buyer.get(&plan).await;
+    assert_eq!(
+        counted(&after),
+        before + 1,
+        "only the live run is paid from the allocation: {after}"
+    );
     let test = usage_once(&m.buyer, &m.buyer_id, "?mode=test", 2).await;
     assert_eq!(
         test["total"],
