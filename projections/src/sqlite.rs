@@ -323,9 +323,10 @@ mod tests {
                 .await
                 .expect("top up");
         }
-        // A few ticks with the readers still going: a restart comes in that time (the log
-        // then holds nothing), while without one the log keeps every frame it had.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Ticks with the readers still going: a restart comes in that time (the log then
+        // holds nothing), while without one the log keeps every frame it had, however long
+        // it waits. Twenty ticks, not six: on a loaded machine six once passed with none.
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
         let frames = log_frames(&store.pool, "PASSIVE").await.expect("frames");
         stop.store(true, Ordering::Relaxed);
         restarts.abort();
