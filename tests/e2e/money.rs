@@ -5,7 +5,7 @@
 //! overdraws, and `tally reconcile` agreeing at the end.
 
 use crate::common::*;
-use crate::connections::{credentials, seed_table, seller_db, source_url, url_password};
+use crate::connections::{seed_table, seller_db, source_url, url_password};
 use serde_json::{json, Value};
 
 struct Market {
@@ -31,17 +31,7 @@ async fn market(dir: &std::path::Path, url: &str) -> (Market, String) {
         .to_string();
     let (seller_id, seller) = op.company("acme").await;
     let (buyer_id, buyer) = op.company("globex").await;
-    let (s, b) = seller
-        .post(
-            &format!("/companies/{seller_id}/connections"),
-            &json!({"engine_id": 1, "name": "dwh", "credentials": credentials(url, &url_password(url))}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let conn = b["data"]["connection_id"]
-        .as_str()
-        .expect("connection")
-        .to_string();
+    let conn = crate::connections::source_connection(&seller, &seller_id, url).await;
     (
         Market {
             app,
@@ -1178,6 +1168,19 @@ async fn sqlite_files_are_sources_read_only_and_confined_to_the_root() {
     );
 }
 
+/// A second key of the seller's admin (the same user, its own per-key windows).
+async fn second_seller_key(m: &Market) -> Client {
+    let (s, b) = m
+        .seller
+        .post(
+            &format!("/companies/{}/api-keys", m.seller_id),
+            &json!({"name": "second"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    m.seller.with_key(b["data"]["key"].as_str().expect("key"))
+}
+
 /// An execution's answer: status, the `X-RateLimit-*` and `Retry-After` headers, the body.
 async fn limited(c: &Client, path: &str) -> (u16, [Option<i64>; 4], Value) {
     let r = c
@@ -1248,15 +1251,7 @@ async fn a_starter_key_gets_sixty_a_minute_and_five_at_once() {
     );
 
     // Another key of the same company has its own minute; six at once on five slots.
-    let (s, b) = m
-        .seller
-        .post(
-            &format!("/companies/{}/api-keys", m.seller_id),
-            &json!({"name": "second"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let second_key = m.seller.with_key(b["data"]["key"].as_str().expect("key"));
+    let second_key = second_seller_key(&m).await;
     let calls = (0..6).map(|_| {
         let c = second_key.clone();
         async move { limited(&c, "/analyze/acme/assets/slow").await }
@@ -1368,15 +1363,7 @@ async fn an_asset_limits_its_calls_per_user_or_ip() {
     );
     assert!(h[3].is_some_and(|secs| (1..=3600).contains(&secs)), "{h:?}");
     // The limit is per user: another key of the same user is refused too.
-    let (s, b) = m
-        .seller
-        .post(
-            &format!("/companies/{}/api-keys", m.seller_id),
-            &json!({"name": "second"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let second = m.seller.with_key(b["data"]["key"].as_str().expect("key"));
+    let second = second_seller_key(&m).await;
     assert_eq!(limited(&second, "/analyze/acme/assets/capped").await.0, 429);
     // The refused calls used up none of the plan's minute: another asset still runs.
     let (s, _) = create_asset(
