@@ -26,6 +26,7 @@ pub trait MetadataStore:
     + projections::MoneyStore
     + projections::SessionStore
     + projections::AuditStore
+    + projections::alert_store::AlertStore
 {
 }
 impl<T> MetadataStore for T where
@@ -34,6 +35,7 @@ impl<T> MetadataStore for T where
         + projections::MoneyStore
         + projections::SessionStore
         + projections::AuditStore
+        + projections::alert_store::AlertStore
 {
 }
 
@@ -274,6 +276,7 @@ impl Backends {
             (topics::USAGE, s.partitions),
             (topics::USAGE_TEST, s.partitions),
             (topics::BILLING, s.partitions),
+            (topics::ALERTS, s.partitions),
         ] {
             log.create_topic(&s.topic(name), partitions).await?;
         }

@@ -110,6 +110,15 @@ pub struct Settings {
     #[arg(long, env = "TALLY_RESULT_CACHE_SECS", default_value_t = 60,
         value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub result_cache_secs: u64,
+    /// The first retry of a failed webhook delivery waits this long, in ms; each next one
+    /// twice as long (at most an hour).
+    #[arg(long, env = "TALLY_WEBHOOK_RETRY_BASE_MS", default_value_t = 30_000,
+        value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub webhook_retry_base_ms: u64,
+    /// How long a webhook delivery is retried before it is kept as dead, in seconds.
+    #[arg(long, env = "TALLY_WEBHOOK_GIVE_UP_SECS", default_value_t = 86_400,
+        value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub webhook_give_up_secs: u64,
 }
 
 fn parse_share(s: &str) -> Result<f64, String> {
@@ -230,6 +239,8 @@ pub(crate) mod tests {
             execution_timeout_ms: 10_000,
             outbox_lease_ms: 30_000,
             result_cache_secs: 60,
+            webhook_retry_base_ms: 30_000,
+            webhook_give_up_secs: 86_400,
             source_pool_size: 16,
         }
     }

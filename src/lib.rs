@@ -4,6 +4,7 @@
 
 pub mod backends;
 pub mod config;
+pub mod notifier;
 pub mod outbox;
 pub mod sourcing;
 
@@ -14,6 +15,7 @@ use axum::routing::get;
 use axum::Router;
 use eventlog::EventLog;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use processors::alerting::{AlertsStage, ALERTS};
 use processors::metering::{MeteringStage, METERING};
 use processors::runner::RunnerConfig;
 use processors::{run_stage, AnalyticsStage, EnrichStage, MetadataStage};
@@ -261,14 +263,16 @@ pub enum StageName {
     Enrich,
     Analytics,
     Metering,
+    Alerts,
 }
 
 impl StageName {
-    pub const ALL: [StageName; 4] = [
+    pub const ALL: [StageName; 5] = [
         StageName::Metadata,
         StageName::Enrich,
         StageName::Analytics,
         StageName::Metering,
+        StageName::Alerts,
     ];
 
     pub fn parse(s: &str) -> anyhow::Result<StageName> {
@@ -277,8 +281,9 @@ impl StageName {
             "enrich" => Ok(StageName::Enrich),
             "analytics" => Ok(StageName::Analytics),
             "metering" => Ok(StageName::Metering),
+            "alerts" => Ok(StageName::Alerts),
             other => anyhow::bail!(
-                "unknown stage {other:?}; one of metadata, enrich, analytics, metering"
+                "unknown stage {other:?}; one of metadata, enrich, analytics, metering, alerts"
             ),
         }
     }
@@ -368,10 +373,11 @@ pub async fn start_roles(s: Settings, roles: Roles) -> anyhow::Result<App> {
             .with_audit(audit),
     );
     let mut app = Router::new();
+    let mut registry = None;
     if roles.ingest {
-        app = app.merge(ingest::router(
-            ingest_state(&s, roles.name, &b, auth.clone(), proxies, &stop_rx).await?,
-        ));
+        let state = ingest_state(&s, roles.name, &b, auth.clone(), proxies, &stop_rx).await?;
+        registry = state.sources.clone();
+        app = app.merge(ingest::router(state));
     }
     if roles.api {
         app = app.merge(api::router(Arc::new(api::ApiState {
@@ -413,6 +419,20 @@ pub async fn start_roles(s: Settings, roles: Roles) -> anyhow::Result<App> {
                 stages_stop_rx.clone(),
             ),
         ]
+        .into_iter()
+        .chain(registry.map(|registry| {
+            notifier::spawn_notifier(
+                b.metadata.clone(),
+                b.metadata.clone(),
+                registry,
+                notifier::NotifierConfig {
+                    retry_base_ms: s.webhook_retry_base_ms,
+                    give_up_ms: (s.webhook_give_up_secs * 1000) as i64,
+                },
+                stages_stop_rx.clone(),
+            )
+        }))
+        .collect::<Vec<_>>()
     });
 
     let app = app
@@ -510,7 +530,8 @@ async fn ingest_state(
             .with_usage(b.analytics.clone())
             .with_limits(b.limits.clone())
             .with_sessions(b.metadata.clone())
-            .with_audit(b.metadata.clone()),
+            .with_audit(b.metadata.clone())
+            .with_alerts(b.metadata.clone()),
     );
     if let Some(limiter) = state.limiter.clone() {
         let mut stop = stop.clone();
@@ -592,6 +613,21 @@ async fn spawn_stages(
                 runner_config(s, METERING, sole_member, 10_000, 200),
                 stop.clone(),
             )),
+            StageName::Alerts => tokio::spawn(run_stage(
+                b.log.clone(),
+                AlertsStage::new(
+                    b.metadata.clone(),
+                    b.metadata.clone(),
+                    b.metadata.clone(),
+                    (
+                        s.topic(topics::USAGE),
+                        s.topic(topics::BILLING),
+                        s.topic(topics::ENTITIES),
+                    ),
+                ),
+                runner_config(s, ALERTS, sole_member, 5_000, 100),
+                stop.clone(),
+            )),
         };
         stages.push(handle);
     }
@@ -665,6 +701,11 @@ pub async fn rewind(s: &Settings, stage: &str) -> anyhow::Result<()> {
         }
         StageName::Metadata => {
             anyhow::bail!("the metadata stage keeps its offsets with its rows; nothing to rewind")
+        }
+        StageName::Alerts => {
+            anyhow::bail!(
+                "the alerts stage keeps its offsets with its firings; a rewind would fire nothing again"
+            )
         }
     };
     reset_group(&b, &s.group(stage), &topics).await?;

@@ -100,12 +100,14 @@ pub struct IngestState {
     pub sessions: Option<Arc<dyn projections::SessionStore>>,
     /// The audit trail (read by `GET /companies/{id}/audit-log`).
     pub audit: Option<Arc<dyn projections::AuditStore>>,
+    /// Alert firings (in-app notifications) and webhook deliveries.
+    pub alerts: Option<Arc<dyn projections::alert_store::AlertStore>>,
     /// The metering projection (`GET …/requests/usage`).
     pub usage: Option<Arc<dyn projections::UsageStore>>,
     /// Where the plan limits are counted (`market::limits`).
     pub limits: Option<Arc<dyn projections::limits::LimitStore>>,
     /// Each company's plan and period start, with when it was read.
-    plans: DashMap<String, (Instant, (&'static projections::reference::Plan, i64))>,
+    plans: DashMap<String, (Instant, (projections::reference::Plan, i64))>,
     /// Failed sign-ins per client IP (times in ms), for the login limit.
     login_failures: DashMap<std::net::IpAddr, Vec<i64>>,
     /// What executions looked up, per (company handle, asset slug), briefly.
@@ -142,6 +144,7 @@ impl IngestState {
             results: DashMap::new(),
             sessions: None,
             audit: None,
+            alerts: None,
             usage: None,
             limits: None,
             plans: DashMap::new(),
@@ -158,6 +161,12 @@ impl IngestState {
     /// Lets company admins read the audit trail.
     pub fn with_audit(mut self, audit: Arc<dyn projections::AuditStore>) -> Self {
         self.audit = Some(audit);
+        self
+    }
+
+    /// Serves notifications and deliveries from `alerts`.
+    pub fn with_alerts(mut self, alerts: Arc<dyn projections::alert_store::AlertStore>) -> Self {
+        self.alerts = Some(alerts);
         self
     }
 
@@ -218,8 +227,6 @@ const MARKET_NOT_BUILT: &[&str] = &[
     "/companies/{company_id}/requests",
     "/companies/{company_id}/posts",
     "/companies/{company_id}/postgen_integrations",
-    "/companies/{company_id}/users/{user_id}/alerts",
-    "/companies/{company_id}/users/{user_id}/notifications",
 ];
 
 /// `403` for another company's path (as a built route would answer), else `501`.
@@ -260,8 +267,8 @@ type Routes = Vec<(String, axum::routing::MethodRouter<Arc<IngestState>>)>;
 /// table, and [`protected_paths`] lists it, so a test can walk every route (none escapes).
 fn protected_routes() -> Routes {
     use market::{
-        analyze, asset_tools, assets, companies, connections, favorites, keys, money, plans,
-        reference, seller, statistics, usage, users,
+        alerts, analyze, asset_tools, assets, companies, connections, favorites, keys, money,
+        plans, reference, seller, statistics, usage, users,
     };
     let mut routes: Routes = Vec::new();
     let mut route = |path: &str, handler: axum::routing::MethodRouter<Arc<IngestState>>| {
@@ -468,6 +475,32 @@ fn protected_routes() -> Routes {
     route("/job-functions/{function_id}", get(reference::function));
     route("/asset_usecases", get(reference::usecases));
     route("/asset_usecases/{auc_id}", get(reference::usecase));
+    let alerts_path = "/companies/{company_id}/users/{user_id}/alerts";
+    route(alerts_path, get(alerts::all).post(alerts::create));
+    route(
+        &format!("{alerts_path}/asset/{{asset_id}}"),
+        get(alerts::on_asset),
+    );
+    route(
+        &format!("{alerts_path}/asset/{{asset_id}}/all"),
+        get(alerts::on_asset_all),
+    );
+    route(
+        &format!("{alerts_path}/{{alert_id}}"),
+        get(alerts::get).patch(alerts::patch).delete(alerts::delete),
+    );
+    route(
+        &format!("{alerts_path}/{{alert_id}}/deliveries"),
+        get(alerts::deliveries),
+    );
+    route(
+        "/companies/{company_id}/users/{user_id}/notifications",
+        get(alerts::notifications),
+    );
+    route(
+        "/companies/{company_id}/users/{user_id}/notifications/{notification_id}/read",
+        post(alerts::mark_read),
+    );
     let favs = "/companies/{company_id}/users/{user_id}/favorites";
     route(favs, get(favorites::all).post(favorites::create));
     route(

@@ -3,8 +3,7 @@
 //! dedup key with it: the stage that feeds these functions stores (rule, window) once, so a
 //! redelivered record, or a second record in the same window, fires nothing more.
 //!
-//! Not wired yet: the alerts stage, the notifier and the alert routes are still to come (the
-//! routes answer `501`). These are the rules they will apply.
+//! The alerts stage (`alerting.rs`) feeds them and stores what they return.
 
 /// What a rule watches.
 #[derive(Debug, Clone, PartialEq)]

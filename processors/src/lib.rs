@@ -1,6 +1,7 @@
 //! Stream processors: enrichment, sessionization and alert rules as pure functions over plain
 //! types, and one generic runner (consume → prepare → write → commit) that the stages plug into.
 
+pub mod alerting;
 pub mod alerts;
 pub mod enrich;
 pub mod ids;

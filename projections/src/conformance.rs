@@ -741,6 +741,7 @@ async fn subscriptions_name_a_known_plan<S: MetadataWriter + MetadataReader>(sto
             company_id: company.into(),
             plan_id: plan.into(),
             period_start_ms: at_ms,
+            monthly_requests: (plan == "professional").then_some(42),
         })
     };
     let before = store.company("c1").await.expect("company").expect("c1");
@@ -768,7 +769,8 @@ async fn subscriptions_name_a_known_plan<S: MetadataWriter + MetadataReader>(sto
         c.subscription,
         Some(crate::Subscription {
             plan_id: "professional".into(),
-            period_start_ms: 20
+            period_start_ms: 20,
+            monthly_requests: Some(42),
         }),
         "the newest valid subscription"
     );
@@ -1502,4 +1504,56 @@ pub async fn limits_suite<S: crate::limits::LimitStore>(store: &S) {
         .filter(|r| matches!(r, Ok(true)))
         .count();
     assert_eq!(slots, 5, "six at once on five slots: one refused");
+
+    // A whole admission: the slot and the counters, or nothing.
+    use crate::limits::{Admission, Slot};
+    let slot = |i: usize| Slot {
+        key: format!("{ns}:admit-slots"),
+        lease_id: format!("{ns}-admit-{i}"),
+        max: 2,
+        expires_ms: exp,
+    };
+    let minute = vec![fixed(format!("{ns}:admit-minute"), now, MINUTE_MS, 2)];
+    assert_eq!(
+        store.admit(&slot(1), &minute, now).await.expect("1"),
+        Admission::Taken(vec![1])
+    );
+    assert_eq!(
+        store.admit(&slot(2), &minute, now).await.expect("2"),
+        Admission::Taken(vec![2])
+    );
+    assert_eq!(
+        store.admit(&slot(3), &minute, now).await.expect("3"),
+        Admission::NoSlot,
+        "both slots held"
+    );
+    assert_eq!(
+        store.counts(&minute).await.expect("counts"),
+        vec![2],
+        "no slot, nothing counted"
+    );
+    store.release(&slot(1).lease_id).await.expect("release");
+    assert_eq!(
+        store.admit(&slot(3), &minute, now).await.expect("3 again"),
+        Admission::Full,
+        "the minute is full"
+    );
+    // The full minute took no slot: one is still free for a call under other counters.
+    let other = vec![fixed(format!("{ns}:admit-other"), now, MINUTE_MS, 5)];
+    assert_eq!(
+        store.admit(&slot(4), &other, now).await.expect("4"),
+        Admission::Taken(vec![1])
+    );
+    assert_eq!(
+        store.admit(&slot(5), &other, now).await.expect("5"),
+        Admission::NoSlot
+    );
+    assert_eq!(
+        store
+            .admit(&slot(6), &[], after)
+            .await
+            .expect("no counters"),
+        Admission::Taken(Vec::new()),
+        "expired slots are free"
+    );
 }

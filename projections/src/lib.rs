@@ -2,6 +2,7 @@
 //! from reads), the embedded backends (DuckDB for analytics, SQLite for metadata) and the
 //! conformance suites every backend must pass.
 
+pub mod alert_store;
 pub mod analytics;
 pub mod audit;
 #[cfg(feature = "clickhouse")]
@@ -25,6 +26,7 @@ mod pg_money;
 pub mod reference;
 pub mod seller;
 pub mod sessions;
+mod sqlalerts;
 mod sqlite;
 mod sqlite_money;
 mod sqlite_outbox;

@@ -108,6 +108,55 @@ pub trait LimitStore: Send + Sync {
         expires_ms: i64,
     ) -> StoreResult<bool>;
     async fn release(&self, lease_id: &str) -> StoreResult<()>;
+
+    /// A call's whole admission in one step: a slot (see [`LimitStore::acquire`]) and one
+    /// unit of every counter (see [`LimitStore::take`]), or nothing at all. A store that can
+    /// do it in one round trip overrides this; the default is the three calls in turn.
+    async fn admit(
+        &self,
+        slot: &Slot,
+        counters: &[Counter],
+        now_ms: i64,
+    ) -> StoreResult<Admission> {
+        let held = self
+            .acquire(&slot.key, &slot.lease_id, slot.max, now_ms, slot.expires_ms)
+            .await?;
+        if !held {
+            return Ok(Admission::NoSlot);
+        }
+        match self.take(counters, now_ms).await {
+            Ok(Some(counts)) => Ok(Admission::Taken(counts)),
+            Ok(None) => {
+                self.release(&slot.lease_id).await?;
+                Ok(Admission::Full)
+            }
+            Err(e) => {
+                let _ = self.release(&slot.lease_id).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The concurrency slot a call asks for: one of `max` slots of `key`, held as `lease_id`
+/// until `expires_ms` unless released first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub key: String,
+    pub lease_id: String,
+    pub max: u64,
+    pub expires_ms: i64,
+}
+
+/// What [`LimitStore::admit`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The slot and the counters were taken: the counts after this call.
+    Taken(Vec<u64>),
+    /// Every slot is held: nothing was taken.
+    NoSlot,
+    /// A counter is full: nothing was taken (the slot neither).
+    Full,
 }
 
 /// One process's limits, in memory.

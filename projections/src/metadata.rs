@@ -24,6 +24,8 @@ pub struct Company {
 pub struct Subscription {
     pub plan_id: String,
     pub period_start_ms: i64,
+    /// The operator's allocation for this company instead of the plan's.
+    pub monthly_requests: Option<i64>,
 }
 
 /// An API key as stored: its state plus the integer id the projection assigned.
@@ -85,6 +87,22 @@ pub struct AssetQuery {
 pub struct Favorite {
     pub favorite_id: i64,
     pub state: schemas::FavoriteState,
+}
+
+/// An alert rule with the integer id the projection assigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub alert_id: i64,
+    pub state: schemas::AlertState,
+}
+
+/// Which alerts [`MetadataReader::alerts_where`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertScope {
+    /// Every live alert of a company (its users' rules).
+    Company,
+    /// Every live alert watching an asset (of any company).
+    Asset,
 }
 
 /// Why the projection did not apply an event: the field at fault (e.g. `company_handle`) and a
@@ -205,6 +223,8 @@ pub trait MetadataReader: Send + Sync {
     async fn company_by_handle(&self, handle: &str) -> StoreResult<Option<Company>>;
     /// A user's live favorites, highest priority first.
     async fn favorites(&self, user_id: &str) -> StoreResult<Vec<Favorite>>;
+    /// Live alert rules of a company or on an asset, by `alert_id`.
+    async fn alerts_where(&self, scope: AlertScope, id: &str) -> StoreResult<Vec<Alert>>;
     /// An asset's price history, newest first.
     async fn prices(&self, asset_id: &str) -> StoreResult<Vec<Price>>;
     /// An asset's discounts, newest first.

@@ -113,6 +113,41 @@ pub fn default_plan(is_operator: bool) -> &'static Plan {
     }
 }
 
+/// The plan and period of `c`: (plan, first period start). Without a subscription, its
+/// default plan with periods counted from its creation.
+/// A subscription's own `monthly_requests` replaces the plan's allocation.
+pub fn effective(c: &crate::Company) -> (Plan, i64) {
+    match &c.subscription {
+        Some(s) => {
+            let mut p = *plan(&s.plan_id).unwrap_or(default_plan(c.state.is_operator));
+            if let Some(n) = s.monthly_requests {
+                p.monthly_requests = Some(n.max(0) as u64);
+            }
+            (p, s.period_start_ms)
+        }
+        None => (*default_plan(c.state.is_operator), c.state.created_at_ms),
+    }
+}
+
+/// The monthly period that holds `now_ms`, for periods that start at `start_ms` and each last
+/// one calendar month (UTC; a start on the 31st ends on the last day of shorter months).
+pub fn current_period(start_ms: i64, now_ms: i64) -> (i64, i64) {
+    use chrono::{Months, TimeZone, Utc};
+    let Some(start) = Utc.timestamp_millis_opt(start_ms).single() else {
+        return (start_ms, start_ms);
+    };
+    let nth = |k: u32| {
+        start
+            .checked_add_months(Months::new(k))
+            .map_or(i64::MAX, |t| t.timestamp_millis())
+    };
+    let mut k = 0u32;
+    while nth(k + 1) <= now_ms && k < 12 * 1000 {
+        k += 1;
+    }
+    (nth(k), nth(k + 1))
+}
+
 const fn provider(
     provider_id: i32,
     name: &'static str,

@@ -8,7 +8,7 @@
 //! metadata stage's offsets, so the stage rebuilds them from the log.
 
 /// The version of the projected tables' shape. Bump it when they change.
-pub(crate) const SCHEMA_VERSION: &str = "6";
+pub(crate) const SCHEMA_VERSION: &str = "7";
 
 /// Tables that survive every migration.
 pub(crate) const DURABLE_DDL: &str = "
@@ -37,6 +37,7 @@ pub(crate) const PROJECTED_TABLES: &[&str] = &[
     "asset_prices",
     "discounts",
     "favorites",
+    "alerts",
     "cloud_providers",
     "storage_engines",
     "industries",
@@ -196,6 +197,17 @@ CREATE TABLE IF NOT EXISTS favorites (
     updated_at_ms BIGINT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS favorites_live ON favorites (user_id, asset_id) WHERE NOT deleted;
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    alert_id BIGINT NOT NULL UNIQUE,
+    company_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    asset_id TEXT,
+    state_json TEXT NOT NULL,
+    deleted BOOLEAN NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_by_company ON alerts (company_id);
+CREATE INDEX IF NOT EXISTS alerts_by_asset ON alerts (asset_id);
 CREATE TABLE IF NOT EXISTS rejected_events (
     event_id TEXT PRIMARY KEY,
     field TEXT NOT NULL,
@@ -245,7 +257,8 @@ CREATE TABLE IF NOT EXISTS plans (
 CREATE TABLE IF NOT EXISTS subscriptions (
     company_id TEXT PRIMARY KEY,
     plan_id TEXT NOT NULL,
-    period_start_ms BIGINT NOT NULL
+    period_start_ms BIGINT NOT NULL,
+    monthly_requests BIGINT
 );
 ";
 
@@ -271,7 +284,8 @@ macro_rules! const_format_company {
         concat!(
             "SELECT companies.*, COALESCE((SELECT credits FROM balances b WHERE b.company_id = companies.id), 0) AS credits_balance, \
              (SELECT plan_id FROM subscriptions s WHERE s.company_id = companies.id) AS plan_id, \
-             (SELECT period_start_ms FROM subscriptions s WHERE s.company_id = companies.id) AS period_start_ms FROM companies ",
+             (SELECT period_start_ms FROM subscriptions s WHERE s.company_id = companies.id) AS period_start_ms, \
+             (SELECT monthly_requests FROM subscriptions s WHERE s.company_id = companies.id) AS monthly_requests FROM companies ",
             $tail
         )
     };
@@ -313,6 +327,7 @@ macro_rules! metadata_sql_impl {
                 }
                 sqlx::raw_sql(DURABLE_DDL).execute(&mut *tx).await?;
                 sqlx::raw_sql(crate::sqlmoney::MONEY_DDL).execute(&mut *tx).await?;
+                sqlx::raw_sql(crate::sqlalerts::ALERTS_DDL).execute(&mut *tx).await?;
                 sqlx::raw_sql(crate::sessions::SESSION_DDL).execute(&mut *tx).await?;
                 let version: Option<String> =
                     sqlx::query_scalar("SELECT value FROM settings WHERE name = 'metadata_schema'")
@@ -791,6 +806,32 @@ macro_rules! metadata_sql_impl {
                 Ok(Ok(()))
             }
 
+            async fn apply_alert(tx: &mut Tx<'_>, a: &schemas::AlertState) -> Result<Outcome, sqlx::Error> {
+                let user: Option<String> = sqlx::query_scalar("SELECT company_id FROM users WHERE id = $1")
+                    .bind(&a.user_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                if user.as_deref() != Some(a.company_id.as_str()) {
+                    return Ok(reject("user_id", "no such user in this company"));
+                }
+                let state = serde_json::to_string(a).unwrap_or_default();
+                sqlx::query(
+                    "INSERT INTO alerts (id, alert_id, company_id, user_id, asset_id, state_json, deleted) \
+                     SELECT $1, COALESCE(MAX(alert_id), 0) + 1, $2, $3, $4, $5, $6 FROM alerts WHERE TRUE \
+                     ON CONFLICT (id) DO UPDATE SET asset_id = EXCLUDED.asset_id, state_json = EXCLUDED.state_json, \
+                     deleted = EXCLUDED.deleted",
+                )
+                .bind(&a.id)
+                .bind(&a.company_id)
+                .bind(&a.user_id)
+                .bind(&a.asset_id)
+                .bind(state)
+                .bind(a.deleted)
+                .execute(&mut **tx)
+                .await?;
+                Ok(Ok(()))
+            }
+
             /// Whether asset `asset_id` belongs to company `company_id`.
             async fn asset_of(tx: &mut Tx<'_>, asset_id: &str, company_id: &str) -> Result<bool, sqlx::Error> {
                 let owner: Option<String> = sqlx::query_scalar("SELECT company_id FROM assets WHERE id = $1")
@@ -882,12 +923,14 @@ macro_rules! metadata_sql_impl {
                     return Ok(reject("plan", "no such plan"));
                 }
                 sqlx::query(
-                    "INSERT INTO subscriptions (company_id, plan_id, period_start_ms) VALUES ($1, $2, $3) \
-                     ON CONFLICT (company_id) DO UPDATE SET plan_id = EXCLUDED.plan_id, period_start_ms = EXCLUDED.period_start_ms",
+                    "INSERT INTO subscriptions (company_id, plan_id, period_start_ms, monthly_requests) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (company_id) DO UPDATE SET plan_id = EXCLUDED.plan_id, period_start_ms = EXCLUDED.period_start_ms, \
+                     monthly_requests = EXCLUDED.monthly_requests",
                 )
                 .bind(&e.company_id)
                 .bind(&e.plan_id)
                 .bind(e.period_start_ms)
+                .bind(e.monthly_requests)
                 .execute(&mut **tx)
                 .await?;
                 Ok(Ok(()))
@@ -1031,6 +1074,7 @@ macro_rules! metadata_sql_impl {
                     EntityEvent::PriceEnded(e) => return apply_price_end(tx, e).await,
                     EntityEvent::SubscriptionSet(e) => return apply_subscription(tx, e).await,
                     EntityEvent::FavoriteUpserted(e) => return apply_favorite(tx, &e.favorite).await,
+                    EntityEvent::AlertUpserted(e) => return apply_alert(tx, &e.alert).await,
                 }
                 Ok(Ok(()))
             }
@@ -1055,7 +1099,11 @@ macro_rules! metadata_sql_impl {
                     },
                     credits_balance: row.try_get("credits_balance")?,
                     subscription: match (row.try_get::<Option<String>, _>("plan_id")?, row.try_get::<Option<i64>, _>("period_start_ms")?) {
-                        (Some(plan_id), Some(period_start_ms)) => Some(Subscription { plan_id, period_start_ms }),
+                        (Some(plan_id), Some(period_start_ms)) => Some(Subscription {
+                            plan_id,
+                            period_start_ms,
+                            monthly_requests: row.try_get("monthly_requests")?,
+                        }),
                         _ => None,
                     },
                 })
@@ -1551,6 +1599,27 @@ macro_rules! metadata_sql_impl {
                         })
                         .collect::<Result<_, sqlx::Error>>()
                         .map_err(sql_err)
+                }
+
+                async fn alerts_where(&self, column: AlertScope, id: &str) -> StoreResult<Vec<Alert>> {
+                    let sql = match column {
+                        AlertScope::Company => "SELECT alert_id, state_json FROM alerts WHERE company_id = $1 AND NOT deleted ORDER BY alert_id",
+                        AlertScope::Asset => "SELECT alert_id, state_json FROM alerts WHERE asset_id = $1 AND NOT deleted ORDER BY alert_id",
+                    };
+                    let rows = sqlx::query(sql)
+                        .bind(id)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    let mut out = Vec::with_capacity(rows.len());
+                    for r in rows {
+                        let alert_id: i64 = r.try_get("alert_id").map_err(sql_err)?;
+                        let json: String = r.try_get("state_json").map_err(sql_err)?;
+                        let state = serde_json::from_str(&json)
+                            .map_err(|e| StoreError::Backend(format!("alert {alert_id}: {e}")))?;
+                        out.push(Alert { alert_id, state });
+                    }
+                    Ok(out)
                 }
 
                 async fn discounts(&self, asset_id: &str) -> StoreResult<Vec<crate::money::Discount>> {

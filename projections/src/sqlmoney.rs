@@ -1104,6 +1104,8 @@ macro_rules! money_sql_impl {
 
             $(crate::sqlmoney::$batches!($store, $db);)?
 
+            crate::sqlalerts::alerts_sql_impl!($store, $db);
+
             #[async_trait]
             impl crate::audit::AuditStore for $store {
                 async fn append_audit(&self, rows: &[crate::audit::AuditRecord]) -> StoreResult<()> {

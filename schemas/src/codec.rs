@@ -91,6 +91,8 @@ wire!(FavoriteUpserted, "tally.entities.FavoriteUpserted");
 wire!(DiscountSet, "tally.entities.DiscountSet");
 wire!(PriceEnded, "tally.entities.PriceEnded");
 wire!(SubscriptionSet, "tally.entities.SubscriptionSet");
+wire!(AlertUpserted, "tally.entities.AlertUpserted");
+wire!(AlertTriggered, "tally.alerts.AlertTriggered");
 wire!(UsageRecorded, "tally.usage.UsageRecorded", fast);
 wire!(LedgerEntryPosted, "tally.billing.LedgerEntryPosted", fast);
 wire!(DeadLetter, "tally.ops.DeadLetter");
@@ -184,6 +186,7 @@ pub fn encode_entity(event: &EntityEvent) -> Result<Vec<u8>, CodecError> {
         EntityEvent::DiscountSet(e) => encode(e),
         EntityEvent::PriceEnded(e) => encode(e),
         EntityEvent::SubscriptionSet(e) => encode(e),
+        EntityEvent::AlertUpserted(e) => encode(e),
     }
 }
 
@@ -209,6 +212,7 @@ pub fn decode_entity(bytes: &[u8]) -> Result<EntityEvent, CodecError> {
         DiscountSet::SUBJECT => EntityEvent::DiscountSet(decode_datum(id, datum)?),
         PriceEnded::SUBJECT => EntityEvent::PriceEnded(decode_datum(id, datum)?),
         SubscriptionSet::SUBJECT => EntityEvent::SubscriptionSet(decode_datum(id, datum)?),
+        AlertUpserted::SUBJECT => EntityEvent::AlertUpserted(decode_datum(id, datum)?),
         other => {
             return Err(CodecError::WrongSubject {
                 id,
@@ -348,6 +352,7 @@ mod tests {
                 company_id: "c".into(),
                 plan_id: "professional".into(),
                 period_start_ms: 9,
+                monthly_requests: Some(500),
             }),
             EntityEvent::PriceEnded(PriceEnded {
                 event_id: "e10".into(),
@@ -381,6 +386,27 @@ mod tests {
                     deleted: false,
                     created_at_ms: 8,
                     updated_at_ms: 8,
+                },
+            }),
+            EntityEvent::AlertUpserted(AlertUpserted {
+                event_id: "e10".into(),
+                alert: AlertState {
+                    id: "al".into(),
+                    company_id: "c".into(),
+                    user_id: "u".into(),
+                    asset_id: None,
+                    kind: "low_balance".into(),
+                    name: Some("running low".into()),
+                    threshold_credits: Some(100),
+                    failing_percent: None,
+                    window_minutes: None,
+                    min_executions: None,
+                    webhook_url: Some("https://example.com/hook".into()),
+                    webhook_secret_sealed: Some("sealed".into()),
+                    is_active: true,
+                    deleted: false,
+                    created_at_ms: 9,
+                    updated_at_ms: 9,
                 },
             }),
         ];

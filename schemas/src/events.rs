@@ -310,6 +310,10 @@ pub struct SubscriptionSet {
     pub company_id: String,
     pub plan_id: String,
     pub period_start_ms: i64,
+    /// The operator's own monthly allocation for this company instead of the plan's (v2; a
+    /// v1 record has none).
+    #[serde(default)]
+    pub monthly_requests: Option<i64>,
 }
 
 /// The price `aph_id` of an asset ends without a successor: from `ended_at_ms` the asset has no
@@ -398,6 +402,54 @@ pub struct FavoriteUpserted {
     pub favorite: FavoriteState,
 }
 
+/// A user's alert rule: what it watches (`kind` with its own fields), where it is delivered
+/// besides in-app (`webhook_url`, signed with a secret kept sealed under Tally's secret key),
+/// and whether it is on. The integer `alert_id` clients see is assigned by the projection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertState {
+    pub id: String,
+    pub company_id: String,
+    pub user_id: String,
+    pub asset_id: Option<String>,
+    /// `quota`, `low_balance`, `price_changed`, `asset_updated` or `executions_failing`.
+    pub kind: String,
+    pub name: Option<String>,
+    /// `low_balance`: fires when the balance falls below this many credits.
+    pub threshold_credits: Option<i64>,
+    /// `executions_failing`: the failed share, the window and the fewest executions in it.
+    pub failing_percent: Option<i32>,
+    pub window_minutes: Option<i32>,
+    pub min_executions: Option<i64>,
+    pub webhook_url: Option<String>,
+    pub webhook_secret_sealed: Option<String>,
+    pub is_active: bool,
+    pub deleted: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertUpserted {
+    pub event_id: String,
+    pub alert: AlertState,
+}
+
+/// An alert rule fired for one window (`window` is the dedup key with the rule), on
+/// `tally.alerts`, keyed by company id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertTriggered {
+    pub firing_id: String,
+    pub alert_id: String,
+    pub alert_number: i64,
+    pub company_id: String,
+    pub user_id: String,
+    pub asset_id: Option<String>,
+    pub kind: String,
+    pub window: String,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
 /// A record some consumer could not decode or apply, parked for operators.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -436,6 +488,7 @@ pub enum EntityEvent {
     DiscountSet(DiscountSet),
     PriceEnded(PriceEnded),
     SubscriptionSet(SubscriptionSet),
+    AlertUpserted(AlertUpserted),
 }
 
 impl EntityEvent {
@@ -459,6 +512,7 @@ impl EntityEvent {
             Self::DiscountSet(e) => &e.asset_id,
             Self::PriceEnded(e) => &e.asset_id,
             Self::SubscriptionSet(e) => &e.company_id,
+            Self::AlertUpserted(e) => &e.alert.id,
         }
     }
 
@@ -477,6 +531,7 @@ impl EntityEvent {
             Self::DiscountSet(e) => Some(&e.event_id),
             Self::PriceEnded(e) => Some(&e.event_id),
             Self::SubscriptionSet(e) => Some(&e.event_id),
+            Self::AlertUpserted(e) => Some(&e.event_id),
             _ => None,
         }
     }

@@ -12,10 +12,11 @@ pub use codec::{
     decode, decode_entity, encode, encode_entity, encode_with, CodecError, WireRecord,
 };
 pub use events::{
-    ApiKeyCreated, ApiKeyRevoked, ApiKeyState, ApiKeyUpserted, AssetState, AssetUpserted,
-    CollectedEvent, CompanyCreated, CompanyState, CompanyUpdated, ConnectionState,
-    ConnectionUpserted, DeadLetter, DiscountSet, EnrichedEvent, EntityEvent, FavoriteState,
-    FavoriteUpserted, LedgerEntryPosted, PriceEnded, PriceSet, SubscriptionSet, UsageRecorded,
-    UserCreated, UserState, UserUpserted, WebsiteCreated, WebsiteDeleted, WebsiteUpdated,
+    AlertState, AlertTriggered, AlertUpserted, ApiKeyCreated, ApiKeyRevoked, ApiKeyState,
+    ApiKeyUpserted, AssetState, AssetUpserted, CollectedEvent, CompanyCreated, CompanyState,
+    CompanyUpdated, ConnectionState, ConnectionUpserted, DeadLetter, DiscountSet, EnrichedEvent,
+    EntityEvent, FavoriteState, FavoriteUpserted, LedgerEntryPosted, PriceEnded, PriceSet,
+    SubscriptionSet, UsageRecorded, UserCreated, UserState, UserUpserted, WebsiteCreated,
+    WebsiteDeleted, WebsiteUpdated,
 };
 pub use registry::{schema_by_id, SchemaEntry, REGISTRY};

@@ -154,6 +154,24 @@ pub const REGISTRY: &[SchemaEntry] = &[
         2,
         "company_created.v2.avsc"
     ),
+    entry!(
+        28,
+        "tally.entities.AlertUpserted",
+        1,
+        "alert_upserted.v1.avsc"
+    ),
+    entry!(
+        29,
+        "tally.alerts.AlertTriggered",
+        1,
+        "alert_triggered.v1.avsc"
+    ),
+    entry!(
+        30,
+        "tally.entities.SubscriptionSet",
+        2,
+        "subscription_set.v2.avsc"
+    ),
 ];
 
 struct Parsed {

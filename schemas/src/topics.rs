@@ -15,6 +15,9 @@ pub const USAGE: &str = "usage";
 pub const USAGE_TEST: &str = "usage.test";
 /// Ledger rows as committed (`LedgerEntryPosted`), keyed by company id.
 pub const BILLING: &str = "billing";
+/// Alert rules that fired (`AlertTriggered`), keyed by company id; published from the alerts
+/// stage's outbox.
+pub const ALERTS: &str = "alerts";
 /// Records a consumer could not decode or apply.
 pub const DLQ: &str = "dlq";
 

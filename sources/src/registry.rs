@@ -217,6 +217,21 @@ impl Registry {
         Ok(())
     }
 
+    /// The one network guard every outbound connection passes (webhooks too).
+    pub fn guard(&self) -> &NetworkGuard {
+        &self.guard
+    }
+
+    /// Seals another secret (a webhook's signing secret) for `owner`.
+    pub fn seal_secret(&self, owner: &str, plain: &[u8]) -> String {
+        self.secrets.seal(owner, plain)
+    }
+
+    /// Opens what [`Registry::seal_secret`] sealed for `owner`.
+    pub fn open_secret(&self, owner: &str, sealed: &str) -> Result<Vec<u8>, crate::SecretError> {
+        self.secrets.open(owner, sealed)
+    }
+
     /// Seals a credentials object for connection `connection_id`.
     pub fn seal(&self, connection_id: &str, credentials: &serde_json::Value) -> String {
         self.secrets

@@ -98,6 +98,8 @@ pub fn embedded_settings(dir: &Path) -> tally::Settings {
         source_pool_size: 16,
         outbox_lease_ms: 30_000,
         result_cache_secs: 60,
+        webhook_retry_base_ms: 30_000,
+        webhook_give_up_secs: 86_400,
     }
 }
 

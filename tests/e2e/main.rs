@@ -1,5 +1,6 @@
 //! End-to-end tests of the `tally` binary's behaviour over HTTP, on the embedded backends.
 
+mod alerts;
 mod bad_input;
 mod commands;
 mod common;

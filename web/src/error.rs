@@ -31,6 +31,14 @@ impl ApiError {
     pub fn bad_request(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", msg)
     }
+    /// A bad value of `field` (also in `details.field`).
+    pub fn bad_request_on(field: &str, msg: impl Into<String>) -> Self {
+        Self::bad_request(msg).with_field(field)
+    }
+    /// Names the field at fault in `details.field`.
+    pub fn with_field(self, field: &str) -> Self {
+        self.with_details(serde_json::json!({ "field": field }))
+    }
     pub fn batch_too_large(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "batch_too_large", msg)
     }

@@ -10,6 +10,7 @@
 //! charged twice.
 
 use super::assets::specs_of;
+use super::limits::{release, Admitted};
 use super::money::{active, money};
 use super::params::bind_values;
 use super::*;
@@ -322,6 +323,7 @@ async fn execute(
     given: Map<String, Value>,
     format: &str,
     idempotency_key: Option<&str>,
+    admitted: &mut Option<Admitted>,
 ) -> ApiResult<Response> {
     let resolved = resolved?;
     let price = cost(caller, &resolved)?;
@@ -401,15 +403,14 @@ async fn execute(
         }
         Err(e) => {
             if !replayed {
-                store
-                    .settle(
-                        &execution_id,
-                        false,
-                        0,
-                        duration_ms,
-                        crate::commands::now_ms(),
-                    )
-                    .await?;
+                let refund = store.settle(
+                    &execution_id,
+                    false,
+                    0,
+                    duration_ms,
+                    crate::commands::now_ms(),
+                );
+                tokio::join!(refund, release(admitted)).0?;
             }
             metrics::counter!("tally_executions_total", "status" => "failed").increment(1);
             let err = ApiError::from(e);
@@ -421,15 +422,14 @@ async fn execute(
     let balance = if replayed {
         store.balance(&caller.company_id).await?
     } else {
-        store
-            .settle(
-                &execution_id,
-                true,
-                rows.rows.len() as i64,
-                duration_ms,
-                crate::commands::now_ms(),
-            )
-            .await?
+        let settle = store.settle(
+            &execution_id,
+            true,
+            rows.rows.len() as i64,
+            duration_ms,
+            crate::commands::now_ms(),
+        );
+        tokio::join!(settle, release(admitted)).0?
     };
     let charged = if replayed { 0 } else { price };
     metrics::counter!("tally_executions_total", "status" => "succeeded").increment(1);
@@ -620,7 +620,7 @@ async fn admitted(
     (handle, slug): (&str, &str),
     peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: &axum::http::HeaderMap,
-) -> Result<(ApiResult<Arc<Resolved>>, Option<super::limits::Admitted>), Response> {
+) -> Result<(ApiResult<Arc<Resolved>>, Option<Admitted>), Response> {
     use super::limits::{asset_counter, asset_limit, client_ip_of, CallerOrigin};
     let resolved = runnable(s, caller, handle, slug).await;
     let counter = match &resolved {
@@ -653,10 +653,11 @@ pub async fn get(
 ) -> ApiResult<Response> {
     let format = q.get("format").cloned().unwrap_or_else(|| "json".into());
     let key = idempotency_key(&headers);
-    let (resolved, admitted) = match admitted(&s, &caller, (&handle, &slug), peer, &headers).await {
-        Ok(a) => a,
-        Err(refused) => return Ok(refused),
-    };
+    let (resolved, mut admitted) =
+        match admitted(&s, &caller, (&handle, &slug), peer, &headers).await {
+            Ok(a) => a,
+            Err(refused) => return Ok(refused),
+        };
     let out = execute(
         &s,
         &caller,
@@ -664,6 +665,7 @@ pub async fn get(
         query_params(&q),
         &format,
         key.as_deref(),
+        &mut admitted,
     )
     .await;
     Ok(super::limits::finish(admitted, out).await)
@@ -682,11 +684,21 @@ pub async fn post(
     let format = q.get("format").cloned().unwrap_or_else(|| "json".into());
     let key = idempotency_key(&headers);
     let params = body_params(&body)?;
-    let (resolved, admitted) = match admitted(&s, &caller, (&handle, &slug), peer, &headers).await {
-        Ok(a) => a,
-        Err(refused) => return Ok(refused),
-    };
-    let out = execute(&s, &caller, resolved, params, &format, key.as_deref()).await;
+    let (resolved, mut admitted) =
+        match admitted(&s, &caller, (&handle, &slug), peer, &headers).await {
+            Ok(a) => a,
+            Err(refused) => return Ok(refused),
+        };
+    let out = execute(
+        &s,
+        &caller,
+        resolved,
+        params,
+        &format,
+        key.as_deref(),
+        &mut admitted,
+    )
+    .await;
     Ok(super::limits::finish(admitted, out).await)
 }
 

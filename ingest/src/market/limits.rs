@@ -19,8 +19,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use projections::limits::{
-    fixed, refusing, retry_after_secs, tightest, Counter, LimitStore, Standing, DAY_MS, HOUR_MS,
-    MINUTE_MS,
+    fixed, refusing, retry_after_secs, tightest, Admission, Counter, LimitStore, Slot, Standing,
+    DAY_MS, HOUR_MS, MINUTE_MS,
 };
 use projections::reference::Plan;
 use std::net::{IpAddr, SocketAddr};
@@ -87,7 +87,7 @@ pub(crate) fn allocation_counter(
     }
 }
 
-async fn plan_of(s: &IngestState, company_id: &str) -> ApiResult<(&'static Plan, i64)> {
+async fn plan_of(s: &IngestState, company_id: &str) -> ApiResult<(Plan, i64)> {
     if let Some(hit) = s.plans.get(company_id) {
         if hit.0.elapsed() < PLAN_TTL {
             return Ok(hit.1);
@@ -371,40 +371,24 @@ pub(crate) async fn admit(
         .as_ref()
         .map_or(Duration::from_secs(10), |r| r.config().execution_timeout);
     let hold_until = now + timeout.as_millis() as i64 + 30_000;
-    let slot = store
-        .acquire(
-            &format!("{who}:concurrent"),
-            &lease,
-            plan.concurrent_requests.into(),
-            now,
-            hold_until,
-        )
-        .await
-        .map_err(|e| ApiError::from(e).into_response())?;
-    if !slot {
-        let e = refused(
-            "rate_limited",
-            "concurrent",
-            plan.concurrent_requests.into(),
-            now + 1000,
-            now,
-        );
-        return Err(e.into_response());
-    }
     let allocation = (!caller.test_mode).then_some(caller.company_id.as_str());
-    let mut counters = counters(plan, start, &who, allocation, now);
+    let mut counters = counters(&plan, start, &who, allocation, now);
     counters.extend(hourly(&s.cfg, "marketplace", &who, now));
     counters.extend(asset);
-    let taken = match store.take(&counters, now).await {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = store.release(&lease).await;
-            return Err(ApiError::from(e).into_response());
-        }
+    let slot = Slot {
+        key: format!("{who}:concurrent"),
+        lease_id: lease.clone(),
+        max: plan.concurrent_requests.into(),
+        expires_ms: hold_until,
     };
-    let Some(counts) = taken else {
-        let _ = store.release(&lease).await;
-        return Err(refusal(store.as_ref(), &counters, now).await);
+    let counts = match store.admit(&slot, &counters, now).await {
+        Ok(Admission::Taken(counts)) => counts,
+        Ok(Admission::NoSlot) => {
+            let e = refused("rate_limited", "concurrent", slot.max, now + 1000, now);
+            return Err(e.into_response());
+        }
+        Ok(Admission::Full) => return Err(refusal(store.as_ref(), &counters, now).await),
+        Err(e) => return Err(ApiError::from(e).into_response()),
     };
     Ok(Some(Admitted {
         standing: tightest(&counters, &counts),
@@ -418,15 +402,30 @@ pub(crate) async fn admit(
 /// find the slot free (released after the answer, 32 callers on 50 slots were refused).
 pub(crate) async fn finish(admitted: Option<Admitted>, out: ApiResult<Response>) -> Response {
     let resp = out.unwrap_or_else(IntoResponse::into_response);
-    let Some(a) = admitted else {
+    let Some(mut a) = admitted else {
         return resp;
     };
-    if let Some(lease) = &a.lease {
-        if let Err(e) = a.store.release(lease).await {
-            tracing::warn!(error = %e, "cannot release a concurrency slot; it expires by itself");
+    a.release().await;
+    with_headers(resp, a.standing.as_ref())
+}
+
+impl Admitted {
+    /// Gives the call's concurrency slot back, once. An execution does it as soon as its
+    /// source has answered, alongside its settlement, so the two round trips overlap.
+    pub(crate) async fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            if let Err(e) = self.store.release(&lease).await {
+                tracing::warn!(error = %e, "cannot release a concurrency slot; it expires by itself");
+            }
         }
     }
-    with_headers(resp, a.standing.as_ref())
+}
+
+/// Gives back the slot of `admitted`, if it holds one.
+pub(crate) async fn release(admitted: &mut Option<Admitted>) {
+    if let Some(a) = admitted {
+        a.release().await;
+    }
 }
 
 #[cfg(test)]

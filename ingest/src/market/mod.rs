@@ -4,6 +4,7 @@
 //! metadata projection has applied it; a rejection by the projection (a handle taken in the
 //! meantime) becomes `409 conflict` naming the field.
 
+pub mod alerts;
 pub mod analyze;
 pub mod asset_tools;
 pub mod assets;

@@ -12,8 +12,7 @@ use crate::commands::now_ms;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use chrono::{Months, TimeZone};
-use projections::reference::{default_plan, plan, Plan, PLANS};
+use projections::reference::{plan, Plan, PLANS};
 use serde::Deserialize;
 use std::sync::Arc;
 use web::roles::Action;
@@ -30,23 +29,7 @@ fn plan_json(p: &Plan) -> Value {
     })
 }
 
-/// The monthly period that holds `now_ms`, for periods that start at `start_ms` and each last
-/// one calendar month (UTC; a start on the 31st ends on the last day of shorter months).
-pub fn current_period(start_ms: i64, now_ms: i64) -> (i64, i64) {
-    let Some(start) = Utc.timestamp_millis_opt(start_ms).single() else {
-        return (start_ms, start_ms);
-    };
-    let nth = |k: u32| {
-        start
-            .checked_add_months(Months::new(k))
-            .map_or(i64::MAX, |t| t.timestamp_millis())
-    };
-    let mut k = 0u32;
-    while nth(k + 1) <= now_ms && k < 12 * 1000 {
-        k += 1;
-    }
-    (nth(k), nth(k + 1))
-}
+pub use projections::reference::{current_period, effective};
 
 /// A company's plan and period as clients see them (its default plan without a subscription).
 pub(crate) fn subscription_json(c: &Company) -> Value {
@@ -58,7 +41,7 @@ pub(crate) fn subscription_json(c: &Company) -> Value {
         "is_default": c.subscription.is_none(),
         "period_start": rfc3339(start),
         "current_period": { "start": rfc3339(from), "end": rfc3339(to) },
-        "limits": plan_json(p),
+        "limits": plan_json(&p),
     })
 }
 
@@ -83,10 +66,13 @@ pub async fn get(
 #[serde(deny_unknown_fields)]
 struct SubscriptionBody {
     plan: Option<String>,
+    /// The operator's own monthly allocation for this company (`null`: the plan's).
+    monthly_requests: Option<i64>,
 }
 
 /// `PUT /companies/{company_id}/subscription` (operator): `{"plan": "starter" | "professional" |
-/// "enterprise"}`; the new period starts now.
+/// "enterprise", "monthly_requests"?}` (an allocation of its own for this company, instead of
+/// the plan's); the new period starts now.
 pub async fn put(
     State(s): State<Arc<IngestState>>,
     Extension(caller): Extension<Caller>,
@@ -103,28 +89,25 @@ pub async fn put(
             names.join(", ")
         ))
     })?;
+    let monthly_requests = match b.monthly_requests {
+        Some(n) if !(1..=1_000_000_000_000).contains(&n) => return Err(ApiError::bad_request_on(
+            "monthly_requests",
+            "monthly_requests must be an integer from 1 to 1000000000000, or null for the plan's",
+        )),
+        n => n,
+    };
     s.command_checked(vec![EntityEvent::SubscriptionSet(
         schemas::SubscriptionSet {
             event_id: new_id(),
             company_id: company_id.clone(),
             plan_id: p.plan_id.to_string(),
             period_start_ms: now_ms(),
+            monthly_requests,
         },
     )])
     .await?;
     let c = scoped(&s, &caller, &company_id, Action::ReadCompany).await?;
     Ok(market("Subscription set", subscription_json(&c)).into_response())
-}
-
-/// The plan and period of `c`: (plan, first period start).
-pub(crate) fn effective(c: &Company) -> (&'static Plan, i64) {
-    match &c.subscription {
-        Some(s) => (
-            plan(&s.plan_id).unwrap_or(default_plan(c.state.is_operator)),
-            s.period_start_ms,
-        ),
-        None => (default_plan(c.state.is_operator), c.state.created_at_ms),
-    }
 }
 
 /// `GET /companies/{company_id}/requests/plan`: the current period's allocation, how much of
