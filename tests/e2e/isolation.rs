@@ -79,6 +79,14 @@ async fn every_route_refuses_another_companys_ids_and_leaks_nothing() {
         .await;
     let aph = p["data"]["aph_id"].as_str().expect("price").to_string();
     let site = a.website("Acme blog", "UTC").await;
+    let (s, alert) = a
+        .post(
+            &format!("/companies/{acme}/users/{user}/alerts"),
+            &json!({"kind": "price_changed", "asset_id": asset_id, "name": "acme-watch"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{alert}");
+    let alert_id = alert["data"]["alert_id"].to_string();
     let values = [
         ("{company_id}", acme.clone()),
         ("{user_id}", user),
@@ -89,6 +97,8 @@ async fn every_route_refuses_another_companys_ids_and_leaks_nothing() {
         ("{company_handle}", "acme".to_string()),
         ("{asset_slug}", "internal-report".to_string()),
         ("{favorite_id}", "1".to_string()),
+        ("{alert_id}", alert_id),
+        ("{notification_id}", "x".to_string()),
         ("{category}", "x".to_string()),
         ("{*rest}", "x".to_string()),
     ];
@@ -99,6 +109,7 @@ async fn every_route_refuses_another_companys_ids_and_leaks_nothing() {
         "acme-dwh",
         "Internal report",
         "Acme blog",
+        "acme-watch",
         "SELECT 1",
     ];
 

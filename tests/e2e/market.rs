@@ -471,6 +471,10 @@ async fn bad_bodies_on_the_new_routes_are_4xx_never_500() {
             reqwest::Method::POST,
             format!("/companies/{acme}/users/{user}/favorites"),
         ),
+        (
+            reqwest::Method::POST,
+            format!("/companies/{acme}/users/{user}/alerts"),
+        ),
     ];
     // With a real source: a connection, an asset and a price to aim the rest at.
     if let Some(url) = crate::connections::source_url() {
@@ -502,7 +506,19 @@ async fn bad_bodies_on_the_new_routes_are_4xx_never_500() {
             .await;
         assert_eq!(s, 201, "{p}");
         let aph = p["data"]["aph_id"].as_str().expect("aph").to_string();
+        let (s, al) = admin
+            .post(
+                &format!("/companies/{acme}/users/{user}/alerts"),
+                &json!({"kind": "price_changed", "asset_id": asset}),
+            )
+            .await;
+        assert_eq!(s, 201, "{al}");
+        let alert = al["data"]["alert_id"].clone();
         routes.extend([
+            (
+                reqwest::Method::PATCH,
+                format!("/companies/{acme}/users/{user}/alerts/{alert}"),
+            ),
             (
                 reqwest::Method::PATCH,
                 format!("/companies/{acme}/assets/{asset}/prices/{aph}"),
