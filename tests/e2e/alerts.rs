@@ -11,11 +11,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// What the receiver got: every request (delivery id, timestamp, signature, body), in order.
-type Received = Arc<Mutex<Vec<(String, String, String, String)>>>;
+pub(crate) type Received = Arc<Mutex<Vec<(String, String, String, String)>>>;
 
 /// A webhook receiver on loopback that fails the first request of each delivery with a `500`
 /// (so every delivery is retried) and accepts the next.
-async fn receiver() -> (String, Received) {
+pub(crate) async fn receiver() -> (String, Received) {
     let got: Received = Arc::default();
     let seen = Arc::new(Mutex::new(HashSet::<String>::new()));
     let app = axum::Router::new().route(
@@ -58,7 +58,7 @@ async fn receiver() -> (String, Received) {
     (format!("http://{addr}/hook"), got)
 }
 
-fn valid_signature(secret: &str, ts: &str, body: &str, header: &str) -> bool {
+pub(crate) fn valid_signature(secret: &str, ts: &str, body: &str, header: &str) -> bool {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
     mac.update(format!("{ts}.{body}").as_bytes());
     header == format!("v1={}", hex::encode(mac.finalize().into_bytes()))

@@ -3,7 +3,9 @@
 //! processors (one consumer group, so partitions move) are SIGKILLed and restarted, one ingest
 //! process is SIGKILLed and restarted, and the broker is restarted. Clients retry what failed
 //! with the same `Idempotency-Key`, as a client should. At the end every execution answered is
-//! charged once, metered once, and `tally reconcile` finds no difference.
+//! charged once, metered once, and `tally reconcile` finds no difference; each buyer's quota
+//! alert fired exactly once, and the webhook receiver got each delivery id (at least once: it
+//! fails the first try) and acted on each once.
 
 use crate::common::*;
 use crate::connections::{priced_asset, seed_table, source_connection, source_url};
@@ -16,6 +18,9 @@ use std::time::Duration;
 const CALLS: u64 = 240;
 const PRICE: i64 = 7;
 const TOP_UP: i64 = 10_000;
+/// Each buyer's own allocation: its 80 executions cross 80 % (68) during the stream, with room
+/// for the few admitted attempts a killed process leaves unanswered.
+const ALLOCATION: i64 = 85;
 /// Execution `i` starts at `i × PACE` from the stream's start, so the stream (about 19 s)
 /// spans every fault below.
 const PACE: Duration = Duration::from_millis(80);
@@ -75,6 +80,7 @@ async fn charged_executions_reconcile_through_kills_and_a_broker_restart() {
         ("TALLY_LOG_URL", log_url.clone()),
         ("TALLY_KAFKA_MESSAGE_TIMEOUT_MS", "2000".into()),
         ("TALLY_SOURCE_ALLOW_CIDRS", "127.0.0.0/8".into()),
+        ("TALLY_WEBHOOK_RETRY_BASE_MS", "100".into()),
     ];
     let processor = || spawn_role(dir.path(), &["process"], free_port(), &env);
     let (port_a, port_b) = (free_port(), free_port());
@@ -92,9 +98,28 @@ async fn charged_executions_reconcile_through_kills_and_a_broker_restart() {
     let sql = format!("SELECT count(*) AS n FROM {table}");
     priced_asset(&seller, &seller_id, &conn, ("One row", &sql), 0.07).await;
     let mut buyers = Vec::new();
+    let mut inboxes = Vec::new();
+    let (hook, got) = crate::alerts::receiver().await;
     for handle in ["globex", "initech", "umbrella"] {
         let (id, a) = op.company(handle).await;
-        op.subscribe(&id, "enterprise").await;
+        let (s, b) = op
+            .send(
+                reqwest::Method::PUT,
+                &format!("/companies/{id}/subscription"),
+                Some(&json!({"plan": "enterprise", "monthly_requests": ALLOCATION})),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        let (_, me) = a.get("/me").await;
+        let user = me["data"]["user_id"].as_str().expect("user").to_string();
+        let (s, b) = a
+            .post(
+                &format!("/companies/{id}/users/{user}/alerts"),
+                &json!({"kind": "quota", "webhook_url": hook}),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        inboxes.push(format!("/companies/{id}/users/{user}/notifications"));
         let r = op
             .req(reqwest::Method::POST, &format!("/companies/{id}/credits"))
             .header("idempotency-key", format!("top-up-{handle}"))
@@ -201,6 +226,49 @@ async fn charged_executions_reconcile_through_kills_and_a_broker_restart() {
             "{u}"
         );
     }
+    // Each quota alert fired once (80 %), through kills of both processors of the alerts
+    // group and the broker's restart; each delivery reached the receiver and was acted on once.
+    for (n, inbox) in inboxes.iter().enumerate() {
+        let client = &buyers[n].1[0];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let fired = loop {
+            let (s, b) = client.get(inbox).await;
+            assert_eq!(s, 200, "{b}");
+            let total = b["meta"]["pagination"]["total"].as_u64().unwrap_or(0);
+            if total >= 1 || tokio::time::Instant::now() > deadline {
+                break b;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(fired["meta"]["pagination"]["total"], 1, "{fired}");
+        assert_eq!(fired["data"][0]["kind"], "quota", "{fired}");
+        assert!(
+            fired["data"][0]["window"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with(":80"),
+            "{fired}"
+        );
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let acted_on = loop {
+        let requests = got.lock().expect("lock").clone();
+        let mut tries: std::collections::HashMap<String, usize> = Default::default();
+        for (id, _, _, _) in &requests {
+            *tries.entry(id.clone()).or_default() += 1;
+        }
+        let acted: Vec<String> = tries
+            .iter()
+            .filter(|(_, n)| **n >= 2)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if acted.len() >= 3 || tokio::time::Instant::now() > deadline {
+            assert_eq!(tries.len(), 3, "one delivery id per firing: {requests:?}");
+            break acted;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(acted_on.len(), 3, "each delivery acted on once");
     p1.stop();
     p2.stop();
     b.stop();
