@@ -18,36 +18,41 @@ pub(crate) type Received = Arc<Mutex<Vec<(String, String, String, String)>>>;
 pub(crate) async fn receiver() -> (String, Received) {
     let got: Received = Arc::default();
     let seen = Arc::new(Mutex::new(HashSet::<String>::new()));
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post({
-            let got = got.clone();
-            move |headers: axum::http::HeaderMap, body: String| {
-                let (got, seen) = (got.clone(), seen.clone());
-                async move {
-                    let h = |n: &str| {
-                        headers
-                            .get(n)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string()
-                    };
-                    let id = h("x-tally-delivery");
-                    got.lock().expect("lock").push((
-                        id.clone(),
-                        h("x-tally-timestamp"),
-                        h("x-tally-signature"),
-                        body,
-                    ));
-                    if seen.lock().expect("lock").insert(id) {
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
-                    } else {
-                        axum::http::StatusCode::OK
+    let app = axum::Router::new()
+        .route(
+            "/dead",
+            axum::routing::post(|| async { axum::http::StatusCode::SERVICE_UNAVAILABLE }),
+        )
+        .route(
+            "/hook",
+            axum::routing::post({
+                let got = got.clone();
+                move |headers: axum::http::HeaderMap, body: String| {
+                    let (got, seen) = (got.clone(), seen.clone());
+                    async move {
+                        let h = |n: &str| {
+                            headers
+                                .get(n)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string()
+                        };
+                        let id = h("x-tally-delivery");
+                        got.lock().expect("lock").push((
+                            id.clone(),
+                            h("x-tally-timestamp"),
+                            h("x-tally-signature"),
+                            body,
+                        ));
+                        if seen.lock().expect("lock").insert(id) {
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                        } else {
+                            axum::http::StatusCode::OK
+                        }
                     }
                 }
-            }
-        }),
-    );
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -87,6 +92,7 @@ async fn alerts_fire_once_per_window_in_app_and_by_signed_webhook() {
     let mut settings = test_settings(dir.path());
     settings.source_allow_cidrs = "127.0.0.0/8,::1/128".into();
     settings.webhook_retry_base_ms = 100;
+    settings.webhook_give_up_secs = 3;
     let (app, op) = start_app(settings.clone()).await;
     let (seller_id, seller) = op.company("acme").await;
     let (buyer_id, buyer) = op.company("globex").await;
@@ -99,15 +105,23 @@ async fn alerts_fire_once_per_window_in_app_and_by_signed_webhook() {
         0.05,
     )
     .await;
+    let broken = priced_asset(
+        &seller,
+        &seller_id,
+        &conn,
+        ("Broken", "SELECT * FROM no_such_table_for_alerts"),
+        0.05,
+    )
+    .await;
     let (s, b) = op
         .send(
             reqwest::Method::PUT,
             &format!("/companies/{buyer_id}/subscription"),
-            Some(&json!({"plan": "starter", "monthly_requests": 10})),
+            Some(&json!({"plan": "starter", "monthly_requests": 13})),
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    assert_eq!(b["data"]["limits"]["monthly_requests"], 10, "{b}");
+    assert_eq!(b["data"]["limits"]["monthly_requests"], 13, "{b}");
     let r = op
         .req(
             reqwest::Method::POST,
@@ -185,16 +199,52 @@ async fn alerts_fire_once_per_window_in_app_and_by_signed_webhook() {
         .await;
     assert_eq!(s, 201, "{b}");
     assert_eq!(b["data"]["webhook_secret"], Value::Null);
+    let (s, b) = buyer
+        .post(
+            &alerts,
+            &json!({"kind": "asset_updated", "asset_id": asset}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = buyer
+        .post(
+            &alerts,
+            &json!({"kind": "executions_failing", "asset_id": broken}),
+        )
+        .await;
+    assert_eq!(
+        (s, &b["error"]["details"]["field"]),
+        (400, &json!("asset_id")),
+        "only the seller watches its asset's failures: {b}"
+    );
+    let (_, sme) = seller.get("/me").await;
+    let seller_user = sme["data"]["user_id"].as_str().expect("user").to_string();
+    let seller_alerts = format!("/companies/{seller_id}/users/{seller_user}/alerts");
+    let dead_hook = hook.replace("/hook", "/dead");
+    let (s, b) = seller
+        .post(
+            &seller_alerts,
+            &json!({"kind": "executions_failing", "asset_id": broken, "failing_percent": 50,
+                    "window_minutes": 60, "min_executions": 3, "webhook_url": dead_hook}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let failing_id = b["data"]["alert_id"].as_i64().expect("alert_id");
     let (_, b) = buyer.get(&format!("{alerts}/{quota_id}")).await;
     assert_eq!(b["data"]["kind"], "quota");
     assert!(b["data"].get("webhook_secret").is_none(), "shown once: {b}");
     assert!(!b.to_string().contains(&secret), "never shown again");
     let (_, b) = buyer.get(&format!("{alerts}/asset/{asset}")).await;
-    assert_eq!(b["meta"]["pagination"]["total"], 1, "{b}");
+    assert_eq!(b["meta"]["pagination"]["total"], 2, "{b}");
     assert_eq!(seller.get(&alerts).await.0, 403, "another company's user");
 
-    // Ten executions at 5 credits: 80 % and 100 % of the allocation, and the balance below
-    // 60 after the ninth. The eleventh is refused by the allocation.
+    // Three failing executions (refunded) of the broken asset: the seller's rule fires. Then
+    // ten executions at 5 credits: 80 % (11 of 13) and 100 % of the allocation, and the
+    // balance below 60 after the ninth. The fourteenth call is refused by the allocation.
+    for i in 0..3 {
+        let (s, b) = buyer.get("/analyze/acme/assets/broken").await;
+        assert_eq!(s, 502, "broken run {i}: {b}");
+    }
     let run = format!("/analyze/acme/assets/{}", "watched");
     for i in 0..10 {
         let (s, b) = buyer.get(&run).await;
@@ -213,9 +263,38 @@ async fn alerts_fire_once_per_window_in_app_and_by_signed_webhook() {
         .patch(&format!("{prices}/{aph}"), &json!({"price_usd": 0.06}))
         .await;
     assert_eq!(s, 200, "{b}");
+    let (s, b) = seller
+        .patch(
+            &format!("/companies/{seller_id}/assets/{asset}"),
+            &json!({"description": "now with a description"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+
+    // The seller's rule fired once; its webhook never answered, so the delivery is dead.
+    let seller_inbox = format!("/companies/{seller_id}/users/{seller_user}/notifications");
+    let b = notifications(&seller, &seller_inbox, 1, 30).await;
+    assert_eq!(b["meta"]["pagination"]["total"], 1, "{b}");
+    assert_eq!(b["data"][0]["kind"], "executions_failing", "{b}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let dead = loop {
+        let (_, b) = seller
+            .get(&format!("{seller_alerts}/{failing_id}/deliveries"))
+            .await;
+        if b["data"][0]["status"] == "dead" || tokio::time::Instant::now() > deadline {
+            break b;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(dead["data"][0]["status"], "dead", "{dead}");
+    assert!(
+        dead["data"][0]["attempts"].as_i64().unwrap_or(0) >= 2,
+        "{dead}"
+    );
+    assert_eq!(dead["data"][0]["last_status"], 503, "{dead}");
 
     let inbox = format!("/companies/{buyer_id}/users/{user}/notifications");
-    let b = notifications(&buyer, &inbox, 4, 30).await;
+    let b = notifications(&buyer, &inbox, 5, 30).await;
     let mut fired: Vec<(String, String)> = b["data"]
         .as_array()
         .expect("rows")
@@ -231,14 +310,20 @@ async fn alerts_fire_once_per_window_in_app_and_by_signed_webhook() {
     let kinds: Vec<&str> = fired.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         kinds,
-        ["low_balance", "price_changed", "quota", "quota"],
+        [
+            "asset_updated",
+            "low_balance",
+            "price_changed",
+            "quota",
+            "quota"
+        ],
         "{b}"
     );
     assert!(
-        fired[2].1.ends_with(":100") && fired[3].1.ends_with(":80"),
+        fired[3].1.ends_with(":100") && fired[4].1.ends_with(":80"),
         "{fired:?}"
     );
-    assert_eq!(b["meta"]["unread"], 4);
+    assert_eq!(b["meta"]["unread"], 5);
     let first = b["data"][0]["notification_id"]
         .as_str()
         .expect("id")
@@ -248,7 +333,7 @@ async fn alerts_fire_once_per_window_in_app_and_by_signed_webhook() {
         .await;
     assert_eq!(s, 200);
     let (_, b) = buyer.get(&inbox).await;
-    assert_eq!(b["meta"]["unread"], 3);
+    assert_eq!(b["meta"]["unread"], 4);
     assert_eq!(
         buyer
             .post(&format!("{inbox}/nope/read"), &json!({}))
@@ -310,8 +395,8 @@ async fn alerts_fire_once_per_window_in_app_and_by_signed_webhook() {
 
     // Nothing fires twice: a retried execution, more ledger rows and a restart later, the same.
     wait_drained(&buyer).await;
-    let b = notifications(&buyer, &inbox, 5, 3).await;
-    assert_eq!(b["meta"]["pagination"]["total"], 4, "{b}");
+    let b = notifications(&buyer, &inbox, 6, 3).await;
+    assert_eq!(b["meta"]["pagination"]["total"], 5, "{b}");
     let (s, _) = buyer
         .patch(
             &format!("{alerts}/{quota_id}"),
