@@ -65,17 +65,18 @@ pub fn signed_message(timestamp: i64, body: &str) -> Vec<u8> {
 
 /// The JSON a receiver gets for one delivery of a firing.
 pub fn body(d: &Delivery, f: &Firing) -> String {
+    let r = &f.record;
     json!({
         "delivery_id": d.delivery_id,
-        "firing_id": f.firing_id,
-        "alert_id": f.alert_number,
-        "kind": f.kind,
-        "window": f.window,
-        "reason": f.reason,
-        "company_id": f.company_id,
-        "user_id": f.user_id,
-        "asset_id": f.asset_id,
-        "fired_at": chrono::DateTime::from_timestamp_millis(f.at_ms).map(|t| t.to_rfc3339()),
+        "firing_id": r.firing_id,
+        "alert_id": r.alert_number,
+        "kind": r.kind,
+        "window": r.window,
+        "reason": r.reason,
+        "company_id": r.company_id,
+        "user_id": r.user_id,
+        "asset_id": r.asset_id,
+        "fired_at": chrono::DateTime::from_timestamp_millis(r.at_ms).map(|t| t.to_rfc3339()),
     })
     .to_string()
 }
@@ -95,16 +96,16 @@ impl Notifier {
     async fn secret(&self, f: &Firing) -> Result<Vec<u8>, Failure> {
         let rules = self
             .metadata
-            .alerts_where(AlertScope::Company, &f.company_id)
+            .alerts_where(AlertScope::Company, &f.record.company_id)
             .await
             .map_err(|e| (None, e.to_string()))?;
         let sealed = rules
             .into_iter()
-            .find(|r| r.state.id == f.alert_id)
+            .find(|r| r.state.id == f.record.alert_id)
             .and_then(|r| r.state.webhook_secret_sealed)
             .ok_or((None, "the alert no longer has a webhook".to_string()))?;
         self.registry
-            .open_secret(&f.alert_id, &sealed)
+            .open_secret(&f.record.alert_id, &sealed)
             .map_err(|e| (None, format!("cannot open the webhook secret: {e}")))
     }
 

@@ -61,15 +61,18 @@ impl AlertsStage {
 fn firing(rule: &Alert, f: Firing, at_ms: i64) -> NewFiring {
     let s = &rule.state;
     NewFiring {
-        alert_id: s.id.clone(),
-        alert_number: rule.alert_id,
-        company_id: s.company_id.clone(),
-        user_id: s.user_id.clone(),
-        asset_id: s.asset_id.clone(),
-        kind: s.kind.clone(),
-        window: f.window,
-        reason: f.reason,
-        at_ms,
+        record: schemas::AlertTriggered {
+            firing_id: String::new(),
+            alert_id: s.id.clone(),
+            alert_number: rule.alert_id,
+            company_id: s.company_id.clone(),
+            user_id: s.user_id.clone(),
+            asset_id: s.asset_id.clone(),
+            kind: s.kind.clone(),
+            window: f.window,
+            reason: f.reason,
+            at_ms,
+        },
         webhook_url: s.webhook_url.clone(),
     }
 }
@@ -277,7 +280,8 @@ impl Stage for AlertsStage {
             .await?;
         metrics::counter!("tally_alerts_fired_total").increment(fresh.len() as u64);
         for f in &fresh {
-            tracing::info!(alert = f.alert_number, kind = %f.kind, window = %f.window, "alert fired");
+            let r = &f.record;
+            tracing::info!(alert = r.alert_number, kind = %r.kind, window = %r.window, "alert fired");
         }
         Ok(())
     }

@@ -8,36 +8,19 @@
 use crate::{StoreResult, StoredOffset};
 use async_trait::async_trait;
 
-/// A rule that fired, as the stage found it.
+/// A rule that fired, as the stage found it: the record to publish (its `firing_id` is
+/// assigned when it is stored) and where to deliver it besides in-app.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewFiring {
-    pub alert_id: String,
-    pub alert_number: i64,
-    pub company_id: String,
-    pub user_id: String,
-    pub asset_id: Option<String>,
-    pub kind: String,
-    /// With `alert_id`, the dedup key.
-    pub window: String,
-    pub reason: String,
-    pub at_ms: i64,
-    /// Where to deliver it besides in-app.
+    /// With `alert_id`, `window` is the dedup key.
+    pub record: schemas::AlertTriggered,
     pub webhook_url: Option<String>,
 }
 
 /// A firing as stored: an in-app notification of its rule's user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Firing {
-    pub firing_id: String,
-    pub alert_id: String,
-    pub alert_number: i64,
-    pub company_id: String,
-    pub user_id: String,
-    pub asset_id: Option<String>,
-    pub kind: String,
-    pub window: String,
-    pub reason: String,
-    pub at_ms: i64,
+    pub record: schemas::AlertTriggered,
     pub read_at_ms: Option<i64>,
 }
 

@@ -36,38 +36,24 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (status,
 CREATE INDEX IF NOT EXISTS webhook_deliveries_by_alert ON webhook_deliveries (alert_id, created_at_ms);
 ";
 
-/// The `AlertTriggered` record of a stored firing.
-pub(crate) fn triggered(f: &crate::alert_store::Firing) -> schemas::AlertTriggered {
-    schemas::AlertTriggered {
-        firing_id: f.firing_id.clone(),
-        alert_id: f.alert_id.clone(),
-        alert_number: f.alert_number,
-        company_id: f.company_id.clone(),
-        user_id: f.user_id.clone(),
-        asset_id: f.asset_id.clone(),
-        kind: f.kind.clone(),
-        window: f.window.clone(),
-        reason: f.reason.clone(),
-        at_ms: f.at_ms,
-    }
-}
-
 macro_rules! alerts_sql_impl {
     ($store:ident, $db:ty) => {
         use crate::alert_store::{AlertStore, Attempt, Delivery, Firing, NewFiring};
 
         fn firing_from(r: &<$db as sqlx::Database>::Row) -> Result<Firing, sqlx::Error> {
             Ok(Firing {
-                firing_id: r.try_get("firing_id")?,
-                alert_id: r.try_get("alert_id")?,
-                alert_number: r.try_get("alert_number")?,
-                company_id: r.try_get("company_id")?,
-                user_id: r.try_get("user_id")?,
-                asset_id: r.try_get("asset_id")?,
-                kind: r.try_get("kind")?,
-                window: r.try_get("fire_window")?,
-                reason: r.try_get("reason")?,
-                at_ms: r.try_get("at_ms")?,
+                record: schemas::AlertTriggered {
+                    firing_id: r.try_get("firing_id")?,
+                    alert_id: r.try_get("alert_id")?,
+                    alert_number: r.try_get("alert_number")?,
+                    company_id: r.try_get("company_id")?,
+                    user_id: r.try_get("user_id")?,
+                    asset_id: r.try_get("asset_id")?,
+                    kind: r.try_get("kind")?,
+                    window: r.try_get("fire_window")?,
+                    reason: r.try_get("reason")?,
+                    at_ms: r.try_get("at_ms")?,
+                },
                 read_at_ms: r.try_get("read_at_ms")?,
             })
         }
@@ -90,37 +76,26 @@ macro_rules! alerts_sql_impl {
 
         /// Inserts `f` unless its rule fired in its window already: the stored firing if new.
         async fn insert_firing(tx: &mut Tx<'_>, f: &NewFiring) -> Result<Option<Firing>, sqlx::Error> {
-            let stored = Firing {
-                firing_id: crate::sqlmoney::new_id(),
-                alert_id: f.alert_id.clone(),
-                alert_number: f.alert_number,
-                company_id: f.company_id.clone(),
-                user_id: f.user_id.clone(),
-                asset_id: f.asset_id.clone(),
-                kind: f.kind.clone(),
-                window: f.window.clone(),
-                reason: f.reason.clone(),
-                at_ms: f.at_ms,
-                read_at_ms: None,
-            };
+            let mut r = f.record.clone();
+            r.firing_id = crate::sqlmoney::new_id();
             let n = sqlx::query(
                 "INSERT INTO alert_firings (firing_id, alert_id, alert_number, company_id, user_id, asset_id, kind, fire_window, reason, at_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (alert_id, fire_window) DO NOTHING",
             )
-            .bind(&stored.firing_id)
-            .bind(&stored.alert_id)
-            .bind(stored.alert_number)
-            .bind(&stored.company_id)
-            .bind(&stored.user_id)
-            .bind(&stored.asset_id)
-            .bind(&stored.kind)
-            .bind(&stored.window)
-            .bind(&stored.reason)
-            .bind(stored.at_ms)
+            .bind(&r.firing_id)
+            .bind(&r.alert_id)
+            .bind(r.alert_number)
+            .bind(&r.company_id)
+            .bind(&r.user_id)
+            .bind(&r.asset_id)
+            .bind(&r.kind)
+            .bind(&r.window)
+            .bind(&r.reason)
+            .bind(r.at_ms)
             .execute(&mut **tx)
             .await?
             .rows_affected();
-            Ok((n == 1).then_some(stored))
+            Ok((n == 1).then_some(Firing { record: r, read_at_ms: None }))
         }
 
         #[async_trait]
@@ -165,17 +140,18 @@ macro_rules! alerts_sql_impl {
                              VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
                         )
                         .bind(crate::sqlmoney::new_id())
-                        .bind(&stored.firing_id)
-                        .bind(&stored.alert_id)
+                        .bind(&stored.record.firing_id)
+                        .bind(&stored.record.alert_id)
                         .bind(url)
-                        .bind(stored.at_ms)
+                        .bind(stored.record.at_ms)
                         .execute(&mut *tx)
                         .await
                         .map_err(sql_err)?;
                     }
-                    let record = schemas::encode(&crate::sqlalerts::triggered(&stored))
+                    let record = schemas::encode(&stored.record)
                         .map_err(|e| StoreError::Backend(e.to_string()))?;
-                    crate::sqlmoney::outbox(&mut pending, "alerts", &stored.company_id, record, stored.at_ms);
+                    let (company, at_ms) = (&stored.record.company_id, stored.record.at_ms);
+                    crate::sqlmoney::outbox(&mut pending, "alerts", company, record, at_ms);
                     fresh.push(stored);
                 }
                 flush(&mut tx, &mut pending).await?;

@@ -60,16 +60,17 @@ fn alert_json(a: &Alert) -> Value {
 }
 
 fn firing_json(f: &Firing) -> Value {
+    let r = &f.record;
     json!({
-        "notification_id": f.firing_id,
-        "alert_id": f.alert_number,
-        "kind": f.kind,
-        "asset_id": f.asset_id,
-        "window": f.window,
-        "message": f.reason,
+        "notification_id": r.firing_id,
+        "alert_id": r.alert_number,
+        "kind": r.kind,
+        "asset_id": r.asset_id,
+        "window": r.window,
+        "message": r.reason,
         "is_read": f.read_at_ms.is_some(),
         "read_at": f.read_at_ms.map(rfc3339),
-        "date_created": rfc3339(f.at_ms),
+        "date_created": rfc3339(r.at_ms),
     })
 }
 
