@@ -73,6 +73,12 @@ pub fn market_list<T: Serialize + Clone>(
 }
 
 /// A marketplace list: the envelope with `meta.pagination`.
+/// A whole list as one page (no paging: `limit` is its length).
+pub fn market_all<T: Serialize>(message: &str, rows: Vec<T>) -> axum::Json<serde_json::Value> {
+    let n = rows.len();
+    market_page(message, rows, n as u64, n as u64, 0, n)
+}
+
 pub fn market_page<T: Serialize>(
     message: &str,
     rows: T,

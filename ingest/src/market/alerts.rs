@@ -14,7 +14,7 @@
 //! asset for its admins.
 
 use super::assets::visible;
-use super::companies::scoped;
+use super::companies::scoped_to_self;
 use super::*;
 use crate::commands::now_ms;
 use axum::extract::{Path, Query, State};
@@ -28,7 +28,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 use web::roles::{Action, Role};
-use web::{market, market_page, parse_json, patch_field, Caller, Paging};
+use web::{market, market_all, market_page, parse_json, patch_field, Caller, Paging};
 
 /// The kinds a rule may watch, and whether each needs an asset.
 const KINDS: [(&str, bool); 5] = [
@@ -102,13 +102,15 @@ async fn as_user(
     company_id: &str,
     user_id: &str,
 ) -> ApiResult<()> {
-    scoped(s, caller, company_id, Action::ManageAlerts).await?;
-    if user_id != caller.user_id {
-        return Err(ApiError::forbidden(
-            "alerts and notifications are read and changed only by their user",
-        ));
-    }
-    Ok(())
+    let path = (company_id, user_id);
+    scoped_to_self(
+        s,
+        caller,
+        path,
+        Action::ManageAlerts,
+        "alerts and notifications",
+    )
+    .await
 }
 
 /// The caller's live rules.
@@ -144,8 +146,7 @@ async fn one(
 
 fn list(message: &str, rows: Vec<&Alert>) -> Response {
     let rows: Vec<Value> = rows.into_iter().map(alert_json).collect();
-    let n = rows.len();
-    market_page(message, rows, n as u64, n as u64, 0, n).into_response()
+    market_all(message, rows).into_response()
 }
 
 fn bounded(field: &str, v: Option<i64>, (lo, hi): (i64, i64)) -> ApiResult<Option<i64>> {
@@ -502,8 +503,7 @@ pub async fn deliveries(
         .iter()
         .map(delivery_json)
         .collect();
-    let n = rows.len();
-    Ok(market_page("Deliveries retrieved", rows, n as u64, n as u64, 0, n).into_response())
+    Ok(market_all("Deliveries retrieved", rows).into_response())
 }
 
 /// `GET …/users/{user_id}/notifications?limit&offset`: newest first, with the unread count.

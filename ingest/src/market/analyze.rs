@@ -642,6 +642,38 @@ async fn admitted(
     Ok((resolved, admitted))
 }
 
+/// One call of either route: admission under every limit, the execution, the answer with its
+/// headers (and the concurrency slot given back).
+async fn run(
+    s: &IngestState,
+    caller: &Caller,
+    (handle, slug): (&str, &str),
+    (params, format): (Map<String, Value>, &str),
+    peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: &axum::http::HeaderMap,
+) -> Response {
+    let key = idempotency_key(headers);
+    let (resolved, mut admitted) = match admitted(s, caller, (handle, slug), peer, headers).await {
+        Ok(a) => a,
+        Err(refused) => return refused,
+    };
+    let out = execute(
+        s,
+        caller,
+        resolved,
+        params,
+        format,
+        key.as_deref(),
+        &mut admitted,
+    )
+    .await;
+    super::limits::finish(admitted, out).await
+}
+
+fn format_of(q: &HashMap<String, String>) -> &str {
+    q.get("format").map_or("json", String::as_str)
+}
+
 /// `GET /analyze/{company_handle}/assets/{asset_slug}`: parameters in the query string.
 pub async fn get(
     State(s): State<Arc<IngestState>>,
@@ -651,24 +683,8 @@ pub async fn get(
     peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
-    let format = q.get("format").cloned().unwrap_or_else(|| "json".into());
-    let key = idempotency_key(&headers);
-    let (resolved, mut admitted) =
-        match admitted(&s, &caller, (&handle, &slug), peer, &headers).await {
-            Ok(a) => a,
-            Err(refused) => return Ok(refused),
-        };
-    let out = execute(
-        &s,
-        &caller,
-        resolved,
-        query_params(&q),
-        &format,
-        key.as_deref(),
-        &mut admitted,
-    )
-    .await;
-    Ok(super::limits::finish(admitted, out).await)
+    let call = (query_params(&q), format_of(&q));
+    Ok(run(&s, &caller, (&handle, &slug), call, peer, &headers).await)
 }
 
 /// `POST /analyze/{company_handle}/assets/{asset_slug}`: `{"params": {...}}`.
@@ -681,25 +697,8 @@ pub async fn post(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let format = q.get("format").cloned().unwrap_or_else(|| "json".into());
-    let key = idempotency_key(&headers);
-    let params = body_params(&body)?;
-    let (resolved, mut admitted) =
-        match admitted(&s, &caller, (&handle, &slug), peer, &headers).await {
-            Ok(a) => a,
-            Err(refused) => return Ok(refused),
-        };
-    let out = execute(
-        &s,
-        &caller,
-        resolved,
-        params,
-        &format,
-        key.as_deref(),
-        &mut admitted,
-    )
-    .await;
-    Ok(super::limits::finish(admitted, out).await)
+    let call = (body_params(&body)?, format_of(&q));
+    Ok(run(&s, &caller, (&handle, &slug), call, peer, &headers).await)
 }
 
 #[cfg(test)]

@@ -207,6 +207,24 @@ pub(crate) async fn scoped(
         .ok_or_else(|| ApiError::not_found(format!("no company with id {id:?}")))
 }
 
+/// Checks `action` in company `company_id` and that the path's `user_id` is the caller: for
+/// what only its own user reads and changes (`what`: favorites, alerts …).
+pub(crate) async fn scoped_to_self(
+    s: &IngestState,
+    caller: &Caller,
+    (company_id, user_id): (&str, &str),
+    action: Action,
+    what: &str,
+) -> ApiResult<()> {
+    scoped(s, caller, company_id, action).await?;
+    if user_id != caller.user_id {
+        return Err(ApiError::forbidden(format!(
+            "{what} are read and changed only by their user"
+        )));
+    }
+    Ok(())
+}
+
 /// `GET /companies/{company_id}`
 pub async fn get(
     State(s): State<Arc<IngestState>>,

@@ -3,7 +3,7 @@
 //! favorite per asset. Only the user itself reads and changes its favorites.
 
 use super::assets::visible;
-use super::companies::scoped;
+use super::companies::scoped_to_self;
 use super::*;
 use crate::commands::now_ms;
 use axum::extract::{Path, State};
@@ -14,7 +14,7 @@ use schemas::{FavoriteState, FavoriteUpserted};
 use serde::Deserialize;
 use std::sync::Arc;
 use web::roles::Action;
-use web::{market, market_page, parse_json, patch_field, Caller};
+use web::{market, market_all, parse_json, patch_field, Caller};
 
 fn favorite_json(f: &Favorite) -> Value {
     let s = &f.state;
@@ -38,19 +38,14 @@ async fn own(
     company_id: &str,
     user_id: &str,
 ) -> ApiResult<Vec<Favorite>> {
-    scoped(s, caller, company_id, Action::ManageFavorites).await?;
-    if user_id != caller.user_id {
-        return Err(ApiError::forbidden(
-            "favorites are read and changed only by their user",
-        ));
-    }
+    let path = (company_id, user_id);
+    scoped_to_self(s, caller, path, Action::ManageFavorites, "favorites").await?;
     Ok(s.metadata.favorites(user_id).await?)
 }
 
 fn list(message: &str, rows: Vec<&Favorite>) -> Response {
     let rows: Vec<Value> = rows.into_iter().map(favorite_json).collect();
-    let n = rows.len();
-    market_page(message, rows, n as u64, n as u64, 0, n).into_response()
+    market_all(message, rows).into_response()
 }
 
 /// `GET …/favorites`

@@ -11,12 +11,11 @@ use projections::reference::{
 };
 use serde::Serialize;
 use web::roles::Action;
-use web::{market, market_page, Caller};
+use web::{market, market_all, Caller};
 
 fn list<T: Serialize>(caller: &Caller, what: &str, rows: Vec<T>) -> ApiResult<Response> {
     caller.require(Action::ReadReference)?;
-    let n = rows.len();
-    Ok(market_page(&format!("{what} retrieved"), rows, n as u64, n as u64, 0, n).into_response())
+    Ok(market_all(&format!("{what} retrieved"), rows).into_response())
 }
 
 fn one<T: Serialize>(
