@@ -112,6 +112,8 @@ pub struct IngestState {
     login_failures: DashMap<std::net::IpAddr, Vec<i64>>,
     /// What executions looked up, per (company handle, asset slug), briefly.
     resolved: DashMap<(String, String), (Instant, Arc<market::analyze::Resolved>)>,
+    /// What data endpoint calls looked up, per endpoint id, briefly.
+    endpoints: DashMap<String, (Instant, Arc<market::endpoints::Looked>)>,
     /// Results of `cached` assets, per (asset, version, bound values).
     pub(crate) results: DashMap<String, (Instant, Arc<sources::model::Rows>)>,
 }
@@ -141,6 +143,7 @@ impl IngestState {
             money: None,
             platform_company: std::sync::OnceLock::new(),
             resolved: DashMap::new(),
+            endpoints: DashMap::new(),
             results: DashMap::new(),
             sessions: None,
             audit: None,
@@ -209,6 +212,17 @@ pub fn router(state: Arc<IngestState>) -> Router {
         .route_layer(idempotent.clone())
         .route_layer(hourly.clone())
         .route_layer(from_fn_with_state(state.auth.clone(), web::require_api_key));
+    // A data endpoint's customer-facing routes also run for anonymous callers (`OPEN` and
+    // `IP` endpoints); a presented key or session is still verified.
+    let caller_optional = caller_optional_routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, handler)| r.route(&path, handler))
+        .route_layer(idempotent.clone())
+        .route_layer(hourly.clone())
+        .route_layer(from_fn_with_state(
+            state.auth.clone(),
+            web::optional_api_key,
+        ));
     let sign_in = Router::new()
         .route("/api/auth/setup", post(commands::setup))
         .route("/api/auth/login", post(login::login))
@@ -217,13 +231,16 @@ pub fn router(state: Arc<IngestState>) -> Router {
     let public = Router::new()
         .route("/api/collect", post(collect::collect))
         .route_layer(idempotent);
-    public.merge(sign_in).merge(protected).with_state(state)
+    public
+        .merge(sign_in)
+        .merge(caller_optional)
+        .merge(protected)
+        .with_state(state)
 }
 
 /// Marketplace routes that exist in the contract but whose part is not built yet: they answer
 /// `501 not_implemented` (after authentication) instead of a misleading 404.
 const MARKET_NOT_BUILT: &[&str] = &[
-    "/companies/{company_id}/endpoints",
     "/companies/{company_id}/requests",
     "/companies/{company_id}/posts",
     "/companies/{company_id}/postgen_integrations",
@@ -522,10 +539,81 @@ fn protected_routes() -> Routes {
         route(path, any(market_not_built));
         route(&format!("{path}/{{*rest}}"), any(market_not_built));
     }
+    endpoint_routes(&mut routes);
     routes
 }
 
-/// The paths of every route that needs an API key (see [`protected_routes`]).
+/// Routes that take a key or a session when one is presented, and run without one too (a data
+/// endpoint's `execute` and `export`: the endpoint's access method decides).
+fn caller_optional_routes() -> Routes {
+    use market::endpoints;
+    let base = "/companies/{company_id}/endpoints/{endpoint_id}";
+    vec![
+        (format!("{base}/execute"), get(endpoints::execute)),
+        (format!("{base}/export"), get(endpoints::export)),
+    ]
+}
+
+/// The data endpoints' seller routes, and their prices through the money handlers.
+fn endpoint_routes(routes: &mut Routes) {
+    use market::{endpoints, money};
+    let mut route = |path: String, handler: axum::routing::MethodRouter<Arc<IngestState>>| {
+        routes.push((path, handler));
+    };
+    let list = "/companies/{company_id}/endpoints";
+    let one = format!("{list}/{{endpoint_id}}");
+    route(list.into(), get(endpoints::list).post(endpoints::create));
+    route(
+        one.clone(),
+        get(endpoints::get)
+            .patch(endpoints::patch)
+            .delete(endpoints::delete),
+    );
+    route(
+        format!("{one}/keys"),
+        get(endpoints::keys).post(endpoints::create_key),
+    );
+    route(
+        format!("{one}/keys/{{api_key_id}}"),
+        delete(endpoints::delete_key),
+    );
+    route(format!("{one}/stats"), get(endpoints::stats));
+    route(
+        format!("{one}/test"),
+        get(endpoints::test).post(endpoints::test),
+    );
+    route(format!("{one}/url"), get(endpoints::url));
+    route(
+        format!("{one}/recommendations"),
+        get(endpoints::recommendations),
+    );
+    route(
+        format!("{one}/available-endpoints"),
+        get(endpoints::available),
+    );
+    route(format!("{one}/scan_column"), post(endpoints::scan_column));
+    // Prices of an endpoint are prices of the id it is sold under: the same handlers.
+    let prices = "/companies/{company_id}/endpoints/{endpoint_id}/prices";
+    route(prices.into(), get(money::prices).post(money::set_price));
+    route(format!("{prices}/active"), get(money::active_price));
+    route(
+        format!("{prices}/discount"),
+        post(money::set_discount).get(money::discounts),
+    );
+    route(
+        format!("{prices}/{{aph_id}}"),
+        get(money::price)
+            .patch(money::patch_price)
+            .delete(money::delete_price),
+    );
+}
+
+/// The paths of every route that takes an API key (see [`protected_routes`] and
+/// [`caller_optional_routes`]).
 pub fn protected_paths() -> Vec<String> {
-    protected_routes().into_iter().map(|(p, _)| p).collect()
+    protected_routes()
+        .into_iter()
+        .chain(caller_optional_routes())
+        .map(|(p, _)| p)
+        .collect()
 }

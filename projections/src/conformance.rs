@@ -316,6 +316,7 @@ async fn legacy_events<S: MetadataWriter + MetadataReader>(store: &S) {
                 role_id: 1,
                 expires_at_ms: None,
                 test_mode: false,
+                endpoint_id: None,
             })
         );
         assert!(
@@ -725,12 +726,120 @@ async fn companies_users_and_keys<S: MetadataWriter + MetadataReader>(store: &S)
     );
     prices_end_and_follow_each_other(store).await;
     subscriptions_name_a_known_plan(store).await;
+    endpoints_stay_in_their_company(store).await;
 
     let mut deleted = conn.clone();
     deleted.deleted = true;
     apply_all(store, vec![upsert("e18", deleted)]).await;
     assert!(store.connection("cn1").await.expect("conn").is_none());
     assert!(store.connections("c1").await.expect("list").is_empty());
+}
+
+/// Data endpoints: over one of the company's own connections, a slug unique per company
+/// among live ones, never moved to another company, priced under their own id.
+async fn endpoints_stay_in_their_company<S: MetadataWriter + MetadataReader>(store: &S) {
+    use crate::metadata::EndpointScope;
+    use schemas::{EndpointState, EndpointUpserted};
+    let endpoint = |id: &str, company: &str, slug: &str| EndpointState {
+        id: id.into(),
+        company_id: company.into(),
+        user_id: "u-a".into(),
+        connection_id: "cn1".into(),
+        name: slug.into(),
+        slug: slug.into(),
+        spec_json: "{}".into(),
+        version: 1,
+        deleted: false,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    };
+    let put = |event: &str, e: EndpointState| {
+        EntityEvent::EndpointUpserted(EndpointUpserted {
+            event_id: event.into(),
+            endpoint: e,
+        })
+    };
+    let mut moved = endpoint("ep1", "c5", "orders");
+    moved.version = 2;
+    apply_all(
+        store,
+        vec![
+            put("e60", endpoint("ep1", "c1", "orders")),
+            put("e61", endpoint("ep2", "c1", "orders")),
+            put("e62", endpoint("ep3", "c5", "theirs")),
+            put("e63", moved),
+            put("e64", endpoint("ep4", "c1", "refunds")),
+        ],
+    )
+    .await;
+    assert_eq!(rejected_field(store, "e60").await, None);
+    assert_eq!(rejected_field(store, "e61").await.as_deref(), Some("slug"));
+    assert_eq!(
+        rejected_field(store, "e62").await.as_deref(),
+        Some("connection_id"),
+        "another company's connection"
+    );
+    assert_eq!(
+        rejected_field(store, "e63").await.as_deref(),
+        Some("endpoint_id")
+    );
+    let ids = |v: Vec<EndpointState>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store
+            .endpoints_where(EndpointScope::Company, "c1")
+            .await
+            .expect("list")),
+        vec!["ep1".to_string(), "ep4".to_string()]
+    );
+    assert!(store
+        .endpoints_where(EndpointScope::Company, "c5")
+        .await
+        .expect("list")
+        .is_empty());
+    let price = EntityEvent::PriceSet(schemas::PriceSet {
+        event_id: "e65".into(),
+        aph_id: "aph-ep".into(),
+        company_id: "c1".into(),
+        asset_id: "ep1".into(),
+        price_usd: 0.5,
+        credits: 50,
+        set_at_ms: 1,
+    });
+    let mut gone = endpoint("ep1", "c1", "orders");
+    gone.deleted = true;
+    gone.version = 2;
+    apply_all(
+        store,
+        vec![
+            price,
+            put("e66", gone),
+            put("e67", endpoint("ep5", "c1", "orders")),
+        ],
+    )
+    .await;
+    assert_eq!(
+        rejected_field(store, "e65").await,
+        None,
+        "an endpoint is priced"
+    );
+    assert_eq!(store.prices("ep1").await.expect("prices").len(), 1);
+    assert_eq!(
+        rejected_field(store, "e67").await,
+        None,
+        "a deleted endpoint frees its slug"
+    );
+    assert!(ids(store
+        .endpoints_where(EndpointScope::One, "ep1")
+        .await
+        .expect("one"))
+    .is_empty());
+    assert_eq!(
+        ids(store
+            .endpoints_where(EndpointScope::One, "ep5")
+            .await
+            .expect("one")),
+        vec!["ep5".to_string()]
+    );
 }
 
 /// A subscription names an existing company and plan; the company reads it back.

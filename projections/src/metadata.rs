@@ -105,6 +105,15 @@ pub enum AlertScope {
     Asset,
 }
 
+/// Which endpoints [`MetadataReader::endpoints_where`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointScope {
+    /// The live endpoint with this id (none or one).
+    One,
+    /// The live endpoints of a company, oldest first.
+    Company,
+}
+
 /// Why the projection did not apply an event: the field at fault (e.g. `company_handle`) and a
 /// sentence for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +149,8 @@ pub struct KeyOwner {
     pub expires_at_ms: Option<i64>,
     /// A `test` key (its executions are never charged).
     pub test_mode: bool,
+    /// The endpoint an `endpoint` key is scoped to (it opens nothing else).
+    pub endpoint_id: Option<String>,
 }
 
 /// Applies entity events. Idempotent: re-applying an event changes nothing.
@@ -225,6 +236,12 @@ pub trait MetadataReader: Send + Sync {
     async fn favorites(&self, user_id: &str) -> StoreResult<Vec<Favorite>>;
     /// Live alert rules of a company or on an asset, by `alert_id`.
     async fn alerts_where(&self, scope: AlertScope, id: &str) -> StoreResult<Vec<Alert>>;
+    /// Live data endpoints: one by id, or a company's.
+    async fn endpoints_where(
+        &self,
+        scope: EndpointScope,
+        id: &str,
+    ) -> StoreResult<Vec<schemas::EndpointState>>;
     /// An asset's price history, newest first.
     async fn prices(&self, asset_id: &str) -> StoreResult<Vec<Price>>;
     /// An asset's discounts, newest first.

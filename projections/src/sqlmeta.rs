@@ -8,7 +8,7 @@
 //! metadata stage's offsets, so the stage rebuilds them from the log.
 
 /// The version of the projected tables' shape. Bump it when they change.
-pub(crate) const SCHEMA_VERSION: &str = "7";
+pub(crate) const SCHEMA_VERSION: &str = "8";
 
 /// Tables that survive every migration.
 pub(crate) const DURABLE_DDL: &str = "
@@ -34,6 +34,7 @@ pub(crate) const PROJECTED_TABLES: &[&str] = &[
     "rejected_events",
     "connections",
     "assets",
+    "endpoints",
     "asset_prices",
     "discounts",
     "favorites",
@@ -161,6 +162,16 @@ CREATE TABLE IF NOT EXISTS assets (
 -- A deleted asset frees its slug; live slugs are unique per company.
 CREATE UNIQUE INDEX IF NOT EXISTS assets_live_slug ON assets (company_id, slug) WHERE NOT deleted;
 CREATE INDEX IF NOT EXISTS assets_by_company ON assets (company_id);
+CREATE TABLE IF NOT EXISTS endpoints (
+    id TEXT PRIMARY KEY,
+    company_id TEXT NOT NULL,
+    connection_id TEXT NOT NULL,
+    slug TEXT NOT NULL,
+    state_json TEXT NOT NULL,
+    deleted BOOLEAN NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS endpoints_live_slug ON endpoints (company_id, slug) WHERE NOT deleted;
+CREATE INDEX IF NOT EXISTS endpoints_by_company ON endpoints (company_id);
 CREATE TABLE IF NOT EXISTS asset_prices (
     aph_id TEXT PRIMARY KEY,
     company_id TEXT NOT NULL,
@@ -832,12 +843,63 @@ macro_rules! metadata_sql_impl {
                 Ok(Ok(()))
             }
 
-            /// Whether asset `asset_id` belongs to company `company_id`.
-            async fn asset_of(tx: &mut Tx<'_>, asset_id: &str, company_id: &str) -> Result<bool, sqlx::Error> {
-                let owner: Option<String> = sqlx::query_scalar("SELECT company_id FROM assets WHERE id = $1")
-                    .bind(asset_id)
+            /// An endpoint stays in its company, reads one of that company's live connections,
+            /// and has a slug no other live endpoint of the company has.
+            async fn apply_endpoint(tx: &mut Tx<'_>, e: &schemas::EndpointState) -> Result<Outcome, sqlx::Error> {
+                let owner: Option<String> = sqlx::query_scalar("SELECT company_id FROM endpoints WHERE id = $1")
+                    .bind(&e.id)
                     .fetch_optional(&mut **tx)
                     .await?;
+                if owner.is_some_and(|o| o != e.company_id) {
+                    return Ok(reject("endpoint_id", "an endpoint cannot move between companies"));
+                }
+                if !e.deleted {
+                    let conn: Option<String> =
+                        sqlx::query_scalar("SELECT company_id FROM connections WHERE id = $1 AND NOT deleted")
+                            .bind(&e.connection_id)
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                    if conn.as_deref() != Some(e.company_id.as_str()) {
+                        return Ok(reject("connection_id", "no such connection in this company"));
+                    }
+                    let taken: Option<String> = sqlx::query_scalar(
+                        "SELECT id FROM endpoints WHERE company_id = $1 AND slug = $2 AND NOT deleted AND id <> $3",
+                    )
+                    .bind(&e.company_id)
+                    .bind(&e.slug)
+                    .bind(&e.id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    if taken.is_some() {
+                        return Ok(reject("slug", "slug is already taken in this company"));
+                    }
+                }
+                let state = serde_json::to_string(e).unwrap_or_default();
+                sqlx::query(
+                    "INSERT INTO endpoints (id, company_id, connection_id, slug, state_json, deleted) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (id) DO UPDATE SET connection_id = EXCLUDED.connection_id, slug = EXCLUDED.slug, \
+                     state_json = EXCLUDED.state_json, deleted = EXCLUDED.deleted",
+                )
+                .bind(&e.id)
+                .bind(&e.company_id)
+                .bind(&e.connection_id)
+                .bind(&e.slug)
+                .bind(state)
+                .bind(e.deleted)
+                .execute(&mut **tx)
+                .await?;
+                Ok(Ok(()))
+            }
+
+            /// Whether asset (or endpoint: both are priced) `asset_id` belongs to company
+            /// `company_id`.
+            async fn asset_of(tx: &mut Tx<'_>, asset_id: &str, company_id: &str) -> Result<bool, sqlx::Error> {
+                let owner: Option<String> = sqlx::query_scalar(
+                    "SELECT company_id FROM assets WHERE id = $1 UNION ALL SELECT company_id FROM endpoints WHERE id = $1",
+                )
+                .bind(asset_id)
+                .fetch_optional(&mut **tx)
+                .await?;
                 Ok(owner.as_deref() == Some(company_id))
             }
 
@@ -1075,6 +1137,7 @@ macro_rules! metadata_sql_impl {
                     EntityEvent::SubscriptionSet(e) => return apply_subscription(tx, e).await,
                     EntityEvent::FavoriteUpserted(e) => return apply_favorite(tx, &e.favorite).await,
                     EntityEvent::AlertUpserted(e) => return apply_alert(tx, &e.alert).await,
+                    EntityEvent::EndpointUpserted(e) => return apply_endpoint(tx, &e.endpoint).await,
                 }
                 Ok(Ok(()))
             }
@@ -1310,7 +1373,7 @@ macro_rules! metadata_sql_impl {
 
                 async fn key_by_hash(&self, key_hash: &str) -> StoreResult<Option<KeyOwner>> {
                     let row = sqlx::query(
-                        "SELECT k.id, k.api_key_id, k.user_id, k.company_id, k.role_id, k.expires_at_ms, k.mode \
+                        "SELECT k.id, k.api_key_id, k.user_id, k.company_id, k.role_id, k.expires_at_ms, k.mode, k.endpoint_id \
                          FROM api_keys k JOIN users u ON u.id = k.user_id \
                          WHERE k.key_hash = $1 AND k.active AND k.revoked_at_ms IS NULL AND u.status = 'ACTIVE'",
                     )
@@ -1327,6 +1390,7 @@ macro_rules! metadata_sql_impl {
                             role_id: r.try_get("role_id")?,
                             expires_at_ms: r.try_get("expires_at_ms")?,
                             test_mode: r.try_get::<String, _>("mode")? == "test",
+                            endpoint_id: r.try_get("endpoint_id")?,
                         })
                     })
                     .transpose()
@@ -1599,6 +1663,27 @@ macro_rules! metadata_sql_impl {
                         })
                         .collect::<Result<_, sqlx::Error>>()
                         .map_err(sql_err)
+                }
+
+                async fn endpoints_where(&self, scope: EndpointScope, id: &str) -> StoreResult<Vec<schemas::EndpointState>> {
+                    let sql = match scope {
+                        EndpointScope::One => "SELECT state_json FROM endpoints WHERE id = $1 AND NOT deleted",
+                        EndpointScope::Company => "SELECT state_json FROM endpoints WHERE company_id = $1 AND NOT deleted",
+                    };
+                    let rows = sqlx::query(sql)
+                        .bind(id)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    let mut out = Vec::with_capacity(rows.len());
+                    for r in rows {
+                        let json: String = r.try_get("state_json").map_err(sql_err)?;
+                        let e: schemas::EndpointState = serde_json::from_str(&json)
+                            .map_err(|e| StoreError::Backend(format!("endpoint: {e}")))?;
+                        out.push(e);
+                    }
+                    out.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+                    Ok(out)
                 }
 
                 async fn alerts_where(&self, column: AlertScope, id: &str) -> StoreResult<Vec<Alert>> {

@@ -92,6 +92,7 @@ wire!(DiscountSet, "tally.entities.DiscountSet");
 wire!(PriceEnded, "tally.entities.PriceEnded");
 wire!(SubscriptionSet, "tally.entities.SubscriptionSet");
 wire!(AlertUpserted, "tally.entities.AlertUpserted");
+wire!(EndpointUpserted, "tally.entities.EndpointUpserted");
 wire!(AlertTriggered, "tally.alerts.AlertTriggered");
 wire!(UsageRecorded, "tally.usage.UsageRecorded", fast);
 wire!(LedgerEntryPosted, "tally.billing.LedgerEntryPosted", fast);
@@ -187,6 +188,7 @@ pub fn encode_entity(event: &EntityEvent) -> Result<Vec<u8>, CodecError> {
         EntityEvent::PriceEnded(e) => encode(e),
         EntityEvent::SubscriptionSet(e) => encode(e),
         EntityEvent::AlertUpserted(e) => encode(e),
+        EntityEvent::EndpointUpserted(e) => encode(e),
     }
 }
 
@@ -213,6 +215,7 @@ pub fn decode_entity(bytes: &[u8]) -> Result<EntityEvent, CodecError> {
         PriceEnded::SUBJECT => EntityEvent::PriceEnded(decode_datum(id, datum)?),
         SubscriptionSet::SUBJECT => EntityEvent::SubscriptionSet(decode_datum(id, datum)?),
         AlertUpserted::SUBJECT => EntityEvent::AlertUpserted(decode_datum(id, datum)?),
+        EndpointUpserted::SUBJECT => EntityEvent::EndpointUpserted(decode_datum(id, datum)?),
         other => {
             return Err(CodecError::WrongSubject {
                 id,
@@ -407,6 +410,22 @@ mod tests {
                     deleted: false,
                     created_at_ms: 9,
                     updated_at_ms: 9,
+                },
+            }),
+            EntityEvent::EndpointUpserted(EndpointUpserted {
+                event_id: "e11".into(),
+                endpoint: EndpointState {
+                    id: "ep".into(),
+                    company_id: "c".into(),
+                    user_id: "u".into(),
+                    connection_id: "cn".into(),
+                    name: "Orders".into(),
+                    slug: "orders".into(),
+                    spec_json: "{}".into(),
+                    version: 1,
+                    deleted: false,
+                    created_at_ms: 10,
+                    updated_at_ms: 10,
                 },
             }),
         ];

@@ -288,6 +288,33 @@ pub struct AssetUpserted {
     pub asset: AssetState,
 }
 
+/// A data endpoint: one table of one of the company's connections exposed as a paginated
+/// API. The contract's fields (columns with filters and aggregations, access method, limits,
+/// export settings …) are kept as a JSON object in `spec_json`; the ingest routes own their
+/// shape. Prices and usage key on the endpoint's id as they do on an asset's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointState {
+    pub id: String,
+    pub company_id: String,
+    pub user_id: String,
+    pub connection_id: String,
+    pub name: String,
+    /// Unique per company.
+    pub slug: String,
+    pub spec_json: String,
+    /// Goes up with every change.
+    pub version: i32,
+    pub deleted: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointUpserted {
+    pub event_id: String,
+    pub endpoint: EndpointState,
+}
+
 /// A new price for an asset; it ends the one in force (price history is a type 2 dimension).
 /// `credits` is the price in whole credits, fixed when the price is set (USD × credits per
 /// USD, rounded up), so every charge under it is the same integer.
@@ -489,6 +516,7 @@ pub enum EntityEvent {
     PriceEnded(PriceEnded),
     SubscriptionSet(SubscriptionSet),
     AlertUpserted(AlertUpserted),
+    EndpointUpserted(EndpointUpserted),
 }
 
 impl EntityEvent {
@@ -513,6 +541,7 @@ impl EntityEvent {
             Self::PriceEnded(e) => &e.asset_id,
             Self::SubscriptionSet(e) => &e.company_id,
             Self::AlertUpserted(e) => &e.alert.id,
+            Self::EndpointUpserted(e) => &e.endpoint.id,
         }
     }
 
@@ -532,6 +561,7 @@ impl EntityEvent {
             Self::PriceEnded(e) => Some(&e.event_id),
             Self::SubscriptionSet(e) => Some(&e.event_id),
             Self::AlertUpserted(e) => Some(&e.event_id),
+            Self::EndpointUpserted(e) => Some(&e.event_id),
             _ => None,
         }
     }

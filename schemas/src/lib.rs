@@ -14,9 +14,9 @@ pub use codec::{
 pub use events::{
     AlertState, AlertTriggered, AlertUpserted, ApiKeyCreated, ApiKeyRevoked, ApiKeyState,
     ApiKeyUpserted, AssetState, AssetUpserted, CollectedEvent, CompanyCreated, CompanyState,
-    CompanyUpdated, ConnectionState, ConnectionUpserted, DeadLetter, DiscountSet, EnrichedEvent,
-    EntityEvent, FavoriteState, FavoriteUpserted, LedgerEntryPosted, PriceEnded, PriceSet,
-    SubscriptionSet, UsageRecorded, UserCreated, UserState, UserUpserted, WebsiteCreated,
-    WebsiteDeleted, WebsiteUpdated,
+    CompanyUpdated, ConnectionState, ConnectionUpserted, DeadLetter, DiscountSet, EndpointState,
+    EndpointUpserted, EnrichedEvent, EntityEvent, FavoriteState, FavoriteUpserted,
+    LedgerEntryPosted, PriceEnded, PriceSet, SubscriptionSet, UsageRecorded, UserCreated,
+    UserState, UserUpserted, WebsiteCreated, WebsiteDeleted, WebsiteUpdated,
 };
 pub use registry::{schema_by_id, SchemaEntry, REGISTRY};

@@ -172,6 +172,12 @@ pub const REGISTRY: &[SchemaEntry] = &[
         2,
         "subscription_set.v2.avsc"
     ),
+    entry!(
+        31,
+        "tally.entities.EndpointUpserted",
+        1,
+        "endpoint_upserted.v1.avsc"
+    ),
 ];
 
 struct Parsed {

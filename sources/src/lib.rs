@@ -13,6 +13,7 @@ pub mod registry;
 pub mod secrets;
 pub mod sql;
 pub mod sqlite;
+pub mod table_query;
 
 pub use guard::{GuardError, NetworkGuard};
 pub use registry::{Connector, Driver, FileRoot, Registry, RegistryConfig};

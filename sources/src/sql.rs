@@ -35,7 +35,7 @@ impl SqlDialect {
     }
 
     /// The driver placeholder for the `n`th (1-based) bound value.
-    fn placeholder(self, n: usize) -> String {
+    pub fn placeholder(self, n: usize) -> String {
         match self {
             SqlDialect::Postgres => format!("${n}"),
             _ => "?".to_string(),

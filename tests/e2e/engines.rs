@@ -45,7 +45,7 @@ impl SellerDb {
     }
 }
 
-async fn clickhouse(url: &str, sql: &str) -> String {
+pub(crate) async fn clickhouse(url: &str, sql: &str) -> String {
     let r = reqwest::Client::new()
         .post(url)
         .body(sql.to_string())
@@ -71,7 +71,7 @@ struct Engine {
     long_running: &'static str,
 }
 
-fn network_credentials(url: &str, default_port: u16) -> Value {
+pub(crate) fn network_credentials(url: &str, default_port: u16) -> Value {
     let u = url::Url::parse(url).expect("url");
     json!({
         "host": u.host_str().expect("host"),

@@ -17,6 +17,7 @@ const OWNED: &[&str] = &[
     "{aph_id}",
     "{company_handle}",
     "{asset_slug}",
+    "{endpoint_id}",
     "{id}",
 ];
 
@@ -71,6 +72,23 @@ async fn every_route_refuses_another_companys_ids_and_leaks_nothing() {
         .as_str()
         .expect("asset")
         .to_string();
+    let table = format!("iso_{}", schemas::testenv::unique_prefix());
+    let pool = sqlx::PgPool::connect(&url).await.expect("source");
+    sqlx::raw_sql(&format!("CREATE TABLE {table} (region text)"))
+        .execute(&pool)
+        .await
+        .expect("table");
+    let (s, e) = a
+        .post(
+            &format!("/companies/{acme}/endpoints"),
+            &json!({"name": "acme-feed", "connection_id": conn, "source_table_name": table}),
+        )
+        .await;
+    assert_eq!(s, 201, "{e}");
+    let endpoint = e["data"]["endpoint_id"]
+        .as_str()
+        .expect("endpoint")
+        .to_string();
     let (_, p) = a
         .post(
             &format!("/companies/{acme}/assets/{asset_id}/prices"),
@@ -96,6 +114,7 @@ async fn every_route_refuses_another_companys_ids_and_leaks_nothing() {
         ("{aph_id}", aph),
         ("{company_handle}", "acme".to_string()),
         ("{asset_slug}", "internal-report".to_string()),
+        ("{endpoint_id}", endpoint),
         ("{favorite_id}", "1".to_string()),
         ("{alert_id}", alert_id),
         ("{notification_id}", "x".to_string()),
@@ -110,6 +129,7 @@ async fn every_route_refuses_another_companys_ids_and_leaks_nothing() {
         "Internal report",
         "Acme blog",
         "acme-watch",
+        "acme-feed",
         "SELECT 1",
     ];
 

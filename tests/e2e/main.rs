@@ -7,6 +7,7 @@ mod common;
 mod connections;
 mod crash;
 mod dashboards;
+mod endpoints;
 mod engines;
 mod faults;
 mod isolation;

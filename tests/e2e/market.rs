@@ -311,10 +311,7 @@ async fn reference_data_and_unbuilt_parts() {
     let anonymous = Client::new(op.base.clone());
     assert_eq!(anonymous.get("/industries").await.0, 401);
 
-    for path in [
-        format!("/companies/{acme}/endpoints"),
-        format!("/companies/{acme}/posts"),
-    ] {
+    for path in [format!("/companies/{acme}/posts")] {
         let (s, b) = tenant.get(&path).await;
         assert_eq!(
             (s, b["error"]["code"].clone()),
@@ -514,6 +511,35 @@ async fn bad_bodies_on_the_new_routes_are_4xx_never_500() {
             .await;
         assert_eq!(s, 201, "{al}");
         let alert = al["data"]["alert_id"].clone();
+        let table = format!("fuzz_{}", schemas::testenv::unique_prefix());
+        let pool = sqlx::PgPool::connect(&url).await.expect("source");
+        sqlx::raw_sql(&format!("CREATE TABLE {table} (region text, n bigint)"))
+            .execute(&pool)
+            .await
+            .expect("table");
+        let (s, e) = admin
+            .post(
+                &format!("/companies/{acme}/endpoints"),
+                &json!({"name": "Fuzzed feed", "connection_id": conn, "source_table_name": table}),
+            )
+            .await;
+        assert_eq!(s, 201, "{e}");
+        let endpoint = e["data"]["endpoint_id"]
+            .as_str()
+            .expect("endpoint")
+            .to_string();
+        let ep = format!("/companies/{acme}/endpoints/{endpoint}");
+        routes.extend([
+            (
+                reqwest::Method::POST,
+                format!("/companies/{acme}/endpoints"),
+            ),
+            (reqwest::Method::PATCH, ep.clone()),
+            (reqwest::Method::POST, format!("{ep}/keys")),
+            (reqwest::Method::POST, format!("{ep}/scan_column")),
+            (reqwest::Method::POST, format!("{ep}/test")),
+            (reqwest::Method::POST, format!("{ep}/prices")),
+        ]);
         routes.extend([
             (
                 reqwest::Method::PATCH,
@@ -575,6 +601,10 @@ async fn bad_bodies_on_the_new_routes_are_4xx_never_500() {
         json!({"partnership_type": "FRIENDS"}),
         json!({"timezone": "Mars/Olympus"}),
         json!({"reason": ["a"]}),
+        json!({"endpoint_schema": {"columns": [{"name": "region", "filters": [{"operator": "in", "value": 3}]}]}}),
+        json!({"endpoint_schema": {"columns": [{"name": "n", "aggregation": "MEDIAN"}]}}),
+        json!({"access_method": "IP", "access_whitelist": {"type": "ip", "values": ["nope"]}}),
+        json!({"max_records_per_request": 0}),
     ];
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
     let fields = [
@@ -603,6 +633,15 @@ async fn bad_bodies_on_the_new_routes_are_4xx_never_500() {
         "priority",
         "params",
         "timeout_ms",
+        "source_table_name",
+        "endpoint_schema",
+        "access_method",
+        "access_whitelist",
+        "max_records_per_request",
+        "rate_limit_number",
+        "rate_limit_period",
+        "column",
+        "limit",
     ];
     let mut bodies: Vec<Vec<u8>> = fixed.iter().map(|v| v.to_string().into_bytes()).collect();
     bodies.push(b"{not json".to_vec());

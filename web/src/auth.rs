@@ -31,6 +31,9 @@ pub struct Caller {
     /// Called with a `test` key: executions are never charged, return at most 10 rows and
     /// are metered apart. A session is always live.
     pub test_mode: bool,
+    /// Set for an `endpoint` key: it opens its endpoint's execute and export routes and
+    /// nothing else.
+    pub endpoint_id: Option<String>,
 }
 
 impl Caller {
@@ -43,6 +46,7 @@ impl Caller {
             role: Role::from_id(o.role_id)?,
             session: None,
             test_mode: o.test_mode,
+            endpoint_id: o.endpoint_id.clone(),
         })
     }
 
@@ -132,6 +136,7 @@ impl Auth {
                 role: Role::from_id(o.role_id)?,
                 session: Some(hash),
                 test_mode: false,
+                endpoint_id: None,
             })
         }))
     }
@@ -243,6 +248,24 @@ fn mutating(req: &Request) -> bool {
 /// Middleware: a request needs an active key, or a live dashboard session (then a mutating
 /// request must also be same-origin); otherwise `401 unauthorized`.
 pub async fn require_api_key(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+    authenticated(&auth, req, next, Presence::Required).await
+}
+
+/// Like [`require_api_key`] for routes that also serve anonymous callers (a data endpoint
+/// with `access_method: OPEN`, say): a presented key or session is verified as there (a bad
+/// one is `401`), and a request with neither runs with no [`Caller`] extension.
+pub async fn optional_api_key(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+    authenticated(&auth, req, next, Presence::Optional).await
+}
+
+/// Whether a route needs a caller, or also runs for an anonymous request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presence {
+    Required,
+    Optional,
+}
+
+async fn authenticated(auth: &Auth, req: Request, next: Next, presence: Presence) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let route = req
@@ -250,7 +273,7 @@ pub async fn require_api_key(State(auth): State<Arc<Auth>>, req: Request, next: 
         .get::<axum::extract::MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| path.clone());
-    let (caller, refused_key, resp) = authenticate_and_run(&auth, req, next).await;
+    let (caller, refused_key, resp) = authenticate_and_run(auth, req, next, presence).await;
     if let Some(sink) = &auth.audit {
         let status = resp.status().as_u16();
         let key_used = caller.as_ref().map(|c| c.api_key_id).filter(|id| *id > 0);
@@ -277,10 +300,14 @@ async fn authenticate_and_run(
     auth: &Auth,
     mut req: Request,
     next: Next,
+    presence: Presence,
 ) -> (Option<Caller>, Option<i64>, Response) {
     let Some(key) = presented_key(&req).filter(|k| !k.is_empty()) else {
         let token = cookie(req.headers(), SESSION_COOKIE).map(str::to_string);
         let Some(token) = token.filter(|t| !t.is_empty()) else {
+            if presence == Presence::Optional {
+                return (None, None, next.run(req).await);
+            }
             let e = ApiError::unauthorized(
                 "missing API key: send x-api-key or Authorization: Bearer, or sign in",
             );
@@ -308,6 +335,12 @@ async fn authenticate_and_run(
     let hash = hash_key(&key);
     match auth.verify_hash(hash.clone()).await {
         Ok(Some(caller)) => {
+            if caller.endpoint_id.is_some() && presence == Presence::Required {
+                let e = ApiError::forbidden(
+                    "an endpoint key opens only its endpoint's execute and export routes",
+                );
+                return (Some(caller), None, e.into_response());
+            }
             req.extensions_mut().insert(caller.clone());
             (Some(caller), None, next.run(req).await)
         }

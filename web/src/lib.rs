@@ -10,8 +10,8 @@ mod request_id;
 pub mod roles;
 
 pub use auth::{
-    cookie, hash_key, mask_key, owns_website, require_api_key, same_origin, Auth, Caller,
-    SESSION_COOKIE,
+    cookie, hash_key, mask_key, optional_api_key, owns_website, require_api_key, same_origin, Auth,
+    Caller, SESSION_COOKIE,
 };
 pub use error::{ApiError, ApiResult};
 pub use idempotency::{idempotency_layer, IdempotencyCache};

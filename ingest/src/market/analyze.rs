@@ -161,23 +161,7 @@ pub(crate) async fn prepare(
     let asset = &resolved.asset;
     let specs = specs_of(asset);
     let values = bind_values(&specs, given)?;
-    let conn = resolved.connection.clone().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "the asset's connection was deleted",
-        )
-    })?;
-    let driver = storage_engine(conn.engine_id)
-        .and_then(|e| e.driver)
-        .and_then(Driver::from_name)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "the asset's engine is no longer reachable",
-            )
-        })?;
+    let (connector, driver) = source_of(s, resolved.connection.as_ref(), "asset").await?;
     let names: Vec<&str> = specs.iter().map(|p| p.name.as_str()).collect();
     let compiled = compile(&asset.sql_logic, driver.dialect(), &names)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -186,27 +170,49 @@ pub(crate) async fn prepare(
         .iter()
         .map(|n| values.get(n).cloned().unwrap_or(Param::Null))
         .collect();
-    let registry = s
-        .sources
-        .as_ref()
-        .ok_or_else(|| ApiError::not_implemented("this process has no access to sources"))?;
-    let global = registry.config().execution_timeout;
-    let timeout = asset
-        .timeout_ms
-        .map(|ms| Duration::from_millis(ms.max(1) as u64).min(global))
-        .unwrap_or(global);
-    let limits = Limits {
-        timeout,
-        max_rows: MAX_ROWS,
-        max_bytes: MAX_BYTES,
-    };
-    let connector = registry.connector(&conn, driver).await?;
+    let mut limits = default_limits(s);
+    if let Some(ms) = asset.timeout_ms {
+        limits.timeout = Duration::from_millis(ms.max(1) as u64).min(limits.timeout);
+    }
     Ok(Prepared {
         connector,
         sql: compiled.sql,
         binds,
         limits,
     })
+}
+
+/// The bounds of an execution before an asset lowers its timeout: `TALLY_EXECUTION_TIMEOUT_MS`,
+/// [`MAX_ROWS`] and [`MAX_BYTES`].
+pub(crate) fn default_limits(s: &IngestState) -> Limits {
+    Limits {
+        timeout: s
+            .sources
+            .as_ref()
+            .map_or(Duration::from_secs(10), |r| r.config().execution_timeout),
+        max_rows: MAX_ROWS,
+        max_bytes: MAX_BYTES,
+    }
+}
+
+/// The live connector and driver of the connection `what` (an asset or an endpoint) reads:
+/// `409` if the connection was deleted or its engine is no longer reachable.
+pub(crate) async fn source_of(
+    s: &IngestState,
+    conn: Option<&schemas::ConnectionState>,
+    what: &str,
+) -> ApiResult<(sources::Connector, Driver)> {
+    let conflict = |m: String| ApiError::new(StatusCode::CONFLICT, "conflict", m);
+    let conn = conn.ok_or_else(|| conflict(format!("the {what}'s connection was deleted")))?;
+    let driver = storage_engine(conn.engine_id)
+        .and_then(|e| e.driver)
+        .and_then(Driver::from_name)
+        .ok_or_else(|| conflict(format!("the {what}'s engine is no longer reachable")))?;
+    let registry = s
+        .sources
+        .as_ref()
+        .ok_or_else(|| ApiError::not_implemented("this process has no access to sources"))?;
+    Ok((registry.connector(conn, driver).await?, driver))
 }
 
 fn csv_cell(v: &Value) -> String {
@@ -222,7 +228,7 @@ fn csv_cell(v: &Value) -> String {
     }
 }
 
-fn formatted(format: &str, rows: &Rows) -> ApiResult<Option<Response>> {
+pub(crate) fn formatted(format: &str, rows: &Rows) -> ApiResult<Option<Response>> {
     let (body, mime) = match format {
         "json" => return Ok(None),
         "csv" => {
@@ -282,7 +288,7 @@ async fn platform_company(s: &IngestState) -> ApiResult<String> {
 
 /// The execution id: derived from the buyer and its `Idempotency-Key` (so a retry is the same
 /// execution), else fresh.
-fn execution_id(buyer: &str, key: Option<&str>) -> String {
+pub(crate) fn execution_id(buyer: &str, key: Option<&str>) -> String {
     match key {
         Some(k) => {
             let h = Sha256::digest(format!("{buyer}\n{k}").as_bytes());
@@ -328,19 +334,55 @@ async fn execute(
     let resolved = resolved?;
     let price = cost(caller, &resolved)?;
     let prepared = prepare(s, &resolved, &given).await?;
+    let asset = &resolved.asset;
+    let cache_key = (asset.cached && !s.cfg.result_cache.is_zero())
+        .then(|| format!("{}|{}|{:?}", asset.id, asset.version, prepared.binds));
+    let sale = Sale {
+        item_id: &asset.id,
+        seller: &resolved.seller,
+        price,
+        cache_key,
+    };
     let execution_id = execution_id(&caller.company_id, idempotency_key);
+    let (rows, answered) = run_paid(s, caller, sale, prepared, execution_id, admitted).await?;
+    answer(format, asset, &rows, answered)
+}
+
+/// What one execution sells: an asset, or a data endpoint (priced and metered under its own
+/// id), by `seller` at `price` credits.
+pub(crate) struct Sale<'a> {
+    pub(crate) item_id: &'a str,
+    pub(crate) seller: &'a Company,
+    pub(crate) price: i64,
+    /// Identical calls within `TALLY_RESULT_CACHE_SECS` are answered from the cache under
+    /// this key (a `cached` asset), if any.
+    pub(crate) cache_key: Option<String>,
+}
+
+/// The money path of one execution, for assets and endpoints alike: the buyer's debit held
+/// before the source runs (`402` if short), then settled: charged on success, refunded on a
+/// failure or timeout. A retry of a settled execution (same id) runs again and is charged
+/// nothing. A test key's execution moves no money ([`execute_test`]).
+pub(crate) async fn run_paid(
+    s: &IngestState,
+    caller: &Caller,
+    sale: Sale<'_>,
+    prepared: Prepared,
+    execution_id: String,
+    admitted: &mut Option<Admitted>,
+) -> ApiResult<(Arc<Rows>, Answered)> {
     if caller.test_mode {
-        return execute_test(s, caller, &resolved, prepared, format, execution_id).await;
+        return execute_test(s, caller, &sale, prepared, execution_id).await;
     }
-    let (asset, seller) = (&resolved.asset, &resolved.seller);
+    let (price, seller) = (sale.price, sale.seller);
     let store = money(s)?;
     let (seller_share, platform_fee) = split(price, seller.state.vendor_share_bp);
     let hold = Hold {
         execution_id: execution_id.clone(),
         buyer_company_id: caller.company_id.clone(),
-        seller_company_id: asset.company_id.clone(),
+        seller_company_id: seller.state.id.clone(),
         platform_company_id: platform_company(s).await?,
-        asset_id: asset.id.clone(),
+        asset_id: sale.item_id.to_string(),
         api_key_id: caller.api_key_id,
         user_id: caller.user_id.clone(),
         cost: price,
@@ -374,8 +416,7 @@ async fn execute(
             .with_details(json!({ "execution_id": execution_id })))
         }
     }
-    let cache_key = (asset.cached && !s.cfg.result_cache.is_zero())
-        .then(|| format!("{}|{}|{:?}", asset.id, asset.version, prepared.binds));
+    let cache_key = sale.cache_key;
     let hit = cache_key.as_ref().and_then(|k| {
         s.results
             .get(k)
@@ -434,20 +475,16 @@ async fn execute(
     let charged = if replayed { 0 } else { price };
     metrics::counter!("tally_executions_total", "status" => "succeeded").increment(1);
     metrics::counter!("tally_credits_charged_total").increment(charged as u64);
-    answer(
-        format,
-        asset,
-        &rows,
-        Answered {
-            execution_id,
-            duration_ms,
-            cached: from_cache,
-            charged,
-            balance,
-            replayed,
-            test: false,
-        },
-    )
+    let answered = Answered {
+        execution_id,
+        duration_ms,
+        cached: from_cache,
+        charged,
+        balance,
+        replayed,
+        test: false,
+    };
+    Ok((rows, answered))
 }
 
 /// Rows a test key's execution returns at most.
@@ -459,11 +496,10 @@ pub const TEST_MAX_ROWS: usize = 10;
 async fn execute_test(
     s: &IngestState,
     caller: &Caller,
-    resolved: &Resolved,
+    sale: &Sale<'_>,
     mut prepared: Prepared,
-    format: &str,
     execution_id: String,
-) -> ApiResult<Response> {
+) -> ApiResult<(Arc<Rows>, Answered)> {
     prepared.limits.max_rows = prepared.limits.max_rows.min(TEST_MAX_ROWS);
     let started = Instant::now();
     let result = prepared
@@ -471,52 +507,43 @@ async fn execute_test(
         .query(&prepared.sql, &prepared.binds, prepared.limits)
         .await;
     let duration_ms = (started.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
+    let status = if result.is_ok() {
+        "succeeded"
+    } else {
+        "failed"
+    };
     let usage = schemas::UsageRecorded {
         execution_id: execution_id.clone(),
         buyer_company_id: caller.company_id.clone(),
-        seller_company_id: resolved.asset.company_id.clone(),
-        asset_id: resolved.asset.id.clone(),
+        seller_company_id: sale.seller.state.id.clone(),
+        asset_id: sale.item_id.to_string(),
         api_key_id: caller.api_key_id,
         user_id: caller.user_id.clone(),
         credits: 0,
         seller_credits: 0,
         rows: result.as_ref().map_or(0, |r| r.rows.len() as i64),
         duration_ms,
-        status: if result.is_ok() {
-            "succeeded"
-        } else {
-            "failed"
-        }
-        .into(),
+        status: status.into(),
         mode: "test".into(),
         at_ms: crate::commands::now_ms(),
     };
     meter(s, &usage).await?;
-    let status = if result.is_ok() {
-        "succeeded"
-    } else {
-        "failed"
-    };
     metrics::counter!("tally_test_executions_total", "status" => status).increment(1);
     let rows = result.map_err(|e| {
         ApiError::from(e)
             .with_details(json!({ "execution_id": execution_id, "credits_charged": 0 }))
     })?;
     let balance = money(s)?.balance(&caller.company_id).await?;
-    answer(
-        format,
-        &resolved.asset,
-        &rows,
-        Answered {
-            execution_id,
-            duration_ms,
-            cached: false,
-            charged: 0,
-            balance,
-            replayed: false,
-            test: true,
-        },
-    )
+    let answered = Answered {
+        execution_id,
+        duration_ms,
+        cached: false,
+        charged: 0,
+        balance,
+        replayed: false,
+        test: true,
+    };
+    Ok((Arc::new(rows), answered))
 }
 
 /// Appends a test execution's `UsageRecorded` (keyed by buyer, as the outbox keys live ones).
@@ -537,28 +564,21 @@ async fn meter(s: &IngestState, usage: &schemas::UsageRecorded) -> ApiResult<()>
 }
 
 /// What an answered execution reports besides its rows.
-struct Answered {
-    execution_id: String,
-    duration_ms: f64,
-    cached: bool,
-    charged: i64,
-    balance: i64,
-    replayed: bool,
-    test: bool,
+pub(crate) struct Answered {
+    pub(crate) execution_id: String,
+    pub(crate) duration_ms: f64,
+    pub(crate) cached: bool,
+    pub(crate) charged: i64,
+    pub(crate) balance: i64,
+    pub(crate) replayed: bool,
+    pub(crate) test: bool,
 }
 
 /// An execution's answer: the rows as `format` asks, with the execution's id and money in
 /// headers (CSV, NDJSON) or in the JSON body.
 fn answer(format: &str, asset: &AssetState, rows: &Rows, a: Answered) -> ApiResult<Response> {
-    let mode = if a.test { "test" } else { "live" };
-    if let Some(mut resp) = formatted(format, rows)? {
-        let h = resp.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&a.execution_id) {
-            h.insert("x-tally-execution-id", v);
-        }
-        h.insert("x-tally-credits-charged", HeaderValue::from(a.charged));
-        h.insert("x-tally-credits-remaining", HeaderValue::from(a.balance));
-        h.insert("x-tally-mode", HeaderValue::from_static(mode));
+    let mode = a.mode();
+    if let Some(resp) = formatted_execution(format, rows, &a)? {
         return Ok(resp);
     }
     let mut data = json!({
@@ -583,6 +603,36 @@ fn answer(format: &str, asset: &AssetState, rows: &Rows, a: Answered) -> ApiResu
     Ok(market("Asset executed", data).into_response())
 }
 
+impl Answered {
+    pub(crate) fn mode(&self) -> &'static str {
+        if self.test {
+            "test"
+        } else {
+            "live"
+        }
+    }
+}
+
+/// The rows as CSV or NDJSON (`None` for JSON), with the execution's id, charge, balance and
+/// mode in `x-tally-*` headers.
+pub(crate) fn formatted_execution(
+    format: &str,
+    rows: &Rows,
+    a: &Answered,
+) -> ApiResult<Option<Response>> {
+    let Some(mut resp) = formatted(format, rows)? else {
+        return Ok(None);
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&a.execution_id) {
+        h.insert("x-tally-execution-id", v);
+    }
+    h.insert("x-tally-credits-charged", HeaderValue::from(a.charged));
+    h.insert("x-tally-credits-remaining", HeaderValue::from(a.balance));
+    h.insert("x-tally-mode", HeaderValue::from_static(a.mode()));
+    Ok(Some(resp))
+}
+
 /// Results kept at most, and the largest result kept (rows).
 const CACHE_ENTRIES: usize = 1_000;
 const CACHE_MAX_ROWS: usize = 1_000;
@@ -602,7 +652,7 @@ fn remember(s: &IngestState, key: &str, rows: &Arc<Rows>) {
         .insert(key.to_string(), (Instant::now(), rows.clone()));
 }
 
-fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
+pub(crate) fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
     headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())

@@ -194,7 +194,13 @@ pub async fn test(
         Ok(sql.to_string())
     })
     .await?;
-    let out = match rows {
+    Ok(market("Asset tested", test_report(rows, ms)).into_response())
+}
+
+/// A seller's test run as answered: the rows, or `status: failed` with the source's reason
+/// (a `200` either way: the test worked, the query did not).
+pub(crate) fn test_report(rows: Result<Rows, sources::model::SourceError>, ms: f64) -> Value {
+    match rows {
         Ok(rows) => json!({
             "status": "ok", "duration_ms": ms, "columns": columns_json(&rows),
             "row_count": rows.rows.len(), "rows": rows.objects(), "error": null,
@@ -203,8 +209,7 @@ pub async fn test(
             "status": "failed", "duration_ms": ms, "columns": [], "row_count": 0,
             "rows": [], "error": e.to_string(),
         }),
-    };
-    Ok(market("Asset tested", out).into_response())
+    }
 }
 
 /// The median of `prices` (credits), rounded up; `None` when empty.

@@ -71,7 +71,7 @@ pub(crate) fn slugify(name: &str) -> String {
         .to_string()
 }
 
-fn one_of(field: &str, value: &str, allowed: &[&str]) -> ApiResult<String> {
+pub(crate) fn one_of(field: &str, value: &str, allowed: &[&str]) -> ApiResult<String> {
     if allowed.contains(&value) {
         Ok(value.to_string())
     } else {
@@ -150,7 +150,7 @@ pub(crate) fn asset_json(a: &AssetState, own: bool) -> Value {
     v
 }
 
-fn bool_field(body: &Map<String, Value>, field: &str, current: bool) -> ApiResult<bool> {
+pub(crate) fn bool_field(body: &Map<String, Value>, field: &str, current: bool) -> ApiResult<bool> {
     match body.get(field) {
         None => Ok(current),
         Some(Value::Bool(b)) => Ok(*b),
@@ -160,7 +160,10 @@ fn bool_field(body: &Map<String, Value>, field: &str, current: bool) -> ApiResul
     }
 }
 
-fn str_field<'a>(body: &'a Map<String, Value>, field: &str) -> ApiResult<Option<&'a str>> {
+pub(crate) fn str_field<'a>(
+    body: &'a Map<String, Value>,
+    field: &str,
+) -> ApiResult<Option<&'a str>> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -168,7 +171,7 @@ fn str_field<'a>(body: &'a Map<String, Value>, field: &str) -> ApiResult<Option<
     }
 }
 
-fn int_field(body: &Map<String, Value>, field: &str) -> ApiResult<Option<Option<i64>>> {
+pub(crate) fn int_field(body: &Map<String, Value>, field: &str) -> ApiResult<Option<Option<i64>>> {
     match body.get(field) {
         None => Ok(None),
         Some(Value::Null) => Ok(Some(None)),
@@ -296,7 +299,7 @@ async fn apply_body(
     Ok(conn)
 }
 
-fn object(body: &[u8]) -> ApiResult<Map<String, Value>> {
+pub(crate) fn object(body: &[u8]) -> ApiResult<Map<String, Value>> {
     match parse_json::<Value>(body)? {
         Value::Object(m) => Ok(m),
         _ => Err(ApiError::bad_request("the body must be a JSON object")),

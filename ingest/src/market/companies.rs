@@ -387,9 +387,14 @@ pub async fn objects(
     } else {
         Vec::new()
     };
+    let endpoints = if web::roles::allowed(caller.role, Action::ReadAssets) {
+        super::endpoints::objects_of(&s, &company_id).await?
+    } else {
+        Vec::new()
+    };
     Ok(market(
         "Company objects retrieved",
-        serde_json::json!({"connections": connections, "assets": assets, "endpoints": []}),
+        serde_json::json!({"connections": connections, "assets": assets, "endpoints": endpoints}),
     )
     .into_response())
 }

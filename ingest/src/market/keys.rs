@@ -125,8 +125,8 @@ struct CreateBody {
 fn key_type(value: Option<&str>) -> ApiResult<String> {
     let t = value.unwrap_or("analytics");
     if t == "endpoint" {
-        return Err(ApiError::not_implemented(
-            "endpoint keys come with data endpoints, which are not built yet",
+        return Err(ApiError::bad_request(
+            "endpoint keys are made for one endpoint: POST /companies/{company_id}/endpoints/{endpoint_id}/keys",
         ));
     }
     if !KEY_TYPES.contains(&t) {
@@ -247,7 +247,7 @@ pub async fn stats(
     Ok(market("API key statistics retrieved", data).into_response())
 }
 
-async fn save(s: &IngestState, key: ApiKeyState) -> ApiResult<()> {
+pub(crate) async fn save(s: &IngestState, key: ApiKeyState) -> ApiResult<()> {
     let id = key.id.clone();
     s.command_checked(vec![EntityEvent::ApiKeyUpserted(ApiKeyUpserted {
         event_id: new_id(),
@@ -327,11 +327,16 @@ pub async fn delete(
     Path((company_id, key_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let k = company_key(&s, &caller, &company_id, &key_id).await?;
+    deactivate(&s, &k).await
+}
+
+/// Takes key `k` out of service at once (DELETE of a company key or an endpoint key).
+pub(crate) async fn deactivate(s: &IngestState, k: &ApiKey) -> ApiResult<Response> {
     if k.state.active {
         let mut next = k.state.clone();
         next.active = false;
         next.updated_at_ms = now_ms().max(k.state.updated_at_ms);
-        save(&s, next).await?;
+        save(s, next).await?;
     }
     Ok(market(
         "API key deleted",

@@ -227,6 +227,128 @@ pub(crate) fn asset_counter(
     )
 }
 
+/// A data endpoint's own limit: `rate_limit_number` calls per `rate_limit_period` (`HOUR`,
+/// `DAY`, or the calendar `MONTH` in UTC), counted per `rate_limit_granularity` (`IP`, `USER`,
+/// `COMPANY`, `API_KEY`, or `GLOBAL`: every caller together).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EndpointLimit {
+    pub(crate) number: u64,
+    pub(crate) period: &'static str,
+    pub(crate) granularity: &'static str,
+}
+
+const ENDPOINT_PERIODS: &[&str] = &["HOUR", "DAY", "MONTH"];
+const ENDPOINT_GRANULARITIES: &[&str] = &["IP", "USER", "COMPANY", "API_KEY", "GLOBAL"];
+
+/// The endpoint limit of an endpoint's fields: `Ok(None)` without `rate_limit_number`, a `400`
+/// for a bad number, period or granularity (defaults: `HOUR`, `IP`).
+pub(crate) fn endpoint_limit(
+    fields: &serde_json::Map<String, Value>,
+) -> ApiResult<Option<EndpointLimit>> {
+    let number = match fields.get("rate_limit_number") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=1_000_000_000).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "rate_limit_number must be a whole number from 1 to 1000000000",
+                )
+            })?,
+    };
+    let pick = |field: &str, default: &str, allowed: &[&'static str]| {
+        let given = match fields.get(field) {
+            None | Some(Value::Null) => default.to_string(),
+            Some(Value::String(v)) => v.clone(),
+            Some(_) => return Err(ApiError::bad_request(format!("{field} must be a string"))),
+        };
+        allowed
+            .iter()
+            .find(|a| a.eq_ignore_ascii_case(&given))
+            .copied()
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{field} {given:?} is not one of {}",
+                    allowed.join(", ")
+                ))
+            })
+    };
+    Ok(Some(EndpointLimit {
+        number,
+        period: pick("rate_limit_period", "HOUR", ENDPOINT_PERIODS)?,
+        granularity: pick("rate_limit_granularity", "IP", ENDPOINT_GRANULARITIES)?,
+    }))
+}
+
+/// The calendar month (UTC) that holds `now`, as `[start, end)` in ms.
+pub(crate) fn utc_month(now: i64) -> (i64, i64) {
+    use chrono::{Datelike, TimeZone, Utc};
+    let t = Utc.timestamp_millis_opt(now).single().unwrap_or_default();
+    let start = Utc
+        .with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default();
+    let (y, m) = if t.month() == 12 {
+        (t.year() + 1, 1)
+    } else {
+        (t.year(), t.month() + 1)
+    };
+    let end = Utc
+        .with_ymd_and_hms(y, m, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default();
+    (start.timestamp_millis(), end.timestamp_millis())
+}
+
+/// The counter of one call of endpoint `endpoint_id` under `limit`, by the caller (if any) from
+/// `ip`. An anonymous call counts under its IP for the user, company and key granularities.
+pub(crate) fn endpoint_counter(
+    endpoint_id: &str,
+    limit: &EndpointLimit,
+    caller: Option<&Caller>,
+    ip: IpAddr,
+    now: i64,
+) -> Counter {
+    let who = match (limit.granularity, caller) {
+        ("GLOBAL", _) => "all".to_string(),
+        ("USER", Some(c)) => format!("user:{}", c.user_id),
+        ("COMPANY", Some(c)) => format!("company:{}", c.company_id),
+        ("API_KEY", Some(c)) => subject(c),
+        _ => format!("ip:{ip}"),
+    };
+    let key = format!(
+        "endpoint:{endpoint_id}:{who}:{}",
+        limit.period.to_ascii_lowercase()
+    );
+    match limit.period {
+        "MONTH" => {
+            let (start_ms, end_ms) = utc_month(now);
+            Counter {
+                key,
+                start_ms,
+                end_ms,
+                limit: limit.number,
+            }
+        }
+        "DAY" => fixed(key, now, DAY_MS, limit.number),
+        _ => fixed(key, now, HOUR_MS, limit.number),
+    }
+}
+
+/// Routes whose calls count their hourly unit when they are admitted, with the plan's windows
+/// (so [`route_limit`] leaves them alone): `/analyze/…` and a data endpoint's `execute` and
+/// `export`.
+pub(crate) fn counted_on_admission(path: &str) -> bool {
+    if path.starts_with("/analyze/") {
+        return true;
+    }
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    matches!(
+        parts.as_slice(),
+        ["", "companies", _, "endpoints", _, "execute" | "export"]
+    )
+}
+
 /// The client's IP: the peer, or what a trusted proxy says in `X-Forwarded-For`.
 pub(crate) fn client_ip_of(
     s: &IngestState,
@@ -287,7 +409,7 @@ pub(crate) async fn route_limit(
     let (Some(store), Some(class)) = (s.limits.clone(), route_class(path)) else {
         return next.run(req).await;
     };
-    if path.starts_with("/analyze/") {
+    if counted_on_admission(path) {
         return next.run(req).await;
     }
     let now = now_ms();
@@ -345,6 +467,7 @@ fn limit_name(key: &str) -> String {
     match key.split(':').next() {
         Some(class @ ("auth" | "marketplace")) if window == "hour" => format!("{class}_hour"),
         Some("asset") => format!("asset_{window}"),
+        Some("endpoint") => format!("endpoint_{window}"),
         _ => window.to_string(),
     }
 }
@@ -395,6 +518,35 @@ pub(crate) async fn admit(
         store,
         lease: Some(lease),
     }))
+}
+
+/// An anonymous call (a data endpoint open to anyone): the marketplace hour of its IP and the
+/// endpoint's own limit, if any, taken together; no plan applies and no slot is held.
+pub(crate) async fn admit_anonymous(
+    s: &IngestState,
+    ip: IpAddr,
+    own: Option<Counter>,
+) -> Result<Option<Admitted>, Response> {
+    let Some(store) = s.limits.clone() else {
+        return Ok(None);
+    };
+    let now = now_ms();
+    let mut counters: Vec<Counter> = hourly(&s.cfg, "marketplace", &format!("ip:{ip}"), now)
+        .into_iter()
+        .collect();
+    counters.extend(own);
+    if counters.is_empty() {
+        return Ok(None);
+    }
+    match store.take(&counters, now).await {
+        Ok(Some(counts)) => Ok(Some(Admitted {
+            standing: tightest(&counters, &counts),
+            store,
+            lease: None,
+        })),
+        Ok(None) => Err(refusal(store.as_ref(), &counters, now).await),
+        Err(e) => Err(ApiError::from(e).into_response()),
+    }
 }
 
 /// The call's answer (or error) with its headers. Its concurrency slot is given back before
@@ -457,6 +609,56 @@ mod tests {
         assert_eq!(limit_name("key:7:minute"), "minute");
         assert_eq!(limit_name("company:acme:month"), "month");
         assert_eq!(limit_name("asset:a1:ip:1.2.3.4:second"), "asset_second");
+        assert_eq!(limit_name("endpoint:e1:all:month"), "endpoint_month");
+        assert!(counted_on_admission("/analyze/acme/assets/x"));
+        assert!(counted_on_admission("/companies/c/endpoints/e/execute"));
+        assert!(counted_on_admission("/companies/c/endpoints/e/export"));
+        assert!(!counted_on_admission("/companies/c/endpoints/e"));
+        assert!(!counted_on_admission("/companies/c/endpoints/e/stats"));
+    }
+
+    #[test]
+    fn endpoint_limits_count_per_window_and_granularity() {
+        let f = |v: Value| v.as_object().cloned().unwrap_or_default();
+        assert_eq!(endpoint_limit(&f(json!({}))).ok(), Some(None));
+        let l = endpoint_limit(&f(
+            json!({"rate_limit_number": 3, "rate_limit_period": "month",
+            "rate_limit_granularity": "global"}),
+        ))
+        .ok()
+        .flatten()
+        .expect("limit");
+        assert_eq!((l.period, l.granularity), ("MONTH", "GLOBAL"));
+        for bad in [
+            json!({"rate_limit_number": 0}),
+            json!({"rate_limit_number": 3, "rate_limit_period": "minute"}),
+            json!({"rate_limit_number": 3, "rate_limit_granularity": "TEAM"}),
+        ] {
+            assert!(endpoint_limit(&f(bad.clone())).is_err(), "{bad}");
+        }
+        // 2026-03-31T23:59:59Z and 2026-04-01T00:00:00Z fall in different months.
+        let march_end = 1_775_001_599_000;
+        let (start, end) = utc_month(march_end);
+        assert_eq!((start, end), (1_772_323_200_000, 1_775_001_600_000));
+        assert_eq!(utc_month(end).0, end);
+        assert_eq!(
+            utc_month(1_798_761_600_000 - 1).1,
+            1_798_761_600_000,
+            "December ends in January"
+        );
+        let ip = IpAddr::from([10, 0, 0, 9]);
+        let c = endpoint_counter("e1", &l, None, ip, march_end);
+        assert_eq!((c.key.as_str(), c.end_ms), ("endpoint:e1:all:month", end));
+        let per_ip = EndpointLimit {
+            number: 5,
+            period: "HOUR",
+            granularity: "USER",
+        };
+        assert_eq!(
+            endpoint_counter("e1", &per_ip, None, ip, 0).key,
+            "endpoint:e1:ip:10.0.0.9:hour",
+            "an anonymous caller counts under its IP"
+        );
     }
 
     fn fields(v: Value) -> serde_json::Map<String, Value> {
@@ -499,6 +701,7 @@ mod tests {
             role: web::roles::Role::Buyer,
             session: None,
             test_mode: false,
+            endpoint_id: None,
         };
         let origin = CallerOrigin {
             caller: &caller,

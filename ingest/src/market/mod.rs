@@ -10,6 +10,7 @@ pub mod asset_tools;
 pub mod assets;
 pub mod companies;
 pub mod connections;
+pub mod endpoints;
 pub mod favorites;
 pub mod keys;
 pub mod limits;
@@ -45,6 +46,7 @@ impl IngestState {
         self.command(events).await?;
         // An entity changed: what executions looked up may be stale.
         self.resolved.clear();
+        self.endpoints.clear();
         for id in ids {
             if let Some(r) = self.metadata.rejection(&id).await? {
                 return Err(ApiError::conflict_on(&r.field, r.reason));

@@ -54,13 +54,22 @@ async fn own_asset_prices(
     action: Action,
 ) -> ApiResult<Vec<Price>> {
     scoped(s, caller, company_id, action).await?;
-    let asset = s
-        .metadata
-        .asset(asset_id)
-        .await?
-        .filter(|a| a.company_id == company_id)
-        .ok_or_else(|| ApiError::not_found(format!("no asset {asset_id:?} in this company")))?;
-    Ok(s.metadata.prices(&asset.id).await?)
+    // A data endpoint is priced like an asset, under its own id (`…/endpoints/{id}/prices`).
+    let owner = match s.metadata.asset(asset_id).await? {
+        Some(a) => Some(a.company_id),
+        None => s
+            .metadata
+            .endpoints_where(projections::EndpointScope::One, asset_id)
+            .await?
+            .pop()
+            .map(|e| e.company_id),
+    };
+    if owner.as_deref() != Some(company_id) {
+        return Err(ApiError::not_found(format!(
+            "no asset or endpoint {asset_id:?} in this company"
+        )));
+    }
+    Ok(s.metadata.prices(asset_id).await?)
 }
 
 /// `GET /companies/{company_id}/assets/{asset_id}/prices`: newest first.

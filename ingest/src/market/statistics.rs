@@ -92,24 +92,34 @@ pub async fn one(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     scoped(&s, &caller, &company_id, Action::ReadSales).await?;
-    let now = now_ms();
-    let (days, since) = since_ms(&q, now)?;
     let asset = s
         .metadata
         .asset(&asset_id)
         .await?
         .filter(|a| a.company_id == company_id)
         .ok_or_else(|| ApiError::not_found(format!("no asset {asset_id:?} in this company")))?;
-    let rows = executions(&s, std::slice::from_ref(&asset.id), since).await?;
-    let data = json!({
-        "asset_id": asset.id,
-        "name": asset.name,
-        "slug": asset.slug,
+    let mut data = of_item(&s, &asset.id, &q).await?;
+    data["asset_id"] = json!(asset.id);
+    data["name"] = json!(asset.name);
+    data["slug"] = json!(asset.slug);
+    Ok(market("Asset statistics retrieved", data).into_response())
+}
+
+/// The statistics of one sold item (an asset, or a data endpoint: both are executed and
+/// charged under their id) over the window `q` asks for: period, totals and per day.
+pub(crate) async fn of_item(
+    s: &IngestState,
+    id: &str,
+    q: &HashMap<String, String>,
+) -> ApiResult<Value> {
+    let now = now_ms();
+    let (days, since) = since_ms(q, now)?;
+    let rows = executions(s, &[id.to_string()], since).await?;
+    Ok(json!({
         "period": period(days, since, now),
         "totals": totals(&rows),
         "per_day": per_day(&rows),
-    });
-    Ok(market("Asset statistics retrieved", data).into_response())
+    }))
 }
 
 #[cfg(test)]
