@@ -1636,8 +1636,13 @@ mod tests {
         };
         assert_eq!(code(access(&unsold, &e, here)), 200);
         assert_eq!(code(access(&unsold, &e, there)), 403);
+        let here_elsewhere = Calling {
+            caller: Some((&scoped_here, None)),
+            ip: IpAddr::from([198, 51, 100, 1]),
+        };
+        assert_eq!(code(access(&by_ip, &e, here)), 200);
         assert_eq!(
-            code(access(&by_ip, &e, here)),
+            code(access(&by_ip, &e, here_elsewhere)),
             403,
             "an endpoint key still passes the IP list"
         );
