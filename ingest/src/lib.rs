@@ -549,8 +549,11 @@ fn caller_optional_routes() -> Routes {
     use market::endpoints;
     let base = "/companies/{company_id}/endpoints/{endpoint_id}";
     vec![
-        (format!("{base}/execute"), get(endpoints::execute)),
-        (format!("{base}/export"), get(endpoints::export)),
+        (
+            format!("{base}/execute"),
+            get(endpoints::call_route::<false>),
+        ),
+        (format!("{base}/export"), get(endpoints::call_route::<true>)),
     ]
 }
 

@@ -12,6 +12,34 @@ pub fn source_url() -> Option<String> {
     schemas::testenv::service_url("TALLY_TEST_SOURCE_POSTGRES")
 }
 
+/// A data endpoint named `name` of `company` over a new, empty table (`region text, n bigint`)
+/// in the seller Postgres at `url`, reached through connection `conn`: its id.
+pub async fn endpoint_over_new_table(
+    admin: &Client,
+    company: &str,
+    conn: &str,
+    url: &str,
+    name: &str,
+) -> String {
+    let table = format!("t_{}", schemas::testenv::unique_prefix());
+    let pool = sqlx::PgPool::connect(url).await.expect("source");
+    sqlx::raw_sql(&format!("CREATE TABLE {table} (region text, n bigint)"))
+        .execute(&pool)
+        .await
+        .expect("table");
+    let (s, e) = admin
+        .post(
+            &format!("/companies/{company}/endpoints"),
+            &json!({"name": name, "connection_id": conn, "source_table_name": table}),
+        )
+        .await;
+    assert_eq!(s, 201, "{e}");
+    e["data"]["endpoint_id"]
+        .as_str()
+        .expect("endpoint")
+        .to_string()
+}
+
 pub fn credentials(url: &str, password: &str) -> Value {
     let u = url::Url::parse(url).expect("url");
     json!({

@@ -72,23 +72,8 @@ async fn every_route_refuses_another_companys_ids_and_leaks_nothing() {
         .as_str()
         .expect("asset")
         .to_string();
-    let table = format!("iso_{}", schemas::testenv::unique_prefix());
-    let pool = sqlx::PgPool::connect(&url).await.expect("source");
-    sqlx::raw_sql(&format!("CREATE TABLE {table} (region text)"))
-        .execute(&pool)
-        .await
-        .expect("table");
-    let (s, e) = a
-        .post(
-            &format!("/companies/{acme}/endpoints"),
-            &json!({"name": "acme-feed", "connection_id": conn, "source_table_name": table}),
-        )
-        .await;
-    assert_eq!(s, 201, "{e}");
-    let endpoint = e["data"]["endpoint_id"]
-        .as_str()
-        .expect("endpoint")
-        .to_string();
+    let endpoint =
+        crate::connections::endpoint_over_new_table(&a, &acme, &conn, &url, "acme-feed").await;
     let (_, p) = a
         .post(
             &format!("/companies/{acme}/assets/{asset_id}/prices"),

@@ -511,23 +511,9 @@ async fn bad_bodies_on_the_new_routes_are_4xx_never_500() {
             .await;
         assert_eq!(s, 201, "{al}");
         let alert = al["data"]["alert_id"].clone();
-        let table = format!("fuzz_{}", schemas::testenv::unique_prefix());
-        let pool = sqlx::PgPool::connect(&url).await.expect("source");
-        sqlx::raw_sql(&format!("CREATE TABLE {table} (region text, n bigint)"))
-            .execute(&pool)
-            .await
-            .expect("table");
-        let (s, e) = admin
-            .post(
-                &format!("/companies/{acme}/endpoints"),
-                &json!({"name": "Fuzzed feed", "connection_id": conn, "source_table_name": table}),
-            )
-            .await;
-        assert_eq!(s, 201, "{e}");
-        let endpoint = e["data"]["endpoint_id"]
-            .as_str()
-            .expect("endpoint")
-            .to_string();
+        let endpoint =
+            crate::connections::endpoint_over_new_table(&admin, &acme, &conn, &url, "Fuzzed feed")
+                .await;
         let ep = format!("/companies/{acme}/endpoints/{endpoint}");
         routes.extend([
             (

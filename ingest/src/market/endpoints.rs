@@ -20,14 +20,14 @@ use super::companies::scoped;
 use super::limits::{admit, admit_anonymous, client_ip_of, endpoint_counter, endpoint_limit};
 use super::money::active;
 use super::*;
-use crate::commands::{now_ms, KeyMode};
+use crate::commands::now_ms;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use ipnet::IpNet;
 use projections::EndpointScope;
-use schemas::{ApiKeyUpserted, ConnectionState, EndpointState, EndpointUpserted};
+use schemas::{ConnectionState, EndpointState, EndpointUpserted};
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 use sources::model::{Rows, SchemaFilter};
@@ -1076,10 +1076,12 @@ fn export_answer(
     Ok(resp)
 }
 
-/// `GET /companies/{company_id}/endpoints/{endpoint_id}/execute?start&limit`: one page of the
-/// endpoint's rows (`limit` ≤ `max_records_per_request`), with `pagination.has_more` and
-/// `next_start`.
-pub async fn execute(
+/// `GET /companies/{company_id}/endpoints/{endpoint_id}/execute?start&limit` (`EXPORT` false):
+/// one page of the endpoint's rows (`limit` ≤ `max_records_per_request`), with
+/// `pagination.has_more` and `next_start`; and `GET …/export?format=csv|ndjson` (`EXPORT`
+/// true): every row, up to `max_records_per_export` (`x-tally-truncated: true` when there
+/// were more), when `export_enabled` (Parquet answers `501`).
+pub async fn call_route<const EXPORT: bool>(
     State(s): State<Arc<IngestState>>,
     caller: Option<Extension<Caller>>,
     Path((company_id, id)): Path<(String, String)>,
@@ -1089,23 +1091,7 @@ pub async fn execute(
 ) -> ApiResult<Response> {
     let caller = caller.map(|c| c.0);
     let at = (company_id.as_str(), id.as_str());
-    call(&s, caller, at, &q, peer.map(|p| p.0 .0), &headers, false).await
-}
-
-/// `GET …/endpoints/{endpoint_id}/export?format=csv|ndjson`: every row, up to
-/// `max_records_per_export` (`x-tally-truncated: true` when there were more), when
-/// `export_enabled`. Parquet answers `501`.
-pub async fn export(
-    State(s): State<Arc<IngestState>>,
-    caller: Option<Extension<Caller>>,
-    Path((company_id, id)): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    let caller = caller.map(|c| c.0);
-    let at = (company_id.as_str(), id.as_str());
-    call(&s, caller, at, &q, peer.map(|p| p.0 .0), &headers, true).await
+    call(&s, caller, at, &q, peer.map(|p| p.0 .0), &headers, EXPORT).await
 }
 
 /// The seller's own source and query settings of an endpoint, for its tools.
@@ -1474,27 +1460,11 @@ pub async fn create_key(
         .as_deref()
         .map(|t| future_time("expiration_date_utc", t))
         .transpose()?;
-    let mode = match b.mode.as_deref() {
-        None => KeyMode::Live,
-        Some(m) => KeyMode::parse(m)
-            .ok_or_else(|| ApiError::bad_request(format!("mode {m:?} is not one of live, test")))?,
-    };
+    let mode = super::keys::key_mode(b.mode.as_deref())?;
     let (secret, mut state) =
         super::keys::new_key(&user, &name, Role::Viewer, "endpoint", expires, mode);
     state.endpoint_id = Some(e.id.clone());
-    let key_id = state.id.clone();
-    s.command_checked(vec![EntityEvent::ApiKeyUpserted(ApiKeyUpserted {
-        event_id: new_id(),
-        key: state,
-    })])
-    .await?;
-    let key = s
-        .metadata
-        .api_key(&key_id)
-        .await?
-        .ok_or_else(|| ApiError::internal("a created key was not projected"))?;
-    let mut data = key_json(&key);
-    data["key"] = json!(secret);
+    let data = super::keys::issue(&s, state, &secret).await?;
     Ok(web::market_created("Endpoint key created", data))
 }
 

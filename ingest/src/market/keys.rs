@@ -52,6 +52,35 @@ pub(crate) fn new_key(
     (secret, state)
 }
 
+/// A key's `mode`: `live` (the default) or `test`.
+pub(crate) fn key_mode(mode: Option<&str>) -> ApiResult<KeyMode> {
+    match mode {
+        None => Ok(KeyMode::Live),
+        Some(m) => KeyMode::parse(m)
+            .ok_or_else(|| ApiError::bad_request(format!("mode {m:?} is not one of live, test"))),
+    }
+}
+
+/// Records the new key `state` and answers it as created: masked, with `secret` in `key`
+/// (the only time it is shown).
+pub(crate) async fn issue(s: &IngestState, state: ApiKeyState, secret: &str) -> ApiResult<Value> {
+    let id = state.id.clone();
+    s.command_checked(vec![EntityEvent::ApiKeyUpserted(ApiKeyUpserted {
+        event_id: new_id(),
+        key: state,
+    })])
+    .await?;
+    let key = s
+        .metadata
+        .api_key(&id)
+        .await?
+        .ok_or_else(|| ApiError::internal("a created key was not projected"))?;
+    let mut data = key_json(&key);
+    data["masked"] = data["key"].take();
+    data["key"] = json!(secret);
+    Ok(data)
+}
+
 /// May `caller` see and change `key`? Its own keys with `ManageOwnKeys`; any key of its
 /// company with `ManageCompanyKeys`. Others are "not found" rather than "forbidden".
 fn may_manage(caller: &Caller, key: &ApiKey) -> bool {
@@ -185,26 +214,9 @@ pub async fn create(
         .map(|t| future_time("expiration_date_utc", t))
         .transpose()?;
     let kind = key_type(b.key_type.as_deref())?;
-    let mode = match b.mode.as_deref() {
-        None => KeyMode::Live,
-        Some(m) => KeyMode::parse(m)
-            .ok_or_else(|| ApiError::bad_request(format!("mode {m:?} is not one of live, test")))?,
-    };
+    let mode = key_mode(b.mode.as_deref())?;
     let (secret, state) = new_key(&owner, &name, role, &kind, expires, mode);
-    let id = state.id.clone();
-    s.command_checked(vec![EntityEvent::ApiKeyUpserted(ApiKeyUpserted {
-        event_id: new_id(),
-        key: state,
-    })])
-    .await?;
-    let key = s
-        .metadata
-        .api_key(&id)
-        .await?
-        .ok_or_else(|| ApiError::internal("a created key was not projected"))?;
-    let mut data = key_json(&key);
-    data["key"] = json!(secret);
-    data["masked"] = json!(mask_key(&key.state.key_last4));
+    let data = issue(&s, state, &secret).await?;
     Ok((StatusCode::CREATED, market("API key created", data)).into_response())
 }
 

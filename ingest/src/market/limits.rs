@@ -148,22 +148,31 @@ const ASSET_PERIODS: &[(&str, i64)] = &[
 ];
 const ASSET_GRANULARITIES: &[&str] = &["USER", "COMPANY", "IP"];
 
+/// `rate_limit_number` of an asset's or endpoint's fields: `None` when absent or null, a `400`
+/// unless it is a whole number from 1 to 10⁹.
+fn limit_number(fields: &serde_json::Map<String, Value>) -> ApiResult<Option<u64>> {
+    match fields.get("rate_limit_number") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=1_000_000_000).contains(n))
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "rate_limit_number must be a whole number from 1 to 1000000000",
+                )
+            }),
+    }
+}
+
 /// The asset limit a body's fields set: `Ok(None)` without `rate_limit_number` (or with it
 /// null), a `400` for a bad number, period or granularity. The period defaults to `minute`,
 /// the granularity to `USER`.
 pub(crate) fn asset_limit(
     fields: &serde_json::Map<String, Value>,
 ) -> ApiResult<Option<AssetLimit>> {
-    let number = match fields.get("rate_limit_number") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(v) => v
-            .as_u64()
-            .filter(|n| (1..=1_000_000_000).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "rate_limit_number must be a whole number from 1 to 1000000000",
-                )
-            })?,
+    let Some(number) = limit_number(fields)? else {
+        return Ok(None);
     };
     let text = |name: &str| match fields.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -245,16 +254,8 @@ const ENDPOINT_GRANULARITIES: &[&str] = &["IP", "USER", "COMPANY", "API_KEY", "G
 pub(crate) fn endpoint_limit(
     fields: &serde_json::Map<String, Value>,
 ) -> ApiResult<Option<EndpointLimit>> {
-    let number = match fields.get("rate_limit_number") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(v) => v
-            .as_u64()
-            .filter(|n| (1..=1_000_000_000).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "rate_limit_number must be a whole number from 1 to 1000000000",
-                )
-            })?,
+    let Some(number) = limit_number(fields)? else {
+        return Ok(None);
     };
     let pick = |field: &str, default: &str, allowed: &[&'static str]| {
         let given = match fields.get(field) {
