@@ -76,6 +76,12 @@ pub struct Settings {
         value_parser = parse_share)]
     pub vendor_share: f64,
 
+    /// Tests only (never read from the command line or the environment): how far the
+    /// marketplace's clock (`ingest`: executions, prices, periods, usage windows) runs ahead of
+    /// the wall clock, so an end-to-end test can place executions around a month boundary.
+    #[arg(skip)]
+    pub clock_offset_ms: i64,
+
     /// Credits per USD: prices in USD become whole credits at this rate, rounded up.
     #[arg(long, env = "TALLY_CREDITS_PER_USD", default_value_t = 100,
         value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
@@ -232,6 +238,7 @@ pub(crate) mod tests {
             kafka_message_timeout_ms: 5000,
             kafka_stall_window_secs: 30,
             vendor_share: 0.85,
+            clock_offset_ms: 0,
             credits_per_usd: 100,
             secret_key: None,
             source_allow_cidrs: String::new(),

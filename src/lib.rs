@@ -521,6 +521,7 @@ async fn ingest_state(
     icfg.max_event_age = Duration::from_secs(s.max_event_age_hours * 3600);
     icfg.vendor_share_bp = (s.vendor_share * 10_000.0).round() as i32;
     icfg.credits_per_usd = s.credits_per_usd;
+    icfg.clock_offset_ms = s.clock_offset_ms;
     icfg.result_cache = Duration::from_secs(s.result_cache_secs);
     let registry = sourcing::registry(s, role).await?;
     let state = Arc::new(

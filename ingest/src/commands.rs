@@ -24,8 +24,15 @@ use web::{data, mask_key, parse_json, ApiError, ApiResult, Caller};
 /// The consumer name under which the metadata projection stores its offsets.
 const METADATA_CONSUMER: &str = "metadata";
 
+tokio::task_local! {
+    /// How far this request's clock runs ahead of the wall clock
+    /// (`IngestConfig::clock_offset_ms`, set around every request by [`crate::router`]).
+    pub(crate) static CLOCK_OFFSET_MS: i64;
+}
+
+/// The time now, in ms: the wall clock, plus the test clock offset of the request being served.
 pub(crate) fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
+    Utc::now().timestamp_millis() + CLOCK_OFFSET_MS.try_with(|o| *o).unwrap_or(0)
 }
 
 pub(crate) fn rfc3339(ms: i64) -> String {

@@ -55,6 +55,8 @@ pub struct IngestConfig {
     /// How long an identical execution of a `cached` asset is answered from the result cache
     /// (`TALLY_RESULT_CACHE_SECS`; 0 turns the cache off).
     pub result_cache: Duration,
+    /// Tests only: how far this process's clock runs ahead of the wall clock (0 in service).
+    pub clock_offset_ms: i64,
 }
 
 impl IngestConfig {
@@ -73,6 +75,7 @@ impl IngestConfig {
             vendor_share_bp: market::companies::DEFAULT_VENDOR_SHARE_BP,
             credits_per_usd: 100,
             result_cache: Duration::from_secs(60),
+            clock_offset_ms: 0,
         }
     }
 }
@@ -231,11 +234,20 @@ pub fn router(state: Arc<IngestState>) -> Router {
     let public = Router::new()
         .route("/api/collect", post(collect::collect))
         .route_layer(idempotent);
-    public
+    let offset = state.cfg.clock_offset_ms;
+    let routes = public
         .merge(sign_in)
         .merge(caller_optional)
         .merge(protected)
-        .with_state(state)
+        .with_state(state);
+    if offset == 0 {
+        return routes;
+    }
+    routes.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            commands::CLOCK_OFFSET_MS.scope(offset, next.run(req))
+        },
+    ))
 }
 
 /// Marketplace routes that exist in the contract but whose part is not built yet: they answer

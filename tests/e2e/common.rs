@@ -90,6 +90,7 @@ pub fn embedded_settings(dir: &Path) -> tally::Settings {
         kafka_message_timeout_ms: 5000,
         kafka_stall_window_secs: 30,
         vendor_share: 0.85,
+        clock_offset_ms: 0,
         credits_per_usd: 100,
         secret_key: None,
         source_allow_cidrs: String::new(),

@@ -16,3 +16,4 @@ mod market;
 mod money;
 mod roles;
 mod split;
+mod usage;
