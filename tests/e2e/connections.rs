@@ -12,6 +12,22 @@ pub fn source_url() -> Option<String> {
     schemas::testenv::service_url("TALLY_TEST_SOURCE_POSTGRES")
 }
 
+/// A connection named `name` of `company` to the seller Postgres at `url`: its id.
+pub async fn postgres_connection(admin: &Client, company: &str, url: &str, name: &str) -> String {
+    let creds = credentials(url, &url_password(url));
+    let (s, c) = admin
+        .post(
+            &format!("/companies/{company}/connections"),
+            &json!({"engine_id": 1, "name": name, "credentials": creds}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    c["data"]["connection_id"]
+        .as_str()
+        .expect("conn")
+        .to_string()
+}
+
 /// A data endpoint named `name` of `company` over a new, empty table (`region text, n bigint`)
 /// in the seller Postgres at `url`, reached through connection `conn`: its id.
 pub async fn endpoint_over_new_table(

@@ -4,7 +4,7 @@
 //! answer may carry the first company's data.
 
 use crate::common::*;
-use crate::connections::{credentials, source_url, url_password};
+use crate::connections::source_url;
 use serde_json::{json, Value};
 
 /// Path parameters that name something of the first company.
@@ -50,17 +50,7 @@ async fn every_route_refuses_another_companys_ids_and_leaks_nothing() {
             .expect("key id")
             .to_string()
     };
-    let (s, c) = a
-        .post(
-            &format!("/companies/{acme}/connections"),
-            &json!({"engine_id": 1, "name": "acme-dwh", "credentials": credentials(&url, &url_password(&url))}),
-        )
-        .await;
-    assert_eq!(s, 201, "{c}");
-    let conn = c["data"]["connection_id"]
-        .as_str()
-        .expect("conn")
-        .to_string();
+    let conn = crate::connections::postgres_connection(&a, &acme, &url, "acme-dwh").await;
     let (s, asset) = a
         .post(
             &format!("/companies/{acme}/assets"),

@@ -475,18 +475,7 @@ async fn bad_bodies_on_the_new_routes_are_4xx_never_500() {
     ];
     // With a real source: a connection, an asset and a price to aim the rest at.
     if let Some(url) = crate::connections::source_url() {
-        let creds = crate::connections::credentials(&url, &crate::connections::url_password(&url));
-        let (s, c) = admin
-            .post(
-                &format!("/companies/{acme}/connections"),
-                &json!({"engine_id": 1, "name": "dwh", "credentials": creds}),
-            )
-            .await;
-        assert_eq!(s, 201, "{c}");
-        let conn = c["data"]["connection_id"]
-            .as_str()
-            .expect("conn")
-            .to_string();
+        let conn = crate::connections::postgres_connection(&admin, &acme, &url, "dwh").await;
         let (s, a) = admin
             .post(
                 &format!("/companies/{acme}/assets"),

@@ -134,18 +134,7 @@ async fn usage_is_exact_across_a_month_boundary_and_a_dst_change() {
     let (_, me) = b1.get("/me").await;
     let k1_no = me["data"]["api_key_id"].as_i64().expect("key id");
 
-    let creds = crate::connections::credentials(&url, &crate::connections::url_password(&url));
-    let (s, c) = seller
-        .post(
-            &format!("/companies/{seller_id}/connections"),
-            &json!({"engine_id": 1, "name": "dwh", "credentials": creds}),
-        )
-        .await;
-    assert_eq!(s, 201, "{c}");
-    let conn = c["data"]["connection_id"]
-        .as_str()
-        .expect("conn")
-        .to_string();
+    let conn = crate::connections::postgres_connection(&seller, &seller_id, &url, "dwh").await;
     // 0.05 USD is 5 credits; the seller keeps 85 %: 4 credits a sale.
     let answer = crate::connections::priced_asset(
         &seller,
