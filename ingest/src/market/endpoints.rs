@@ -136,6 +136,23 @@ impl Spec {
     fn live(&self) -> bool {
         self.active && self.status == "ACTIVE"
     }
+
+    /// The columns of the endpoint's table as the source has them now.
+    async fn columns_at(
+        &self,
+        connector: &sources::Connector,
+    ) -> ApiResult<Vec<sources::model::ColumnInfo>> {
+        table_columns(connector, &self.source_schema_name, &self.source_table_name).await
+    }
+
+    /// The endpoint's table, as the query builder reads it on an engine of `dialect`.
+    fn source(&self, dialect: sources::sql::SqlDialect) -> Source<'_> {
+        Source {
+            dialect,
+            schema: &self.source_schema_name,
+            table: &self.source_table_name,
+        }
+    }
 }
 
 /// The fields this module interprets; every other field of a body is kept in `extra`.
@@ -492,19 +509,10 @@ async fn apply_body(
         .iter()
         .any(|f| body.contains_key(*f));
     if body.contains_key("endpoint_schema") || source_changed || spec.columns.is_empty() {
-        let table = table_columns(
-            &connector,
-            &spec.source_schema_name,
-            &spec.source_table_name,
-        )
-        .await?;
+        let table = spec.columns_at(&connector).await?;
         spec.columns = columns_from(body.get("endpoint_schema"), &table)?;
     }
-    let src = Source {
-        dialect: driver.dialect(),
-        schema: &spec.source_schema_name,
-        table: &spec.source_table_name,
-    };
+    let src = spec.source(driver.dialect());
     shape(&src, &column_uses(&spec.columns)?, None)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     e.spec_json = serde_json::to_string(spec).map_err(ApiError::internal)?;
@@ -942,8 +950,7 @@ async fn call(
         let price = looked.price.unwrap_or(0);
         projections::discounted(price, &looked.discounts, &buyer.company_id, now_ms())
     };
-    let fields = spec.extra.clone();
-    let own_limit = endpoint_limit(&fields)
+    let own_limit = endpoint_limit(&spec.extra)
         .ok()
         .flatten()
         .map(|l| endpoint_counter(&e.id, &l, caller.as_ref(), ip, now_ms()));
@@ -971,11 +978,7 @@ async fn run_call(
 ) -> ApiResult<Response> {
     let (e, spec) = (&looked.endpoint, &looked.spec);
     let (connector, driver) = source_of(s, looked.connection.as_ref(), "endpoint").await?;
-    let src = Source {
-        dialect: driver.dialect(),
-        schema: &spec.source_schema_name,
-        table: &spec.source_table_name,
-    };
+    let src = spec.source(driver.dialect());
     let mut limits = default_limits(s);
     // One row more than asked says whether there is more.
     let (page, wanted) = match asked {
@@ -1015,7 +1018,8 @@ async fn run_call(
     let key = idempotency_key(headers);
     let execution_id = execution_id(&buyer.company_id, key.as_deref());
     let (rows, answered) = run_paid(s, buyer, sale, prepared, execution_id, admitted).await?;
-    let mut rows = Rows::clone(&rows);
+    // An endpoint's rows are never cached, so this call owns them: no copy.
+    let mut rows = Arc::try_unwrap(rows).unwrap_or_else(|shared| Rows::clone(&shared));
     let more = rows.rows.len() as u64 > wanted || rows.truncated;
     rows.rows.truncate(wanted as usize);
     match asked {
@@ -1138,11 +1142,7 @@ pub async fn test(
     .filter(|n| (1..=100).contains(n))
     .ok_or_else(|| ApiError::bad_request("limit must be 1 to 100"))?;
     let (connector, dialect) = seller_source(&s, &e).await?;
-    let src = Source {
-        dialect,
-        schema: &spec.source_schema_name,
-        table: &spec.source_table_name,
-    };
+    let src = spec.source(dialect);
     let query = shape(
         &src,
         &column_uses(&spec.columns)?,
@@ -1175,22 +1175,13 @@ pub async fn scan_column(
         .to_string();
     let limit = bounded(&b, "limit", SCAN_DEFAULT, SCAN_MAX)?;
     let (connector, dialect) = seller_source(&s, &e).await?;
-    let table = table_columns(
-        &connector,
-        &spec.source_schema_name,
-        &spec.source_table_name,
-    )
-    .await?;
+    let table = spec.columns_at(&connector).await?;
     if !table.iter().any(|c| c.name == column) {
         return Err(ApiError::bad_request(format!(
             "column {column:?} is not in the table"
         )));
     }
-    let src = Source {
-        dialect,
-        schema: &spec.source_schema_name,
-        table: &spec.source_table_name,
-    };
+    let src = spec.source(dialect);
     let query = distinct_values(&src, &column, limit)
         .map_err(|err| ApiError::bad_request(err.to_string()))?;
     let started = Instant::now();
@@ -1267,18 +1258,9 @@ pub async fn recommendations(
 ) -> ApiResult<Response> {
     let (e, spec) = own(&s, &caller, &company_id, &id, Action::ManageAssets).await?;
     let (connector, dialect) = seller_source(&s, &e).await?;
-    let table = table_columns(
-        &connector,
-        &spec.source_schema_name,
-        &spec.source_table_name,
-    )
-    .await?;
+    let table = spec.columns_at(&connector).await?;
     let names: Vec<&str> = table.iter().map(|c| c.name.as_str()).collect();
-    let src = Source {
-        dialect,
-        schema: &spec.source_schema_name,
-        table: &spec.source_table_name,
-    };
+    let src = spec.source(dialect);
     let query =
         cardinalities(&src, &names).map_err(|err| ApiError::bad_request(err.to_string()))?;
     let counts = connector
