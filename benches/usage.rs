@@ -128,10 +128,23 @@ async fn timed<F: std::future::Future<Output = ()>>(
     out
 }
 
+/// The local midnight that starts the UTC date `day` days after `START_MS`: the routes take a
+/// range of local dates, so their reads start and end there.
+fn local_midnight(tz: chrono_tz::Tz, day: i64) -> i64 {
+    use chrono::TimeZone;
+    let date = chrono::DateTime::from_timestamp_millis(START_MS + day * DAY_MS)
+        .unwrap_or_default()
+        .date_naive();
+    tz.from_local_datetime(&date.and_time(chrono::NaiveTime::MIN))
+        .earliest()
+        .map_or(START_MS + day * DAY_MS, |t| t.timestamp_millis())
+}
+
 async fn reads(name: &str, store: &dyn UsageStore, runs: usize) {
     let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap_or(chrono_tz::UTC);
-    // The dashboard's default: the last 30 days of the data, by day.
-    let (from, to) = (START_MS + 60 * DAY_MS, START_MS + 90 * DAY_MS);
+    // The dashboard's default: the last 30 days of the data, by day, in the seller's zone
+    // (across the October change).
+    let (from, to) = (local_midnight(tz, 60), local_midnight(tz, 90));
     let q = SellerQuery {
         seller_company_id: "seller".into(),
         from_ms: from,
@@ -139,31 +152,62 @@ async fn reads(name: &str, store: &dyn UsageStore, runs: usize) {
         tz: projections::offset_segments(tz, from, to),
     };
     let group = |period, by| SellerGroup { period, by };
+    // The route runs its six reads together (`ingest/src/market/seller.rs`), and so does this.
     let dashboard = timed(runs, || async {
-        ok(store.seller_rows(&q, group(None, None)).await);
-        ok(store.seller_new_buyers(&q, None).await);
-        ok(store.seller_rows(&q, group(Some(Bucket::Day), None)).await);
-        ok(store.seller_new_buyers(&q, Some(Bucket::Day)).await);
-        ok(store
-            .seller_rows(&q, group(None, Some(Segment::Asset)))
-            .await);
-        ok(store
-            .seller_rows(&q, group(None, Some(Segment::Buyer)))
-            .await);
+        let (a, b, c, d, e, f) = tokio::join!(
+            store.seller_rows(&q, group(None, None)),
+            store.seller_new_buyers(&q, None),
+            store.seller_rows(&q, group(Some(Bucket::Day), None)),
+            store.seller_new_buyers(&q, Some(Bucket::Day)),
+            store.seller_rows(&q, group(None, Some(Segment::Asset))),
+            store.seller_rows(&q, group(None, Some(Segment::Buyer))),
+        );
+        ok(a);
+        ok(b);
+        ok(c);
+        ok(d);
+        ok(e);
+        ok(f);
     })
     .await;
     print(&format!("seller dashboard ({name})"), dashboard);
+    // Each of its reads alone, to show where the time goes.
+    let parts: [(&str, Option<Bucket>, Option<Segment>); 4] = [
+        ("total", None, None),
+        ("by day", Some(Bucket::Day), None),
+        ("by asset", None, Some(Segment::Asset)),
+        ("by buyer", None, Some(Segment::Buyer)),
+    ];
+    for (part, period, by) in parts {
+        let samples = timed(runs, || async {
+            ok(store.seller_rows(&q, group(period, by)).await);
+        })
+        .await;
+        print(&format!("  dashboard read: {part} ({name})"), samples);
+    }
+    for (part, period) in [
+        ("new buyers", None),
+        ("new buyers by day", Some(Bucket::Day)),
+    ] {
+        let samples = timed(runs, || async {
+            ok(store.seller_new_buyers(&q, period).await);
+        })
+        .await;
+        print(&format!("  dashboard read: {part} ({name})"), samples);
+    }
     let all = SellerQuery::all_time("seller");
     let metrics = timed(runs, || async {
-        ok(store.seller_rows(&all, group(None, None)).await);
-        ok(store
-            .seller_rows(&all, group(None, Some(Segment::Asset)))
-            .await);
+        let (a, b) = tokio::join!(
+            store.seller_rows(&all, group(None, None)),
+            store.seller_rows(&all, group(None, Some(Segment::Asset))),
+        );
+        ok(a);
+        ok(b);
     })
     .await;
     print(&format!("seller metrics ({name})"), metrics);
     // b0's busiest month (a fifth of all executions fall to it).
-    let (from, to) = (START_MS + 30 * DAY_MS, START_MS + 60 * DAY_MS);
+    let (from, to) = (local_midnight(tz, 30), local_midnight(tz, 60));
     let uq = UsageQuery {
         buyer_company_id: "b0".into(),
         api_key_id: None,

@@ -898,6 +898,12 @@ async fn metered_checks(
         ),
         test_on_log == t.test_executions,
     );
+    for (what, rolled, rows) in &t.rollups {
+        check(
+            format!("sales rollup {what} {rolled} = metered rows {rows}"),
+            rolled == rows,
+        );
+    }
     Ok(())
 }
 

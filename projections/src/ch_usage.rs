@@ -310,6 +310,7 @@ impl UsageStore for ClickHouseAnalytics {
             live_credits: t.credits,
             live_seller_credits: t.share,
             test_executions: t.test.max(0) as u64,
+            rollups: Vec::new(),
         })
     }
 

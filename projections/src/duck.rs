@@ -85,6 +85,7 @@ impl DuckAnalytics {
         conn.execute_batch(SCHEMA).map_err(db_err)?;
         conn.execute_batch(crate::duck_usage::USAGE_DDL)
             .map_err(db_err)?;
+        crate::duck_rollup::init(&conn)?;
         Ok(Self {
             writer: Arc::new(Mutex::new(conn)),
             readers: Arc::new(Mutex::new(Vec::new())),

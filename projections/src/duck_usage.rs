@@ -30,11 +30,19 @@ CREATE TABLE IF NOT EXISTS usage (
 ALTER TABLE usage ADD COLUMN IF NOT EXISTS seller_credits BIGINT DEFAULT 0;
 ";
 
-/// Appends the rows whose execution id is not stored yet. A redelivered record carries the
-/// time it had the first time, so only the batch's time window is checked.
+/// Stores the rows whose execution id is not stored yet and adds them to the sales rollups. A
+/// redelivered record carries the time it had the first time, so only the batch's time window
+/// is checked.
 fn insert_usage(conn: &Connection, rows: Vec<UsageRow>) -> StoreResult<usize> {
+    let new = insert_new_usage(conn, rows)?;
+    crate::duck_rollup::apply(conn, &crate::rollup::SalesDeltas::of(&new))?;
+    Ok(new.len())
+}
+
+/// Appends the rows whose execution id is not stored yet, returning them.
+fn insert_new_usage(conn: &Connection, rows: Vec<UsageRow>) -> StoreResult<Vec<UsageRow>> {
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let lo = rows.iter().map(|r| r.at_ms).min().unwrap_or(0);
     let hi = rows.iter().map(|r| r.at_ms).max().unwrap_or(0);
@@ -51,28 +59,28 @@ fn insert_usage(conn: &Connection, rows: Vec<UsageRow>) -> StoreResult<usize> {
         }
     }
     let mut app = conn.appender("usage").map_err(db_err)?;
-    let mut inserted = 0;
+    let mut inserted = Vec::with_capacity(rows.len());
     for r in rows {
         if !seen.insert(r.execution_id.clone()) {
             continue;
         }
         app.append_row(params![
-            r.execution_id,
-            r.buyer_company_id,
-            r.seller_company_id,
-            r.asset_id,
+            &r.execution_id,
+            &r.buyer_company_id,
+            &r.seller_company_id,
+            &r.asset_id,
             r.api_key_id,
-            r.user_id,
+            &r.user_id,
             r.credits,
             r.rows,
             r.duration_ms,
-            r.status,
-            r.mode,
+            &r.status,
+            &r.mode,
             r.at_ms,
             r.seller_credits
         ])
         .map_err(db_err)?;
-        inserted += 1;
+        inserted.push(r);
     }
     app.flush().map_err(db_err)?;
     Ok(inserted)
@@ -118,7 +126,7 @@ fn report(conn: &Connection, q: &UsageQuery) -> StoreResult<UsageReport> {
 }
 
 /// A period's local start as epoch ms, over the inner column `local_ms` (`0` for none).
-fn period_sql(period: Option<Bucket>) -> &'static str {
+pub(crate) fn period_sql(period: Option<Bucket>) -> &'static str {
     match period {
         None => "CAST(0 AS BIGINT)",
         Some(Bucket::Day) => "(local_ms // 86400000) * 86400000",
@@ -147,7 +155,11 @@ fn sales_sql(q: &SellerQuery) -> String {
     )
 }
 
-fn seller_rows(conn: &Connection, q: &SellerQuery, g: SellerGroup) -> StoreResult<Vec<SellerRow>> {
+pub(crate) fn raw_seller_rows(
+    conn: &Connection,
+    q: &SellerQuery,
+    g: SellerGroup,
+) -> StoreResult<Vec<SellerRow>> {
     let sql = format!(
         "SELECT {period} AS p, {key} AS k, count(*), \
          CAST(sum(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END) AS BIGINT), \
@@ -178,7 +190,9 @@ fn seller_rows(conn: &Connection, q: &SellerQuery, g: SellerGroup) -> StoreResul
     rows.map(|r| r.map_err(db_err)).collect()
 }
 
-fn new_buyers(
+/// The new buyers from the rows (the rollups answer them; this checks they agree).
+#[cfg(test)]
+pub(crate) fn raw_new_buyers(
     conn: &Connection,
     q: &SellerQuery,
     period: Option<Bucket>,
@@ -225,6 +239,7 @@ impl UsageStore for DuckAnalytics {
 
     async fn usage_totals(&self) -> StoreResult<UsageTotals> {
         self.with_reader(|conn| {
+            let rollups = crate::duck_rollup::check(conn)?;
             conn.query_row(
                 "SELECT count(*) FILTER (WHERE mode = 'live'),                  CAST(COALESCE(sum(credits) FILTER (WHERE mode = 'live'), 0) AS BIGINT),                  CAST(COALESCE(sum(seller_credits) FILTER (WHERE mode = 'live'), 0) AS BIGINT),                  count(*) FILTER (WHERE mode = 'test') FROM usage",
                 [],
@@ -234,6 +249,7 @@ impl UsageStore for DuckAnalytics {
                         live_credits: r.get(1)?,
                         live_seller_credits: r.get(2)?,
                         test_executions: r.get::<_, i64>(3)?.max(0) as u64,
+                        rollups,
                     })
                 },
             )
@@ -244,7 +260,13 @@ impl UsageStore for DuckAnalytics {
 
     async fn seller_rows(&self, q: &SellerQuery, g: SellerGroup) -> StoreResult<Vec<SellerRow>> {
         let q = q.clone();
-        self.with_reader(move |conn| seller_rows(conn, &q, g)).await
+        self.with_reader(
+            move |conn| match crate::duck_rollup::seller_rows(conn, &q, g)? {
+                Some(rows) => Ok(rows),
+                None => raw_seller_rows(conn, &q, g),
+            },
+        )
+        .await
     }
 
     async fn seller_new_buyers(
@@ -253,7 +275,7 @@ impl UsageStore for DuckAnalytics {
         period: Option<Bucket>,
     ) -> StoreResult<NewBuyers> {
         let q = q.clone();
-        self.with_reader(move |conn| new_buyers(conn, &q, period))
+        self.with_reader(move |conn| crate::duck_rollup::new_buyers(conn, &q, period))
             .await
     }
 }

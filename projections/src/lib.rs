@@ -11,6 +11,7 @@ mod ch;
 mod ch_usage;
 pub mod conformance;
 mod duck;
+mod duck_rollup;
 mod duck_usage;
 pub mod execution_stats;
 pub mod group_commit;
@@ -24,6 +25,7 @@ mod pg_limits;
 #[cfg(feature = "postgres")]
 mod pg_money;
 pub mod reference;
+pub mod rollup;
 pub mod seller;
 pub mod sessions;
 mod sqlalerts;

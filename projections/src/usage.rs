@@ -56,6 +56,9 @@ pub struct UsageTotals {
     /// The sellers' shares of it.
     pub live_seller_credits: i64,
     pub test_executions: u64,
+    /// Each rollup's figure against the same figure from the rows: (what, rolled up, rows).
+    /// Empty where the store keeps no rollups.
+    pub rollups: Vec<(String, i64, i64)>,
 }
 
 /// The metering projection's store (the analytics store: DuckDB or ClickHouse).

@@ -301,11 +301,22 @@ pub async fn dashboard(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     let a = ask(&s, &caller, &company_id, &q).await?;
-    let series_rows = a.rows(&s, Some(a.bucket), None).await?;
-    let new = usage(&s)?
-        .seller_new_buyers(&a.query, Some(a.bucket))
-        .await?;
-    let names = asset_names(&s, &company_id).await?;
+    // The reads are independent: run together, the dashboard waits for the slowest only.
+    let new = async {
+        ApiResult::Ok(
+            usage(&s)?
+                .seller_new_buyers(&a.query, Some(a.bucket))
+                .await?,
+        )
+    };
+    let (series_rows, new, names, summary, by_asset, by_buyer) = tokio::try_join!(
+        a.rows(&s, Some(a.bucket), None),
+        new,
+        asset_names(&s, &company_id),
+        a.totals(&s),
+        a.rows(&s, None, Some(Segment::Asset)),
+        a.rows(&s, None, Some(Segment::Buyer)),
+    )?;
     let top = |rows: Vec<SellerRow>, field: &str, names: Option<&HashMap<String, Value>>| {
         ranked(rows, a.sort, a.ascending, a.limit)
             .iter()
@@ -315,10 +326,10 @@ pub async fn dashboard(
     let data = json!({
         "company_id": a.company_id,
         "period": a.period_json(),
-        "summary": a.totals(&s).await?,
+        "summary": summary,
         "series": a.series(&series_rows, Some(&new)),
-        "top_assets": top(a.rows(&s, None, Some(Segment::Asset)).await?, "asset_id", Some(&names)),
-        "top_customers": top(a.rows(&s, None, Some(Segment::Buyer)).await?, "company_id", None),
+        "top_assets": top(by_asset, "asset_id", Some(&names)),
+        "top_customers": top(by_buyer, "company_id", None),
     });
     Ok(market("Seller dashboard retrieved", data).into_response())
 }
@@ -465,27 +476,24 @@ pub async fn metrics(
     scoped(&s, &caller, &company_id, Action::ReadSales).await?;
     let store = usage(&s)?;
     let all = SellerQuery::all_time(&company_id);
-    let total = store
-        .seller_rows(
+    let (total, by_asset) = tokio::try_join!(
+        store.seller_rows(
             &all,
             SellerGroup {
                 period: None,
-                by: None,
-            },
-        )
-        .await?
-        .pop()
-        .unwrap_or_default();
-    let sold = store
-        .seller_rows(
+                by: None
+            }
+        ),
+        store.seller_rows(
             &all,
             SellerGroup {
                 period: None,
                 by: Some(Segment::Asset),
             },
-        )
-        .await?
-        .len();
+        ),
+    )?;
+    let total = total.into_iter().next().unwrap_or_default();
+    let sold = by_asset.len();
     let listed = super::assets::own_assets(&s, &company_id).await?.len();
     let per_usd = s.cfg.credits_per_usd.max(1) as f64;
     let sold_ever = total.executions > 0;
