@@ -117,14 +117,6 @@ fn grouped<K: duckdb::types::FromSql>(
     rows.map(|r| r.map_err(db_err)).collect()
 }
 
-fn report(conn: &Connection, q: &UsageQuery) -> StoreResult<UsageReport> {
-    Ok(report_of(
-        grouped(conn, q, "(local_ms // 86400000) * 86400000")?,
-        grouped(conn, q, "api_key_id")?,
-        grouped(conn, q, "asset_id")?,
-    ))
-}
-
 /// A period's local start as epoch ms, over the inner column `local_ms` (`0` for none).
 pub(crate) fn period_sql(period: Option<Bucket>) -> &'static str {
     match period {
@@ -232,9 +224,21 @@ impl UsageStore for DuckAnalytics {
         .await
     }
 
+    /// The three groupings run at once, each on its own reader connection.
     async fn usage_report(&self, q: &UsageQuery) -> StoreResult<UsageReport> {
-        let q = q.clone();
-        self.with_reader(move |conn| report(conn, &q)).await
+        fn read<K: duckdb::types::FromSql>(
+            q: &UsageQuery,
+            group: &'static str,
+        ) -> impl FnOnce(&Connection) -> StoreResult<Vec<Grouped<K>>> + Send + 'static {
+            let q = q.clone();
+            move |conn| grouped(conn, &q, group)
+        }
+        let (days, keys, assets) = tokio::try_join!(
+            self.with_reader(read(q, "(local_ms // 86400000) * 86400000")),
+            self.with_reader(read(q, "api_key_id")),
+            self.with_reader(read::<String>(q, "asset_id")),
+        )?;
+        Ok(report_of(days, keys, assets))
     }
 
     async fn usage_totals(&self) -> StoreResult<UsageTotals> {
