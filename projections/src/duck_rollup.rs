@@ -213,7 +213,9 @@ fn is_all_time(q: &SellerQuery) -> bool {
     q.from_ms <= 0 && q.to_ms == i64::MAX
 }
 
-fn row_of(r: &duckdb::Row<'_>) -> duckdb::Result<SellerRow> {
+/// A seller row from a read whose columns are in `SellerRow`'s order (here and in
+/// `duck_usage`'s reads over the rows).
+pub(crate) fn row_of(r: &duckdb::Row<'_>) -> duckdb::Result<SellerRow> {
     Ok(SellerRow {
         period_ms: r.get(0)?,
         key: r.get(1)?,
@@ -556,6 +558,16 @@ mod tests {
             .timestamp_millis()
     }
 
+    /// Two reads of one query on one reader connection: the rollups' and the rows'.
+    async fn both<T: Send + 'static>(
+        store: &DuckAnalytics,
+        q: &SellerQuery,
+        read: impl FnOnce(&Connection, &SellerQuery) -> StoreResult<(T, T)> + Send + 'static,
+    ) -> (T, T) {
+        let q = q.clone();
+        store.with_reader(move |c| read(c, &q)).await.expect("read")
+    }
+
     fn groups() -> Vec<SellerGroup> {
         let periods = [
             None,
@@ -595,36 +607,26 @@ mod tests {
                     tz: crate::offset_segments(tz, from, to),
                 };
                 for g in groups() {
-                    let (rolled, raw) = store
-                        .with_reader({
-                            let q = q.clone();
-                            move |c| {
-                                Ok((
-                                    seller_rows(c, &q, g)?,
-                                    crate::duck_usage::raw_seller_rows(c, &q, g)?,
-                                ))
-                            }
-                        })
-                        .await
-                        .expect("read");
-                    if let Some(rolled) = rolled {
+                    let (rolled, raw) = both(&store, &q, move |c, q| {
+                        Ok((
+                            seller_rows(c, q, g)?,
+                            Some(crate::duck_usage::raw_seller_rows(c, q, g)?),
+                        ))
+                    })
+                    .await;
+                    if rolled.is_some() {
                         from_rollups += 1;
                         assert_eq!(rolled, raw, "{tz} {a}..{b} {g:?}");
                     }
                 }
                 for p in [None, Some(Bucket::Day), Some(Bucket::Month)] {
-                    let (rolled, raw) = store
-                        .with_reader({
-                            let q = q.clone();
-                            move |c| {
-                                Ok((
-                                    new_buyers(c, &q, p)?,
-                                    crate::duck_usage::raw_new_buyers(c, &q, p)?,
-                                ))
-                            }
-                        })
-                        .await
-                        .expect("new buyers");
+                    let (rolled, raw) = both(&store, &q, move |c, q| {
+                        Ok((
+                            new_buyers(c, q, p)?,
+                            crate::duck_usage::raw_new_buyers(c, q, p)?,
+                        ))
+                    })
+                    .await;
                     assert_eq!(rolled, raw, "new buyers {tz} {a}..{b} {p:?}");
                 }
             }
@@ -638,19 +640,15 @@ mod tests {
         let all = SellerQuery::all_time("s1");
         for by in [None, Some(Segment::Asset), Some(Segment::Buyer)] {
             let g = SellerGroup { period: None, by };
-            let (rolled, raw) = store
-                .with_reader({
-                    let all = all.clone();
-                    move |c| {
-                        Ok((
-                            seller_rows(c, &all, g)?,
-                            crate::duck_usage::raw_seller_rows(c, &all, g)?,
-                        ))
-                    }
-                })
-                .await
-                .expect("all time");
-            assert_eq!(rolled, Some(raw), "all time {by:?}");
+            let (rolled, raw) = both(&store, &all, move |c, q| {
+                Ok((
+                    seller_rows(c, q, g)?,
+                    Some(crate::duck_usage::raw_seller_rows(c, q, g)?),
+                ))
+            })
+            .await;
+            assert!(rolled.is_some(), "all time {by:?} from the rollups");
+            assert_eq!(rolled, raw, "all time {by:?}");
         }
         let checks = store.usage_totals().await.expect("totals").rollups;
         assert_eq!(checks.len(), 2 * TABLES.len());

@@ -164,20 +164,10 @@ pub(crate) fn raw_seller_rows(
     );
     let mut st = conn.prepare(&sql).map_err(db_err)?;
     let rows = st
-        .query_map(params![q.seller_company_id, q.from_ms, q.to_ms], |r| {
-            Ok(SellerRow {
-                period_ms: r.get(0)?,
-                key: r.get(1)?,
-                executions: r.get::<_, i64>(2)?.max(0) as u64,
-                succeeded: r.get::<_, i64>(3)?.max(0) as u64,
-                revenue: r.get(4)?,
-                spent: r.get(5)?,
-                buyers: r.get::<_, i64>(6)?.max(0) as u64,
-                duration_ms_sum: r.get(7)?,
-                first_ms: r.get(8)?,
-                last_ms: r.get(9)?,
-            })
-        })
+        .query_map(
+            params![q.seller_company_id, q.from_ms, q.to_ms],
+            crate::duck_rollup::row_of,
+        )
         .map_err(db_err)?;
     rows.map(|r| r.map_err(db_err)).collect()
 }
