@@ -178,6 +178,7 @@ async fn open_log(plan: &LogPlan, s: &Settings) -> anyhow::Result<(Arc<dyn Event
             let mut cfg = eventlog::KafkaConfig::new(brokers);
             cfg.message_timeout = Duration::from_millis(s.kafka_message_timeout_ms);
             cfg.stall_window = Duration::from_secs(s.kafka_stall_window_secs);
+            cfg.fetch_wait = Duration::from_millis(s.kafka_fetch_wait_ms);
             let log = eventlog::KafkaLog::connect(cfg)
                 .await
                 .with_context(|| format!("connecting to Kafka at {brokers}"))?;

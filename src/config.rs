@@ -65,6 +65,10 @@ pub struct Settings {
     #[arg(long, env = "TALLY_KAFKA_STALL_WINDOW_SECS", default_value_t = 30,
         value_parser = clap::value_parser!(u64).range(11..))]
     pub kafka_stall_window_secs: u64,
+    /// How long a Kafka consumer's fetch waits at the broker when nothing is new.
+    #[arg(long, env = "TALLY_KAFKA_FETCH_WAIT_MS", default_value_t = 500,
+        value_parser = clap::value_parser!(u64).range(1..=5000))]
+    pub kafka_fetch_wait_ms: u64,
 
     /// DuckDB memory limit.
     #[arg(long, env = "TALLY_DUCKDB_MEMORY", default_value = "1GB")]
@@ -237,6 +241,7 @@ pub(crate) mod tests {
             metadata_url: None,
             kafka_message_timeout_ms: 5000,
             kafka_stall_window_secs: 30,
+            kafka_fetch_wait_ms: 500,
             vendor_share: 0.85,
             clock_offset_ms: 0,
             credits_per_usd: 100,

@@ -44,6 +44,10 @@ pub struct KafkaConfig {
     /// before this member rejoins its group to force a reassignment. Longer than the session
     /// timeout (10 s), so the broker's own eviction always gets the first chance.
     pub stall_window: Duration,
+    /// How long a consumer's fetch waits at the broker when there is nothing new
+    /// (`fetch.wait.max.ms`). The time from an append to its consumer is up to this long when
+    /// the consumer has caught up, so it bounds a stage's lag on a quiet topic.
+    pub fetch_wait: Duration,
 }
 
 impl KafkaConfig {
@@ -53,6 +57,7 @@ impl KafkaConfig {
             message_timeout: Duration::from_secs(5),
             replication: 1,
             stall_window: Duration::from_secs(30),
+            fetch_wait: Duration::from_millis(500),
         }
     }
 }
@@ -283,6 +288,7 @@ fn consumer_config(cfg: &KafkaConfig, group: &str) -> ClientConfig {
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
+        .set("fetch.wait.max.ms", cfg.fetch_wait.as_millis().to_string())
         .set("statistics.interval.ms", "5000");
     c
 }

@@ -89,6 +89,7 @@ pub fn embedded_settings(dir: &Path) -> tally::Settings {
         metadata_url: None,
         kafka_message_timeout_ms: 5000,
         kafka_stall_window_secs: 30,
+        kafka_fetch_wait_ms: 500,
         vendor_share: 0.85,
         clock_offset_ms: 0,
         credits_per_usd: 100,
