@@ -13,6 +13,7 @@
 //! `TALLY_TEST_CLICKHOUSE`). Bounded in time; targets 127.0.0.1 only.
 //!
 //! `cargo bench --bench market`. Knobs: `TALLY_BENCH_PHASE_SECS` (default 10),
+//! `TALLY_BENCH_LAG_RATE` (the lag phase's executions/s, default 1,000),
 //! `TALLY_BENCH_ASSETS` (default 10,000), `TALLY_BENCH_ONLY=embedded` (skip the Postgres
 //! column).
 
@@ -265,6 +266,16 @@ async fn metering_lag(
     )
 }
 
+/// Drops the run's Postgres schema and ClickHouse database, so repeated runs leave nothing.
+async fn drop_stores(pg: &str, ch: &str, ns: &str) {
+    if let Ok(store) = projections::PgMetadata::open(pg, ns).await {
+        let _ = store.drop_namespace(ns).await;
+    }
+    if let Ok(store) = projections::ClickHouseAnalytics::open(ch, ns).await {
+        let _ = store.drop_namespace().await;
+    }
+}
+
 /// One connection, `n` sequential runs of `sql` directly on the source: (p50, p99) in ms.
 async fn sequential_direct(url: &str, sql: &str, n: usize) -> (f64, f64) {
     // One plain connection (no pool, so no ping before each query): the fastest direct path.
@@ -287,6 +298,7 @@ async fn sequential_direct(url: &str, sql: &str, n: usize) -> (f64, f64) {
 
 async fn run(source: &str, backend_env: Vec<(&'static str, String)>) -> Figures {
     let phase = Duration::from_secs(env_num("TALLY_BENCH_PHASE_SECS", 10));
+    let lag_rate = env_num("TALLY_BENCH_LAG_RATE", 1_000).max(1);
     let n_assets = env_num("TALLY_BENCH_ASSETS", 10_000) as usize;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let port = free_port();
@@ -401,9 +413,9 @@ async fn run(source: &str, backend_env: Vec<(&'static str, String)>) -> Figures 
         drained.to_string(),
     );
     let (achieved, l50, l95, l95_read, lag_failed, lag_limited) =
-        metering_lag(&buyer, &buyer_id, &url, 1_000, phase).await;
+        metering_lag(&buyer, &buyer_id, &url, lag_rate, phase).await;
     f.add(
-        "metering lag at 1,000 exec/s: achieved exec/s",
+        &format!("metering lag at {lag_rate} exec/s: achieved exec/s"),
         format!("{achieved:.0}"),
     );
     f.add(
@@ -504,21 +516,21 @@ fn main() {
             std::env::var("TALLY_TEST_CLICKHOUSE"),
             std::env::var("TALLY_TEST_POSTGRES"),
         ) {
-            (Ok(k), Ok(ch), Ok(pg)) => Some(
-                run(
+            (Ok(k), Ok(ch), Ok(pg)) => {
+                let ns = format!("bench_market_{}", std::process::id());
+                let figures = run(
                     &source,
                     vec![
                         ("TALLY_LOG_URL", format!("kafka://{k}")),
-                        ("TALLY_ANALYTICS_URL", ch),
-                        ("TALLY_METADATA_URL", pg),
-                        (
-                            "TALLY_NAMESPACE",
-                            format!("bench_market_{}", std::process::id()),
-                        ),
+                        ("TALLY_ANALYTICS_URL", ch.clone()),
+                        ("TALLY_METADATA_URL", pg.clone()),
+                        ("TALLY_NAMESPACE", ns.clone()),
                     ],
                 )
-                .await,
-            ),
+                .await;
+                drop_stores(&pg, &ch, &ns).await;
+                Some(figures)
+            }
             _ => None,
         };
         println!(
