@@ -14,8 +14,8 @@
 //!
 //! `cargo bench --bench market`. Knobs: `TALLY_BENCH_PHASE_SECS` (default 10),
 //! `TALLY_BENCH_LAG_RATE` (the lag phase's executions/s, default 1,000),
-//! `TALLY_BENCH_ASSETS` (default 10,000), `TALLY_BENCH_ONLY=embedded` (skip the Postgres
-//! column).
+//! `TALLY_BENCH_ASSETS` (default 10,000), `TALLY_BENCH_ONLY=embedded` or `distributed` (one
+//! column only).
 
 #[path = "../tests/e2e/common.rs"]
 mod common;

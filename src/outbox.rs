@@ -198,10 +198,7 @@ pub fn spawn_relay(
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        // The first pass sets the gauge.
-        let mut gauge_due = std::time::Instant::now()
-            .checked_sub(GAUGE_EVERY)
-            .unwrap_or_else(std::time::Instant::now);
+        let mut gauged: Option<std::time::Instant> = None;
         loop {
             let pause = match relay_once(money.as_ref(), log.as_ref(), &cfg).await {
                 Ok(n) if n == BATCH => Duration::ZERO,
@@ -214,8 +211,8 @@ pub fn spawn_relay(
             // A count over the outbox costs a scan on Postgres (1.4 to 2.5 ms at 1,000
             // executions/s, measured): once a second is enough for a gauge, where every
             // 20 ms pass was fifty scans a second.
-            if gauge_due.elapsed() >= GAUGE_EVERY {
-                gauge_due = std::time::Instant::now();
+            if gauged.is_none_or(|at| at.elapsed() >= GAUGE_EVERY) {
+                gauged = Some(std::time::Instant::now());
                 if let Ok(pending) = money.unpublished_count().await {
                     metrics::gauge!("tally_outbox_pending").set(pending as f64);
                 }
