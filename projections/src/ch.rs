@@ -278,8 +278,17 @@ impl ClickHouseAnalytics {
                     .add_missing_columns("usage", crate::ch_usage::USAGE_COLUMNS)
                     .await;
             }
+            if result.is_ok() {
+                // The rollups' views read `usage` with all its columns: after them.
+                for ddl in crate::ch_rollup::ddl() {
+                    result = self.client.query(&ddl).execute().await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+            }
             match result {
-                Ok(()) => return Ok(()),
+                Ok(()) => return self.build_rollups().await,
                 Err(e) if attempt >= 5 => return Err(ch_err(e)),
                 Err(e) => {
                     tracing::debug!(error = %e, "clickhouse migration collided; retrying");

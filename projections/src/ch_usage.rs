@@ -1,8 +1,9 @@
 //! Metered usage on ClickHouse (see `usage.rs`): table `usage` (ReplacingMergeTree ordered by
 //! buyer, time and execution id). As with events, a batch is written rows first and offsets
-//! second, skipping execution ids already stored in the batch's buyers and time range; reads
-//! count each execution id once, so a duplicate that slipped past the check (two writers in a
-//! rebalance) is never counted twice even before the parts merge.
+//! second, skipping execution ids already stored in the batch's buyers and time range. A
+//! duplicate that slipped past the check (two writers in a rebalance) is found after the
+//! insert and recorded, and reads take it off (`ch_rollup.rs`), so they need not group by
+//! execution id. Seller reads come from the sales rollups when those answer exactly.
 
 use crate::ch::{ch_err, ch_offset_sql, ClickHouseAnalytics};
 use crate::seller::{Bucket, NewBuyers, Segment, SellerGroup, SellerQuery, SellerRow};
@@ -32,7 +33,25 @@ PARTITION BY toYYYYMM(toDate(toDateTime(intDiv(at_ms, 1000), 'UTC')))
 ORDER BY (buyer, at_ms, execution_id)";
 
 #[derive(Row, Serialize, Deserialize)]
-struct StoredUsage {
+pub(crate) struct StoredUsage {
+    pub(crate) execution_id: String,
+    pub(crate) buyer: String,
+    seller: String,
+    asset_id: String,
+    api_key_id: i64,
+    user_id: String,
+    credits: i64,
+    result_rows: i64,
+    duration_ms: f64,
+    status: String,
+    mode: String,
+    pub(crate) at_ms: i64,
+    seller_credits: i64,
+}
+
+/// A row of `usage_dups`: an execution stored more than once, with its `extra` copies.
+#[derive(Row, Serialize)]
+pub(crate) struct DupRow {
     execution_id: String,
     buyer: String,
     seller: String,
@@ -46,6 +65,28 @@ struct StoredUsage {
     mode: String,
     at_ms: i64,
     seller_credits: i64,
+    extra: i64,
+}
+
+impl DupRow {
+    pub(crate) fn of(r: &StoredUsage, extra: i64) -> Self {
+        DupRow {
+            execution_id: r.execution_id.clone(),
+            buyer: r.buyer.clone(),
+            seller: r.seller.clone(),
+            asset_id: r.asset_id.clone(),
+            api_key_id: r.api_key_id,
+            user_id: r.user_id.clone(),
+            credits: r.credits,
+            result_rows: r.result_rows,
+            duration_ms: r.duration_ms,
+            status: r.status.clone(),
+            mode: r.mode.clone(),
+            at_ms: r.at_ms,
+            seller_credits: r.seller_credits,
+            extra,
+        }
+    }
 }
 
 impl From<UsageRow> for StoredUsage {
@@ -94,29 +135,9 @@ struct GroupedText {
     rows: i64,
 }
 
-#[derive(Row, Deserialize)]
-struct SellerRead {
-    p: i64,
-    k: String,
-    n: i64,
-    ok: i64,
-    revenue: i64,
-    spent: i64,
-    buyers: i64,
-    dur: f64,
-    f_ms: i64,
-    l_ms: i64,
-}
-
-#[derive(Row, Deserialize)]
-struct NewRead {
-    p: i64,
-    n: i64,
-}
-
 /// A period's local start as epoch ms over `local_ms` (`0` for none). Weeks, months and
 /// quarters go through a `Date` in UTC, whose integer value is days since the epoch.
-fn period_sql(period: Option<Bucket>) -> String {
+pub(crate) fn period_sql(period: Option<Bucket>) -> String {
     let date = |f: &str| {
         format!(
             "toInt64(toUInt16({f}(toDate(toDateTime(intDiv(local_ms, 1000), 'UTC'))))) * 86400000"
@@ -132,7 +153,8 @@ fn period_sql(period: Option<Bucket>) -> String {
 }
 
 impl ClickHouseAnalytics {
-    /// The seller's live sales grouped as `g`, one row per execution id (see `usage_sql`).
+    /// The seller's live sales grouped as `g`, each execution once (`ch_rollup::sales_in`):
+    /// the reads the rollups cannot answer. Every `?` is the seller.
     fn seller_sql(q: &SellerQuery, g: SellerGroup) -> String {
         let key = match g.by {
             None => "''",
@@ -145,11 +167,10 @@ impl ClickHouseAnalytics {
             "SELECT {period} AS p, {key} AS k, toInt64(count()) AS n, toInt64(sum(st = 'succeeded')) AS ok, \
              toInt64(sum(sc)) AS revenue, toInt64(sum(cr)) AS spent, toInt64(uniqExact(b)) AS buyers, \
              toFloat64(sum(d)) AS dur, toInt64(min(ts)) AS f_ms, toInt64(max(ts)) AS l_ms \
-             FROM (SELECT execution_id, any(at_ms) AS ts, any(status) AS st, any(seller_credits) AS sc, \
-                   any(credits) AS cr, any(buyer) AS b, any(asset_id) AS a, any(duration_ms) AS d \
-                   FROM usage WHERE seller = ? AND buyer != seller AND mode = 'live' AND at_ms >= ? AND at_ms < ? \
-                   GROUP BY execution_id) \
-             GROUP BY p, k ORDER BY p, k"
+             FROM (SELECT at_ms AS ts, status AS st, seller_credits AS sc, credits AS cr, buyer AS b, \
+                   asset_id AS a, duration_ms AS d FROM {}) \
+             GROUP BY p, k ORDER BY p, k",
+            crate::ch_rollup::sales_in(q.from_ms, q.to_ms)
         )
     }
 
@@ -168,43 +189,54 @@ impl ClickHouseAnalytics {
         Ok(found.into_iter().map(|r| r.execution_id).collect())
     }
 
-    /// The query's executions, one row per execution id, grouped by `group` (over the inner
-    /// columns `ts`, `k` (key), `a` (asset), and `local_ms`). The inner aliases differ from
-    /// the column names: ClickHouse substitutes an alias wherever its name appears.
+    /// The query's executions, each once, grouped by `group` (over the inner columns `ts`,
+    /// `k` (key), `a` (asset), and `local_ms`): the rows without the ids in `usage_dups`, and
+    /// one copy of each of those (see `ch_rollup.rs`). The inner aliases differ from the
+    /// column names: ClickHouse substitutes an alias wherever its name appears.
     fn usage_sql(q: &UsageQuery, group: &str) -> String {
+        let key = if q.api_key_id.is_some() {
+            " AND api_key_id = ?"
+        } else {
+            ""
+        };
+        let cols = "at_ms AS ts, status AS st, credits AS cr, result_rows AS rr, \
+                    api_key_id AS k, asset_id AS a";
+        let filter = format!("buyer = ? AND mode = ? AND at_ms >= ? AND at_ms < ?{key}");
         format!(
             "SELECT {group} AS g, toInt64(count()) AS n, toInt64(sum(st = 'succeeded')) AS ok, \
              toInt64(sum(cr)) AS credits, toInt64(sum(rr)) AS rs \
-             FROM (SELECT execution_id, any(at_ms) AS ts, any(status) AS st, any(credits) AS cr, \
-                   any(result_rows) AS rr, any(api_key_id) AS k, any(asset_id) AS a \
-                   FROM usage WHERE buyer = ? AND mode = ? AND at_ms >= ? AND at_ms < ?{key} GROUP BY execution_id) \
+             FROM (SELECT {cols} FROM usage WHERE {filter} \
+                     AND execution_id NOT IN (SELECT execution_id FROM usage_dups) \
+                   UNION ALL SELECT {cols} FROM usage_dups FINAL WHERE {filter}) \
              GROUP BY g ORDER BY g",
             group = group.replace("local_ms", &format!("(ts + {})", ch_offset_sql(&q.tz))),
-            key = if q.api_key_id.is_some() { " AND api_key_id = ?" } else { "" },
         )
     }
 
-    /// `sql` with a seller read's three binds: the seller and the range.
-    fn seller_bound(&self, sql: &str, q: &SellerQuery) -> clickhouse::query::Query {
-        self.client
-            .query(sql)
-            .bind(q.seller_company_id.as_str())
-            .bind(q.from_ms)
-            .bind(q.to_ms)
+    /// `sql` with a usage read's binds, once for each of its two legs.
+    fn bound(&self, sql: &str, q: &UsageQuery) -> clickhouse::query::Query {
+        let mut query = self.client.query(sql);
+        for _ in 0..2 {
+            query = query
+                .bind(q.buyer_company_id.as_str())
+                .bind(q.mode.as_str())
+                .bind(q.from_ms)
+                .bind(q.to_ms);
+            if let Some(key) = q.api_key_id {
+                query = query.bind(key);
+            }
+        }
+        query
     }
 
-    fn bound(&self, sql: &str, q: &UsageQuery) -> clickhouse::query::Query {
-        let query = self
-            .client
-            .query(sql)
-            .bind(q.buyer_company_id.as_str())
-            .bind(q.mode.as_str())
-            .bind(q.from_ms)
-            .bind(q.to_ms);
-        match q.api_key_id {
-            Some(key) => query.bind(key),
-            None => query,
-        }
+    async fn usage_groups<T>(&self, q: &UsageQuery, group: &str) -> StoreResult<Vec<T>>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        self.bound(&Self::usage_sql(q, group), q)
+            .fetch_all()
+            .await
+            .map_err(ch_err)
     }
 }
 
@@ -232,34 +264,17 @@ impl UsageStore for ClickHouseAnalytics {
                 }
             }
             insert.end().await.map_err(ch_err)?;
+            self.record_duplicates(&rows).await?;
         }
         self.write_offsets(consumer, offsets).await?;
         Ok(inserted)
     }
 
     async fn seller_rows(&self, q: &SellerQuery, g: SellerGroup) -> StoreResult<Vec<SellerRow>> {
-        let rows: Vec<SellerRead> = self
-            .seller_bound(&Self::seller_sql(q, g), q)
-            .fetch_all()
-            .await
-            .map_err(ch_err)?;
-        // Constant group keys make 18.16 answer one zero row for no executions: dropped.
-        Ok(rows
-            .into_iter()
-            .filter(|r| r.n > 0)
-            .map(|r| SellerRow {
-                period_ms: r.p,
-                key: r.k,
-                executions: r.n.max(0) as u64,
-                succeeded: r.ok.max(0) as u64,
-                revenue: r.revenue,
-                spent: r.spent,
-                buyers: r.buyers.max(0) as u64,
-                duration_ms_sum: r.dur,
-                first_ms: r.f_ms,
-                last_ms: r.l_ms,
-            })
-            .collect())
+        if let Some(rows) = self.rollup_seller_rows(q, g).await? {
+            return Ok(rows);
+        }
+        self.seller_reads(&Self::seller_sql(q, g), q).await
     }
 
     async fn seller_new_buyers(
@@ -267,23 +282,7 @@ impl UsageStore for ClickHouseAnalytics {
         q: &SellerQuery,
         period: Option<Bucket>,
     ) -> StoreResult<NewBuyers> {
-        let period =
-            period_sql(period).replace("local_ms", &format!("(ts + {})", ch_offset_sql(&q.tz)));
-        let sql = format!(
-            "SELECT {period} AS p, toInt64(count()) AS n FROM \
-             (SELECT min(at_ms) AS ts FROM usage WHERE seller = ? AND buyer != seller AND mode = 'live' GROUP BY buyer) \
-             WHERE ts >= ? AND ts < ? GROUP BY p ORDER BY p"
-        );
-        let rows: Vec<NewRead> = self
-            .seller_bound(&sql, q)
-            .fetch_all()
-            .await
-            .map_err(ch_err)?;
-        Ok(rows
-            .into_iter()
-            .filter(|r| r.n > 0)
-            .map(|r| (r.p, r.n as u64))
-            .collect())
+        self.rollup_new_buyers(q, period).await
     }
 
     async fn usage_totals(&self) -> StoreResult<UsageTotals> {
@@ -310,23 +309,17 @@ impl UsageStore for ClickHouseAnalytics {
             live_credits: t.credits,
             live_seller_credits: t.share,
             test_executions: t.test.max(0) as u64,
-            rollups: Vec::new(),
+            rollups: self.check_rollups().await?,
         })
     }
 
     async fn usage_report(&self, q: &UsageQuery) -> StoreResult<UsageReport> {
-        let day_sql = Self::usage_sql(q, "intDiv(local_ms, 86400000) * 86400000");
-        let days: Vec<GroupedInt> = self.bound(&day_sql, q).fetch_all().await.map_err(ch_err)?;
-        let keys: Vec<GroupedInt> = self
-            .bound(&Self::usage_sql(q, "k"), q)
-            .fetch_all()
-            .await
-            .map_err(ch_err)?;
-        let assets: Vec<GroupedText> = self
-            .bound(&Self::usage_sql(q, "a"), q)
-            .fetch_all()
-            .await
-            .map_err(ch_err)?;
+        // Three reads at once: each is a range scan of the buyer's rows.
+        let (days, keys, assets) = tokio::try_join!(
+            self.usage_groups::<GroupedInt>(q, "intDiv(local_ms, 86400000) * 86400000"),
+            self.usage_groups::<GroupedInt>(q, "k"),
+            self.usage_groups::<GroupedText>(q, "a"),
+        )?;
         let grouped = |rows: Vec<GroupedInt>| {
             rows.into_iter()
                 .map(|r| (r.g, r.n, r.ok, r.credits, r.rows))

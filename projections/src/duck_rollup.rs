@@ -499,15 +499,15 @@ pub(crate) fn new_buyers(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{DuckAnalytics, StoredOffset, UsageRow, UsageStore};
 
     /// 2026-10-01T00:00:00Z: the sales cover 60 days from here, over the October and November
     /// changes of Europe and America.
-    const START: i64 = 1_790_812_800_000;
+    pub(crate) const START: i64 = 1_790_812_800_000;
 
-    fn sale(i: i64) -> UsageRow {
+    pub(crate) fn sale(i: i64) -> UsageRow {
         let buyer = ["b1", "b2", "b3", "b4", "s1"][(i % 5) as usize];
         let ok = i % 7 != 0;
         UsageRow {
@@ -547,7 +547,7 @@ mod tests {
         store
     }
 
-    fn local_midnight(tz: chrono_tz::Tz, day: i64) -> i64 {
+    pub(crate) fn local_midnight(tz: chrono_tz::Tz, day: i64) -> i64 {
         use chrono::TimeZone;
         let date = chrono::DateTime::from_timestamp_millis(START + day * DAY_MS)
             .expect("date")
@@ -568,7 +568,7 @@ mod tests {
         store.with_reader(move |c| read(c, &q)).await.expect("read")
     }
 
-    fn groups() -> Vec<SellerGroup> {
+    pub(crate) fn groups() -> Vec<SellerGroup> {
         let periods = [
             None,
             Some(Bucket::Day),

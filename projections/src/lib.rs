@@ -8,6 +8,8 @@ pub mod audit;
 #[cfg(feature = "clickhouse")]
 mod ch;
 #[cfg(feature = "clickhouse")]
+mod ch_rollup;
+#[cfg(feature = "clickhouse")]
 mod ch_usage;
 pub mod conformance;
 mod duck;
