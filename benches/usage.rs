@@ -258,6 +258,14 @@ fn main() {
                 .await
                 .unwrap_or_else(|e| panic!("clickhouse: {e}"));
             load(&ch, total).await;
+            let t = std::time::Instant::now();
+            ch.settle(std::time::Duration::from_secs(120))
+                .await
+                .unwrap_or_else(|e| panic!("settle: {e}"));
+            println!(
+                "clickhouse merges settled in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
             reads("clickhouse", &ch, runs).await;
             let _ = ch.drop_namespace().await;
         }

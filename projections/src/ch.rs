@@ -327,6 +327,26 @@ impl ClickHouseAnalytics {
         Ok(())
     }
 
+    /// Waits (up to `limit`) until no background merge runs in this database: benchmarks
+    /// time reads at rest, not behind the merges of the million rows they just loaded.
+    pub async fn settle(&self, limit: std::time::Duration) -> StoreResult<()> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            let running = self
+                .count(
+                    self.client
+                        .query("SELECT count() AS n FROM system.merges WHERE database = ?")
+                        .bind(self.database.as_str()),
+                )
+                .await?;
+            if running == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
     /// Drops the whole namespace database (tests clean up after themselves with it).
     pub async fn drop_namespace(&self) -> StoreResult<()> {
         self.client

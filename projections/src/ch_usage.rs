@@ -155,7 +155,7 @@ pub(crate) fn period_sql(period: Option<Bucket>) -> String {
 impl ClickHouseAnalytics {
     /// The seller's live sales grouped as `g`, each execution once (`ch_rollup::sales_in`):
     /// the reads the rollups cannot answer. Every `?` is the seller.
-    fn seller_sql(q: &SellerQuery, g: SellerGroup) -> String {
+    fn seller_sql(q: &SellerQuery, g: SellerGroup, dups: bool) -> String {
         let key = match g.by {
             None => "''",
             Some(Segment::Asset) => "a",
@@ -170,7 +170,12 @@ impl ClickHouseAnalytics {
              FROM (SELECT at_ms AS ts, status AS st, seller_credits AS sc, credits AS cr, buyer AS b, \
                    asset_id AS a, duration_ms AS d FROM {}) \
              GROUP BY p, k ORDER BY p, k",
-            crate::ch_rollup::sales_in(q.from_ms, q.to_ms)
+            crate::ch_rollup::sales_in(
+                "at_ms, status, seller_credits, credits, buyer, asset_id, duration_ms",
+                q.from_ms,
+                q.to_ms,
+                dups
+            )
         )
     }
 
@@ -191,9 +196,10 @@ impl ClickHouseAnalytics {
 
     /// The query's executions, each once, grouped by `group` (over the inner columns `ts`,
     /// `k` (key), `a` (asset), and `local_ms`): the rows without the ids in `usage_dups`, and
-    /// one copy of each of those (see `ch_rollup.rs`). The inner aliases differ from the
-    /// column names: ClickHouse substitutes an alias wherever its name appears.
-    fn usage_sql(q: &UsageQuery, group: &str) -> String {
+    /// one copy of each of those (see `ch_rollup.rs`; the rows alone without `dups`). The
+    /// inner aliases differ from the column names: ClickHouse substitutes an alias wherever
+    /// its name appears.
+    fn usage_sql(q: &UsageQuery, group: &str, dups: bool) -> String {
         let key = if q.api_key_id.is_some() {
             " AND api_key_id = ?"
         } else {
@@ -202,21 +208,27 @@ impl ClickHouseAnalytics {
         let cols = "at_ms AS ts, status AS st, credits AS cr, result_rows AS rr, \
                     api_key_id AS k, asset_id AS a";
         let filter = format!("buyer = ? AND mode = ? AND at_ms >= ? AND at_ms < ?{key}");
+        let rows = if dups {
+            format!(
+                "SELECT {cols} FROM usage WHERE {filter} \
+                   AND execution_id NOT IN (SELECT execution_id FROM usage_dups) \
+                 UNION ALL SELECT {cols} FROM usage_dups FINAL WHERE {filter}"
+            )
+        } else {
+            format!("SELECT {cols} FROM usage WHERE {filter}")
+        };
         format!(
             "SELECT {group} AS g, toInt64(count()) AS n, toInt64(sum(st = 'succeeded')) AS ok, \
              toInt64(sum(cr)) AS credits, toInt64(sum(rr)) AS rs \
-             FROM (SELECT {cols} FROM usage WHERE {filter} \
-                     AND execution_id NOT IN (SELECT execution_id FROM usage_dups) \
-                   UNION ALL SELECT {cols} FROM usage_dups FINAL WHERE {filter}) \
-             GROUP BY g ORDER BY g",
+             FROM ({rows}) GROUP BY g ORDER BY g",
             group = group.replace("local_ms", &format!("(ts + {})", ch_offset_sql(&q.tz))),
         )
     }
 
-    /// `sql` with a usage read's binds, once for each of its two legs.
-    fn bound(&self, sql: &str, q: &UsageQuery) -> clickhouse::query::Query {
+    /// `sql` with a usage read's binds, once for each of its `legs`.
+    fn bound(&self, sql: &str, q: &UsageQuery, legs: usize) -> clickhouse::query::Query {
         let mut query = self.client.query(sql);
-        for _ in 0..2 {
+        for _ in 0..legs {
             query = query
                 .bind(q.buyer_company_id.as_str())
                 .bind(q.mode.as_str())
@@ -229,11 +241,11 @@ impl ClickHouseAnalytics {
         query
     }
 
-    async fn usage_groups<T>(&self, q: &UsageQuery, group: &str) -> StoreResult<Vec<T>>
+    async fn usage_groups<T>(&self, q: &UsageQuery, group: &str, dups: bool) -> StoreResult<Vec<T>>
     where
         T: clickhouse::RowOwned + clickhouse::RowRead,
     {
-        self.bound(&Self::usage_sql(q, group), q)
+        self.bound(&Self::usage_sql(q, group, dups), q, 1 + usize::from(dups))
             .fetch_all()
             .await
             .map_err(ch_err)
@@ -271,10 +283,11 @@ impl UsageStore for ClickHouseAnalytics {
     }
 
     async fn seller_rows(&self, q: &SellerQuery, g: SellerGroup) -> StoreResult<Vec<SellerRow>> {
-        if let Some(rows) = self.rollup_seller_rows(q, g).await? {
+        let dups = self.has_dups("seller", &q.seller_company_id).await?;
+        if let Some(rows) = self.rollup_seller_rows(q, g, dups).await? {
             return Ok(rows);
         }
-        self.seller_reads(&Self::seller_sql(q, g), q).await
+        self.seller_reads(&Self::seller_sql(q, g, dups), q).await
     }
 
     async fn seller_new_buyers(
@@ -314,11 +327,12 @@ impl UsageStore for ClickHouseAnalytics {
     }
 
     async fn usage_report(&self, q: &UsageQuery) -> StoreResult<UsageReport> {
+        let dups = self.has_dups("buyer", &q.buyer_company_id).await?;
         // Three reads at once: each is a range scan of the buyer's rows.
         let (days, keys, assets) = tokio::try_join!(
-            self.usage_groups::<GroupedInt>(q, "intDiv(local_ms, 86400000) * 86400000"),
-            self.usage_groups::<GroupedInt>(q, "k"),
-            self.usage_groups::<GroupedText>(q, "a"),
+            self.usage_groups::<GroupedInt>(q, "intDiv(local_ms, 86400000) * 86400000", dups),
+            self.usage_groups::<GroupedInt>(q, "k", dups),
+            self.usage_groups::<GroupedText>(q, "a", dups),
         )?;
         let grouped = |rows: Vec<GroupedInt>| {
             rows.into_iter()
