@@ -13,9 +13,11 @@
 //! of two racing writers the later one always sees both copies. An id with extra copies is
 //! recorded in `usage_dups` (with the row and the number of extra copies), and every read
 //! takes them off: rollup reads subtract the extra copies' sums, row reads skip the ids in
-//! `usage_dups` and add one copy of each back. Between the second insert and that check
-//! (one query) a read can see the copy; `tally reconcile` compares each rollup with the
-//! deduplicated rows.
+//! `usage_dups` and add one copy of each back. A read first asks whether the ledger holds any
+//! of its seller's (or buyer's) executions and leaves those legs out when not (almost always).
+//! So a read that overlaps a race, between the second insert and that writer's check (one
+//! query), can see the copy; `tally reconcile` compares each rollup with the deduplicated
+//! rows.
 
 use crate::ch::{ch_err, ch_offset_sql, ClickHouseAnalytics};
 use crate::rollup::{rollups_answer, whole_days, DAY_MS};
