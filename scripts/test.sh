@@ -41,3 +41,13 @@ echo "== cargo test: end-to-end on Kafka + ClickHouse + Postgres"
 # One test at a time: the multi-process tests start up to five processes each, which is too
 # much side by side on 2 cores.
 TALLY_E2E_BACKENDS=distributed cargo test --release --test e2e -- --test-threads=1
+
+echo "== dropping the end-to-end tests' ClickHouse databases and Postgres schemas"
+# Each distributed e2e test makes its own namespace (e2e_<pid>_<hash>); on a machine whose
+# services persist they would pile up run after run (each with a dozen tables and views).
+for db in $(curl -sS "$TALLY_TEST_CLICKHOUSE/" --data-binary "SHOW DATABASES" | grep '^e2e_' || true); do
+    curl -sS "$TALLY_TEST_CLICKHOUSE/" --data-binary "DROP DATABASE IF EXISTS $db"
+done
+for schema in $(psql "$TALLY_TEST_POSTGRES" -qtAc "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'e2e\_%'"); do
+    PGOPTIONS='--client-min-messages=warning' psql "$TALLY_TEST_POSTGRES" -qc "DROP SCHEMA IF EXISTS $schema CASCADE"
+done
