@@ -809,25 +809,15 @@ mod tests {
         assert!(m.contains("intDiv(at_ms, 3600000) * 3600000 AS hour_ms"));
     }
 
-    use crate::duck_rollup::tests::{groups, local_midnight, sale};
-    use crate::usage::{UsageQuery, UsageRow, UsageStore};
-    use crate::{DuckAnalytics, StoredOffset};
+    use crate::duck_rollup::tests::{groups, local_midnight, redelivered_batches};
+    use crate::usage::{UsageQuery, UsageStore};
+    use crate::DuckAnalytics;
 
     /// Writes the sales in batches that each repeat the previous one (redeliveries), and
     /// between two batches inserts copies of some rows past the check, as a writer that lost
     /// a rebalance race would: the next batch holding them must find and record them.
     async fn load(store: &dyn UsageStore, raw: Option<&ClickHouseAnalytics>) {
-        let rows: Vec<UsageRow> = (0..400).map(sale).collect();
-        for (n, chunk) in rows.chunks(37).enumerate() {
-            let mut batch = chunk.to_vec();
-            if n > 0 {
-                batch.extend(rows[(n - 1) * 37..n * 37].iter().cloned());
-            }
-            let offsets = vec![StoredOffset {
-                topic: "tally.usage".into(),
-                partition: 0,
-                next_offset: (n as u64 + 1) * 37,
-            }];
+        for (n, (batch, chunk, offsets)) in redelivered_batches().into_iter().enumerate() {
             store.write_usage("m", batch, offsets).await.expect("write");
             if let (Some(ch), true) = (raw, n % 3 == 0) {
                 let mut insert = ch

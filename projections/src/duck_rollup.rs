@@ -528,20 +528,30 @@ pub(crate) mod tests {
         }
     }
 
+    /// The 400 sales in batches of 37 new rows, each batch also repeating the previous one:
+    /// redeliveries must not count twice. Each with its new rows and its offsets.
+    pub(crate) fn redelivered_batches() -> Vec<(Vec<UsageRow>, Vec<UsageRow>, Vec<StoredOffset>)> {
+        let rows: Vec<UsageRow> = (0..400).map(sale).collect();
+        rows.chunks(37)
+            .enumerate()
+            .map(|(n, chunk)| {
+                let mut batch = chunk.to_vec();
+                if n > 0 {
+                    batch.extend(rows[(n - 1) * 37..n * 37].iter().cloned());
+                }
+                let offsets = vec![StoredOffset {
+                    topic: "tally.usage".into(),
+                    partition: 0,
+                    next_offset: (n as u64 + 1) * 37,
+                }];
+                (batch, chunk.to_vec(), offsets)
+            })
+            .collect()
+    }
+
     async fn store(path: &std::path::Path) -> DuckAnalytics {
         let store = DuckAnalytics::open(path, "1GB").expect("open");
-        let rows: Vec<UsageRow> = (0..400).map(sale).collect();
-        for (n, chunk) in rows.chunks(37).enumerate() {
-            // Each chunk also repeats the previous one: redeliveries must not count twice.
-            let mut batch = chunk.to_vec();
-            if n > 0 {
-                batch.extend(rows[(n - 1) * 37..n * 37].iter().cloned());
-            }
-            let offsets = vec![StoredOffset {
-                topic: "tally.usage".into(),
-                partition: 0,
-                next_offset: (n as u64 + 1) * 37,
-            }];
+        for (batch, _, offsets) in redelivered_batches() {
             store.write_usage("m", batch, offsets).await.expect("write");
         }
         store
