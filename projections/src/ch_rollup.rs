@@ -342,17 +342,24 @@ impl ClickHouseAnalytics {
         query
     }
 
+    /// The rows of `sql`, whose every `?` is the seller.
+    async fn fetch_for_seller<T>(&self, sql: &str, seller: &str) -> StoreResult<Vec<T>>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        self.for_seller(sql, seller)
+            .fetch_all()
+            .await
+            .map_err(ch_err)
+    }
+
     /// A seller read whose every `?` is the seller.
     pub(crate) async fn seller_reads(
         &self,
         sql: &str,
         q: &SellerQuery,
     ) -> StoreResult<Vec<SellerRow>> {
-        let rows: Vec<SellerRead> = self
-            .for_seller(sql, &q.seller_company_id)
-            .fetch_all()
-            .await
-            .map_err(ch_err)?;
+        let rows: Vec<SellerRead> = self.fetch_for_seller(sql, &q.seller_company_id).await?;
         // Constant group keys make 18.16 answer one zero row for no executions: dropped.
         Ok(rows
             .into_iter()
@@ -362,11 +369,7 @@ impl ClickHouseAnalytics {
     }
 
     async fn pairs(&self, sql: &str, q: &SellerQuery) -> StoreResult<HashMap<(i64, String), u64>> {
-        let rows: Vec<PairRead> = self
-            .for_seller(sql, &q.seller_company_id)
-            .fetch_all()
-            .await
-            .map_err(ch_err)?;
+        let rows: Vec<PairRead> = self.fetch_for_seller(sql, &q.seller_company_id).await?;
         Ok(rows
             .into_iter()
             .filter(|r| r.n > 0)
@@ -559,11 +562,7 @@ impl ClickHouseAnalytics {
              toInt64(countIf(f < {from} AND l >= {to})) AS unsure FROM \
              (SELECT asset_id, buyer, {first} AS f, {last} AS l FROM {months}) GROUP BY asset_id"
         );
-        let rows: Vec<AssetBuyers> = self
-            .for_seller(&sql, &q.seller_company_id)
-            .fetch_all()
-            .await
-            .map_err(ch_err)?;
+        let rows: Vec<AssetBuyers> = self.fetch_for_seller(&sql, &q.seller_company_id).await?;
         if rows.iter().all(|r| r.unsure == 0) {
             return Ok(rows
                 .into_iter()
@@ -733,11 +732,7 @@ impl ClickHouseAnalytics {
             from = q.from_ms,
             to = q.to_ms,
         );
-        let rows: Vec<PairRead> = self
-            .for_seller(&sql, &q.seller_company_id)
-            .fetch_all()
-            .await
-            .map_err(ch_err)?;
+        let rows: Vec<PairRead> = self.fetch_for_seller(&sql, &q.seller_company_id).await?;
         Ok(rows
             .into_iter()
             .filter(|r| r.n > 0)
