@@ -221,6 +221,16 @@ fn cors(origins: &[String]) -> CorsLayer {
     layer.allow_origin(AllowOrigin::list(list))
 }
 
+/// Collect's CORS: any origin, any request header (the tracker runs on customers' sites and
+/// sends no credentials).
+fn open_cors() -> CorsLayer {
+    use axum::http::Method;
+    CorsLayer::new()
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers(Any)
+        .allow_origin(Any)
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -373,10 +383,12 @@ pub async fn start_roles(s: Settings, roles: Roles) -> anyhow::Result<App> {
             .with_audit(audit),
     );
     let mut app = Router::new();
+    let mut collect = Router::new();
     let mut registry = None;
     if roles.ingest {
         let state = ingest_state(&s, roles.name, &b, auth.clone(), proxies, &stop_rx).await?;
         registry = state.sources.clone();
+        collect = ingest::collect_router(state.clone());
         app = app.merge(ingest::router(state));
     }
     if roles.api {
@@ -443,11 +455,18 @@ pub async fn start_roles(s: Settings, roles: Roles) -> anyhow::Result<App> {
                 .with_state(health_state),
         )
         .merge(not_built_routes())
-        .fallback(web::not_found_fallback)
+        // Each part's 405 is set before its CORS layer: set later, it would replace the
+        // layered fallback that answers preflights.
         .method_not_allowed_fallback(web::method_not_allowed)
+        .layer(cors(&s.cors_origin_list()))
+        .merge(
+            collect
+                .method_not_allowed_fallback(web::method_not_allowed)
+                .layer(open_cors()),
+        )
+        .fallback(web::not_found_fallback)
         .layer(axum::middleware::from_fn(web::request_id_layer))
-        .layer(axum::middleware::from_fn(count_requests))
-        .layer(cors(&s.cors_origin_list()));
+        .layer(axum::middleware::from_fn(count_requests));
 
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await

@@ -55,6 +55,11 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// The realtime view's window: the last 30 minutes.
+const REALTIME_WINDOW_MS: i64 = 30 * 60_000;
+/// The realtime view's most recent events, at most.
+const REALTIME_EVENTS: u32 = 100;
+
 /// `GET /api/websites/{id}/stats`
 pub async fn stats(
     State(s): State<Arc<ApiState>>,
@@ -148,32 +153,37 @@ pub async fn metrics(
     Ok(web::page(rows, total, limit as u64, offset as u64, n).into_response())
 }
 
-/// `GET /api/websites/{id}/realtime`: visitors active in the last 5 minutes, recent events.
+/// `GET /api/websites/{id}/realtime`: visitors and events of the last 30 minutes, the latest 100.
 pub async fn realtime(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let site = website(&s, &caller, &id).await?;
-    let now = Utc::now().timestamp_millis();
-    let (active, recent) = tokio::try_join!(
-        s.analytics.active_visitors(&site.id, now - 5 * 60_000),
-        s.analytics.recent_events(&site.id, now - 30 * 60_000, 20),
+    let since = Utc::now().timestamp_millis() - REALTIME_WINDOW_MS;
+    let (live, recent) = tokio::try_join!(
+        s.analytics.live_counts(&site.id, since),
+        s.analytics.recent_events(&site.id, since, REALTIME_EVENTS),
     )?;
     let recent: Vec<_> = recent
         .iter()
         .map(|e| {
             json!({
-                "timestamp": Utc.timestamp_millis_opt(e.timestamp_ms).single().map(|t| t.to_rfc3339()),
-                "type": e.event_type,
-                "page": e.page,
-                "event_name": e.event_name,
+                "event_type": e.event_type,
+                "url": e.page,
                 "referrer_domain": e.referrer_domain,
                 "country": e.country,
                 "browser": e.browser,
-                "device": e.device,
+                "device_type": e.device,
+                "ts": Utc.timestamp_millis_opt(e.timestamp_ms).single().map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                "event_name": e.event_name,
             })
         })
         .collect();
-    Ok(data(json!({ "active_visitors": active, "recent_events": recent })).into_response())
+    Ok(data(json!({
+        "active_visitors": live.visitors,
+        "recent_events": recent,
+        "pagination": { "limit": REALTIME_EVENTS, "total_in_window": live.events },
+    }))
+    .into_response())
 }

@@ -1,6 +1,8 @@
-//! `POST /api/collect`: one event object or an array of up to 50. Validates every field,
-//! enriches at the edge (visitor id, geo), appends the whole request in one durable append and
-//! answers `202` only after it is durable.
+//! `POST /api/collect` and `POST /e` (where the Sparklytics tracker posts): one event object
+//! or an array of up to 50. Validates every field, enriches at the edge (visitor id, geo),
+//! appends the whole request in one durable append and answers `202` only after it is durable.
+//! Open to any origin: the tracker runs on the customer's site (the root binary gives these
+//! routes their own CORS layer).
 
 use crate::edge::{client_ip, visitor_id};
 use crate::IngestState;
@@ -25,6 +27,13 @@ const DRAIN_LIMIT_BYTES: usize = 1 << 20;
 pub const MAX_EVENT_DATA_BYTES: usize = 4_096;
 pub const MAX_BATCH: usize = 50;
 const MAX_USER_AGENT: usize = 512;
+/// The longest event `type` accepted (any string is a type; `pageview` is the one counted
+/// as a page view).
+pub const MAX_EVENT_TYPE: usize = 50;
+/// The largest screen side accepted, in pixels.
+const MAX_SCREEN_SIDE: u32 = 100_000;
+/// The longest client-chosen `visitor_id`; a longer or empty one is ignored.
+const MAX_VISITOR_ID: usize = 64;
 /// How long a website's existence is trusted without asking the metadata store again.
 const SITE_CACHE_TTL: Duration = Duration::from_secs(30);
 
@@ -37,6 +46,9 @@ pub struct CollectPayload {
     pub url: String,
     pub referrer: Option<String>,
     pub screen: Option<String>,
+    /// Joined with `screen_height` as `WxH` when `screen` is absent (the tracker's fields).
+    pub screen_width: Option<u32>,
+    pub screen_height: Option<u32>,
     pub language: Option<String>,
     pub event_name: Option<String>,
     pub event_data: Option<serde_json::Value>,
@@ -130,19 +142,18 @@ pub fn validate(
     if p.url.trim().is_empty() || p.url.len() > 2048 {
         return Err(bad_field("url", "url must be 1 to 2048 characters".into()));
     }
-    let event_type = p.event_type.take().unwrap_or_else(|| "pageview".into());
-    if event_type != "pageview" && event_type != "event" {
+    let event_type = p
+        .event_type
+        .take()
+        .map(|t| t.trim().to_string())
+        .unwrap_or_else(|| "pageview".into());
+    if event_type.is_empty() || event_type.chars().count() > MAX_EVENT_TYPE {
         return Err(bad_field(
             "type",
-            format!("type must be \"pageview\" or \"event\", not {event_type:?}"),
+            format!("type must be 1 to {MAX_EVENT_TYPE} characters"),
         ));
     }
-    if event_type == "event" && p.event_name.as_deref().is_none_or(|n| n.trim().is_empty()) {
-        return Err(bad_field(
-            "event_name",
-            "event_name is required when type is \"event\"".into(),
-        ));
-    }
+    p.screen = screen_of(p.screen.take(), p.screen_width, p.screen_height)?;
     check_len("referrer", &p.referrer, 2048)?;
     check_len("screen", &p.screen, 32)?;
     check_len("language", &p.language, 35)?;
@@ -156,31 +167,24 @@ pub fn validate(
     ] {
         check_len(name, v, 256)?;
     }
-    if let Some(v) = &p.visitor_id {
-        if v.is_empty() || v.chars().count() > 64 {
-            return Err(bad_field(
-                "visitor_id",
-                "visitor_id must be 1 to 64 characters".into(),
-            ));
-        }
-    }
+    // A client's visitor id is a hint: one that is empty or too long is ignored (the edge
+    // derives the id instead), as the tracker's peers do.
+    p.visitor_id = p
+        .visitor_id
+        .take()
+        .filter(|v| !v.trim().is_empty() && v.chars().count() <= MAX_VISITOR_ID);
     let event_data = match p.event_data.take() {
         None | Some(serde_json::Value::Null) => None,
-        Some(v @ serde_json::Value::Object(_)) => {
+        Some(v) => {
             let text = v.to_string();
             if text.len() > MAX_EVENT_DATA_BYTES {
                 return Err(ApiError::payload_too_large(format!(
                     "event_data is {} bytes; the maximum is {MAX_EVENT_DATA_BYTES}",
                     text.len()
-                )));
+                ))
+                .with_details(serde_json::json!({ "field": "event_data" })));
             }
             Some(text)
-        }
-        Some(_) => {
-            return Err(bad_field(
-                "event_data",
-                "event_data must be a JSON object".into(),
-            ))
         }
     };
     let timestamp = match &p.timestamp {
@@ -213,6 +217,27 @@ pub fn validate(
         event_type,
         event_data,
         timestamp,
+    })
+}
+
+/// The screen as stored: `screen` as sent, else `WxH` from the tracker's two fields.
+fn screen_of(
+    screen: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+) -> ApiResult<Option<String>> {
+    for (field, side) in [("screen_width", width), ("screen_height", height)] {
+        if side.is_some_and(|n| n > MAX_SCREEN_SIDE) {
+            return Err(bad_field(
+                field,
+                format!("{field} must be at most {MAX_SCREEN_SIDE}"),
+            ));
+        }
+    }
+    Ok(match (screen, width, height) {
+        (Some(s), _, _) if !s.is_empty() => Some(s),
+        (_, Some(w), Some(h)) => Some(format!("{w}x{h}")),
+        _ => None,
     })
 }
 
@@ -437,14 +462,57 @@ mod tests {
                 .as_deref(),
             Some("pageview")
         );
-        assert!(one(r#"{"website_id":"w","url":"/","type":"click"}"#).is_err());
-        assert!(
-            one(r#"{"website_id":"w","url":"/","type":"event"}"#).is_err(),
-            "event needs a name"
+        // Any type is a type (the tracker sends its own); an event may come without a name.
+        let click = one(r#"{"website_id":"w","url":"/","type":"link_click"}"#);
+        assert_eq!(
+            click.map(|v| v.event_type).ok().as_deref(),
+            Some("link_click")
         );
-        assert!(
-            one(r#"{"website_id":"w","url":"/","type":"event","event_name":"signup"}"#).is_ok()
+        assert!(one(r#"{"website_id":"w","url":"/","type":"event"}"#).is_ok());
+        let long = "t".repeat(MAX_EVENT_TYPE + 1);
+        let e = one(&format!(
+            r#"{{"website_id":"w","url":"/","type":"{long}"}}"#
+        ))
+        .err();
+        assert!(e.is_some_and(|e| e.message.contains("type")));
+        assert!(one(r#"{"website_id":"w","url":"/","type":" "}"#).is_err());
+    }
+
+    #[test]
+    fn tracker_fields() {
+        let v = one(r#"{"website_id":"w","url":"/","screen_width":1280,"screen_height":720}"#);
+        assert_eq!(
+            v.ok().and_then(|v| v.payload.screen).as_deref(),
+            Some("1280x720")
         );
+        let v = one(r#"{"website_id":"w","url":"/","screen":"800x600","screen_width":1}"#);
+        assert_eq!(
+            v.ok().and_then(|v| v.payload.screen).as_deref(),
+            Some("800x600")
+        );
+        let v = one(r#"{"website_id":"w","url":"/","screen_width":1280}"#);
+        assert_eq!(v.ok().map(|v| v.payload.screen), Some(None));
+        assert!(one(r#"{"website_id":"w","url":"/","screen_width":"wide"}"#).is_err());
+        assert!(one(r#"{"website_id":"w","url":"/","screen_height":100001}"#).is_err());
+        // Empty and over-long visitor ids are ignored, not refused.
+        for id in ["", "   ", &"v".repeat(65)] {
+            let v = one(&format!(
+                r#"{{"website_id":"w","url":"/","visitor_id":"{id}"}}"#
+            ));
+            assert_eq!(v.ok().map(|v| v.payload.visitor_id), Some(None), "{id:?}");
+        }
+        let v = one(r#"{"website_id":"w","url":"/","visitor_id":"v-1"}"#);
+        assert_eq!(
+            v.ok().and_then(|v| v.payload.visitor_id).as_deref(),
+            Some("v-1")
+        );
+        // Any JSON is event data, kept as its text.
+        for (data, text) in [("[1,2]", "[1,2]"), ("\"x\"", "\"x\""), ("7", "7")] {
+            let v = one(&format!(
+                r#"{{"website_id":"w","url":"/","event_data":{data}}}"#
+            ));
+            assert_eq!(v.ok().and_then(|v| v.event_data).as_deref(), Some(text));
+        }
     }
 
     #[test]
@@ -455,13 +523,6 @@ mod tests {
         ))
         .err();
         assert_eq!(e.map(|e| e.code), Some("payload_too_large"));
-        let e = one(r#"{"website_id":"w","url":"/","event_data":[1]}"#).err();
-        assert_eq!(e.map(|e| e.code), Some("bad_request"));
-        let long_visitor = "v".repeat(65);
-        assert!(one(&format!(
-            r#"{{"website_id":"w","url":"/","visitor_id":"{long_visitor}"}}"#
-        ))
-        .is_err());
         assert!(one(r#"{"website_id":"","url":"/"}"#).is_err());
         assert!(
             one(r#"{"website_id":"w","url":"/","screen":5}"#).is_err(),

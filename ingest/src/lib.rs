@@ -229,17 +229,31 @@ pub fn router(state: Arc<IngestState>) -> Router {
     let sign_in = Router::new()
         .route("/api/auth/setup", post(commands::setup))
         .route("/api/auth/login", post(login::login))
-        .route_layer(idempotent.clone())
+        .route_layer(idempotent)
         .route_layer(hourly);
-    let public = Router::new()
-        .route("/api/collect", post(collect::collect))
-        .route_layer(idempotent);
-    let offset = state.cfg.clock_offset_ms;
-    let routes = public
-        .merge(sign_in)
+    let routes = sign_in
         .merge(caller_optional)
         .merge(protected)
+        .with_state(state.clone());
+    with_clock_offset(routes, state.cfg.clock_offset_ms)
+}
+
+/// Where the tracker and server-side clients send events: `/api/collect` and the tracker's
+/// `/e`. Apart from [`router`] because these answer CORS for any origin (the root binary
+/// layers that), while the dashboard and marketplace routes keep `TALLY_CORS_ORIGINS`.
+pub fn collect_router(state: Arc<IngestState>) -> Router {
+    let idempotent = from_fn_with_state(state.idempotency.clone(), web::idempotency_layer);
+    let offset = state.cfg.clock_offset_ms;
+    let routes = Router::new()
+        .route("/api/collect", post(collect::collect))
+        .route("/e", post(collect::collect))
+        .route_layer(idempotent)
         .with_state(state);
+    with_clock_offset(routes, offset)
+}
+
+/// Runs every request of `routes` `offset` ms ahead (tests of time windows), if not 0.
+fn with_clock_offset(routes: Router, offset: i64) -> Router {
     if offset == 0 {
         return routes;
     }

@@ -45,7 +45,7 @@ async fn collect_answers_503_when_the_log_cannot_write() {
         "secret".into(),
         cfg,
     ));
-    let app = ingest::router(state);
+    let app = ingest::collect_router(state);
 
     let call = |app: axum::Router| async move {
         let req = Request::post("/api/collect")

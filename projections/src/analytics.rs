@@ -203,6 +203,13 @@ pub struct MetricRow {
     pub events: u64,
 }
 
+/// The realtime window's counts (bots left out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LiveCounts {
+    pub visitors: u64,
+    pub events: u64,
+}
+
 /// A recent event for the realtime view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecentEvent {
@@ -257,7 +264,8 @@ pub trait AnalyticsReader: Send + Sync {
         limit: u32,
         offset: u32,
     ) -> StoreResult<(Vec<MetricRow>, u64)>;
-    async fn active_visitors(&self, website_id: &str, since_ms: i64) -> StoreResult<u64>;
+    /// Distinct visitors and events since `since_ms`, bots left out.
+    async fn live_counts(&self, website_id: &str, since_ms: i64) -> StoreResult<LiveCounts>;
     async fn recent_events(
         &self,
         website_id: &str,

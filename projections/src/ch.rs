@@ -176,6 +176,12 @@ struct CountRow {
 }
 
 #[derive(Row, Deserialize)]
+struct LiveRow {
+    visitors: u64,
+    events: u64,
+}
+
+#[derive(Row, Deserialize)]
 struct TotalsRow {
     pageviews: u64,
     visitors: u64,
@@ -726,17 +732,22 @@ impl AnalyticsReader for ClickHouseAnalytics {
         ))
     }
 
-    async fn active_visitors(&self, website_id: &str, since_ms: i64) -> StoreResult<u64> {
-        self.count(
-            self.client
-                .query(
-                    "SELECT uniqExact(visitor) AS n FROM events \
-                     WHERE website_id = ? AND ts >= ? AND is_bot = 0",
-                )
-                .bind(website_id)
-                .bind(since_ms),
-        )
-        .await
+    async fn live_counts(&self, website_id: &str, since_ms: i64) -> StoreResult<LiveCounts> {
+        let row: LiveRow = self
+            .client
+            .query(
+                "SELECT uniqExact(visitor) AS visitors, count() AS events FROM events \
+                 WHERE website_id = ? AND ts >= ? AND is_bot = 0",
+            )
+            .bind(website_id)
+            .bind(since_ms)
+            .fetch_one()
+            .await
+            .map_err(ch_err)?;
+        Ok(LiveCounts {
+            visitors: row.visitors,
+            events: row.events,
+        })
     }
 
     async fn recent_events(

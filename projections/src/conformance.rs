@@ -189,8 +189,11 @@ pub async fn analytics_suite<S: AnalyticsWriter + AnalyticsReader>(store: &S) {
     assert_eq!(months[0].local_start_ms, 1_772_323_200_000, "2026-03-01");
 
     assert_eq!(
-        store.active_visitors(W, T0 + 60_000).await.expect("active"),
-        2
+        store.live_counts(W, T0 + 60_000).await.expect("live"),
+        LiveCounts {
+            visitors: 2,
+            events: 3
+        }
     );
     let recent = store.recent_events(W, T0, 2).await.expect("recent");
     assert_eq!(

@@ -494,10 +494,21 @@ impl AnalyticsReader for DuckAnalytics {
         .await
     }
 
-    async fn active_visitors(&self, website_id: &str, since_ms: i64) -> StoreResult<u64> {
-        let params = vec![Value::Text(website_id.to_string()), Value::BigInt(since_ms)];
+    async fn live_counts(&self, website_id: &str, since_ms: i64) -> StoreResult<LiveCounts> {
+        let website_id = website_id.to_string();
         self.with_reader(move |conn| {
-            count(conn, "SELECT count(DISTINCT visitor) FROM events WHERE website_id = ? AND ts >= ? AND NOT is_bot", &params)
+            conn.prepare(
+                "SELECT count(DISTINCT visitor), count(*) FROM events \
+                 WHERE website_id = ? AND ts >= ? AND NOT is_bot",
+            )
+            .map_err(db_err)?
+            .query_row(params![website_id, since_ms], |r| {
+                Ok(LiveCounts {
+                    visitors: r.get::<_, i64>(0)?.max(0) as u64,
+                    events: r.get::<_, i64>(1)?.max(0) as u64,
+                })
+            })
+            .map_err(db_err)
         })
         .await
     }

@@ -327,7 +327,12 @@ async fn dashboards_report_exact_numbers() {
     c.wait_idle().await;
     let (_, rt) = c.get(&format!("/api/websites/{site}/realtime")).await;
     assert_eq!(rt["data"]["active_visitors"], json!(1));
-    assert_eq!(rt["data"]["recent_events"][0]["page"], "/now");
+    assert_eq!(rt["data"]["recent_events"][0]["url"], "/now");
+    assert_eq!(rt["data"]["recent_events"][0]["event_type"], "pageview");
+    assert_eq!(
+        rt["data"]["pagination"],
+        json!({"limit": 100, "total_in_window": 1})
+    );
     assert_eq!(rt["data"]["recent_events"][0]["country"], "SE");
 
     app.shutdown().await.expect("shutdown");

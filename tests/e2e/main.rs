@@ -16,4 +16,5 @@ mod market;
 mod money;
 mod roles;
 mod split;
+mod tracker;
 mod usage;
