@@ -31,6 +31,11 @@ fn routes() -> Routes {
         ("/api/websites/{id}/pageviews", get(routes::pageviews)),
         ("/api/websites/{id}/metrics", get(routes::metrics)),
         ("/api/websites/{id}/realtime", get(routes::realtime)),
+        // The rest of the contract's website routes (sessions, goals, funnels, …).
+        (
+            "/api/websites/{id}/{*rest}",
+            axum::routing::any(routes::not_built),
+        ),
     ]
 }
 

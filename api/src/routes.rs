@@ -55,6 +55,19 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// A website route of the Sparklytics contract that is not built yet: `501` for the caller's
+/// own website (another company's is "not found", as on every built route).
+pub async fn not_built(
+    State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path((id, rest)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    website(&s, &caller, &id).await?;
+    Err(ApiError::not_implemented(format!(
+        "/api/websites/{{id}}/{rest} is not built yet in this version of Tally"
+    )))
+}
+
 /// The realtime view's window: the last 30 minutes.
 const REALTIME_WINDOW_MS: i64 = 30 * 60_000;
 /// The realtime view's most recent events, at most.

@@ -137,5 +137,11 @@ async fn tracker_events_arrive_as_the_tracker_sends_them() {
         .unwrap_or_default();
     types.sort();
     assert_eq!(types, ["event", "pageview", "scroll"], "{live}");
+    // A contract route not built yet says so.
+    let (status, body) = c.get(&format!("/api/websites/{site}/sessions")).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (501, json!("not_implemented"))
+    );
     app.shutdown().await.expect("shutdown");
 }
