@@ -1,6 +1,7 @@
 //! The read side over HTTP: dashboard queries (stats, pageviews time series, metrics
 //! breakdowns, realtime) with route and parameter names compatible with Sparklytics clients.
 
+mod compare;
 mod params;
 mod period;
 mod routes;

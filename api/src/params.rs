@@ -13,11 +13,11 @@ const MAX_RANGE_DAYS: i64 = 2 * 366;
 
 pub type Params = HashMap<String, String>;
 
-fn bad(param: &str, msg: impl Into<String>) -> ApiError {
+pub(crate) fn bad(param: &str, msg: impl Into<String>) -> ApiError {
     ApiError::bad_request(msg).with_details(serde_json::json!({ "parameter": param }))
 }
 
-fn date(params: &Params, name: &str) -> ApiResult<Option<NaiveDate>> {
+pub(crate) fn date(params: &Params, name: &str) -> ApiResult<Option<NaiveDate>> {
     params
         .get(name)
         .map(|s| {
@@ -68,7 +68,13 @@ pub fn scope(params: &Params, site: &Website, period: &Period) -> ApiResult<Scop
             let dim = Dimension::parse(name)
                 .filter(|d| !d.is_session_level())
                 .ok_or_else(|| bad(k, format!("unknown filter {k:?}")))?;
-            filters.push((dim, v.clone()));
+            // Host names compare in lower case, as URLs store them.
+            let value = if dim == Dimension::Hostname {
+                v.to_lowercase()
+            } else {
+                v.clone()
+            };
+            filters.push((dim, value));
         }
     }
     filters.sort_by_key(|(d, _)| d.name());
@@ -81,14 +87,16 @@ pub fn scope(params: &Params, site: &Website, period: &Period) -> ApiResult<Scop
     })
 }
 
-/// `granularity=hour|day|month`; by default hours for a range of up to two days, else days.
+/// `granularity=hour|day|month`; by default hours for a range of up to two days, days up to
+/// 60 days, months beyond.
 pub fn granularity(params: &Params, period: &Period) -> ApiResult<Granularity> {
     match params.get("granularity").map(String::as_str) {
         Some("hour") => Ok(Granularity::Hour),
         Some("day") => Ok(Granularity::Day),
         Some("month") => Ok(Granularity::Month),
-        None if (period.end - period.start).num_days() < 2 => Ok(Granularity::Hour),
-        None => Ok(Granularity::Day),
+        None | Some("") if period.days() <= 2 => Ok(Granularity::Hour),
+        None | Some("") if period.days() <= 60 => Ok(Granularity::Day),
+        None | Some("") => Ok(Granularity::Month),
         Some(other) => Err(bad(
             "granularity",
             format!("granularity must be hour, day or month, not {other:?}"),
@@ -110,21 +118,24 @@ pub fn dimension(params: &Params) -> ApiResult<Dimension> {
     })
 }
 
-/// `limit` (1..=1000, default 10) and `offset` (default 0).
+/// `limit` (default 10; above 100 it is 100, as the peer clamps) and `offset` (default 0).
 pub fn limit_offset(params: &Params) -> ApiResult<(u32, u32)> {
-    let num = |name: &str, default: u32, max: u32| -> ApiResult<u32> {
-        match params.get(name) {
-            None => Ok(default),
-            Some(s) => s
-                .parse::<u32>()
-                .ok()
-                .filter(|n| *n <= max)
-                .ok_or_else(|| bad(name, format!("{name} must be an integer from 0 to {max}"))),
-        }
+    let limit = match params.get("limit") {
+        None => 10,
+        Some(s) => s
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| bad("limit", "limit must be a positive integer"))?
+            .min(100) as u32,
     };
-    let limit = num("limit", 10, 1000)?;
-    if limit == 0 {
-        return Err(bad("limit", "limit must be at least 1"));
-    }
-    Ok((limit, num("offset", 0, 1_000_000)?))
+    let offset = match params.get("offset") {
+        None => 0,
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n <= 1_000_000)
+            .ok_or_else(|| bad("offset", "offset must be an integer from 0 to 1000000"))?,
+    };
+    Ok((limit, offset))
 }

@@ -39,9 +39,14 @@ impl Period {
         (from, to)
     }
 
+    /// How many calendar days the period covers.
+    pub fn days(&self) -> i64 {
+        (self.end - self.start).num_days() + 1
+    }
+
     /// The period of the same number of days just before this one.
     pub fn previous(&self) -> Period {
-        let days = (self.end - self.start).num_days() + 1;
+        let days = self.days();
         Period {
             tz: self.tz,
             start: self.start - Duration::days(days),

@@ -1,15 +1,16 @@
 //! Dashboard handlers: resolve website, period and scope, ask the analytics reader, shape JSON.
 
+use crate::compare::{self, Comparison};
 use crate::params::{self, Params};
-use crate::period::{offset_segments, Period};
+use crate::period::{local_to_utc_ms, offset_segments, Period};
 use crate::ApiState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use chrono::{NaiveDateTime, TimeZone, Utc};
-use projections::{Granularity, Totals, Website};
-use serde_json::json;
+use projections::{Dimension, Granularity, MetricRow, Totals, Website};
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use web::roles::Action;
@@ -73,6 +74,25 @@ const REALTIME_WINDOW_MS: i64 = 30 * 60_000;
 /// The realtime view's most recent events, at most.
 const REALTIME_EVENTS: u32 = 100;
 
+/// The period the `prev_*` numbers cover: the comparison asked for, else the previous period.
+fn prev_period(period: &Period, cmp: Option<&Comparison>) -> Period {
+    cmp.map(|c| c.period).unwrap_or_else(|| period.previous())
+}
+
+fn scope_over(scope: &projections::Scope, period: &Period) -> projections::Scope {
+    let mut s = scope.clone();
+    (s.from_ms, s.to_ms) = period.utc_bounds();
+    s
+}
+
+/// Adds the top-level `compare` block when a comparison was asked for.
+fn with_compare(mut body: Value, period: &Period, cmp: Option<&Comparison>) -> Response {
+    if let (Some(c), Some(obj)) = (cmp, body.as_object_mut()) {
+        obj.insert("compare".into(), c.metadata(period));
+    }
+    axum::Json(body).into_response()
+}
+
 /// `GET /api/websites/{id}/stats`
 pub async fn stats(
     State(s): State<Arc<ApiState>>,
@@ -80,12 +100,12 @@ pub async fn stats(
     Path(id): Path<String>,
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let (_, period, scope) = resolve(&s, &caller, &id, q).await?;
-    let mut prev_scope = scope.clone();
-    (prev_scope.from_ms, prev_scope.to_ms) = period.previous().utc_bounds();
+    let (p, period, scope) = resolve(&s, &caller, &id, q).await?;
+    let cmp = compare::comparison(&p, &period)?;
+    let prev_scope = scope_over(&scope, &prev_period(&period, cmp.as_ref()));
     let (cur, prev) =
         tokio::try_join!(s.analytics.totals(&scope), s.analytics.totals(&prev_scope))?;
-    Ok(data(json!({
+    let body = json!({ "data": {
         "pageviews": cur.pageviews,
         "visitors": cur.visitors,
         "sessions": cur.sessions,
@@ -99,24 +119,53 @@ pub async fn stats(
         "timezone": period.tz.name(),
         "start_date": period.start.to_string(),
         "end_date": period.end.to_string(),
-    }))
-    .into_response())
+    }});
+    Ok(with_compare(body, &period, cmp.as_ref()))
 }
 
+/// A bucket's label: days `YYYY-MM-DD`, months `YYYY-MM`, hours the UTC instant the local
+/// hour starts at, `YYYY-MM-DDTHH:MM:SSZ` (whole-hour zones give `…:00:00Z`).
 fn label(period: &Period, g: Granularity, local: NaiveDateTime) -> String {
     match g {
         Granularity::Day => local.format("%Y-%m-%d").to_string(),
         Granularity::Month => local.format("%Y-%m").to_string(),
-        Granularity::Hour => period
-            .tz
-            .from_local_datetime(&local)
-            .earliest()
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_else(|| local.format("%Y-%m-%dT%H:%M:%S").to_string()),
+        Granularity::Hour => Utc
+            .timestamp_millis_opt(local_to_utc_ms(period.tz, local))
+            .single()
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_else(|| local.format("%Y-%m-%dT%H:00:00Z").to_string()),
     }
 }
 
-/// `GET /api/websites/{id}/pageviews`: pageviews and visitors per local hour, day or month.
+/// One period's buckets as (label, pageviews, visitors), zeros where nothing happened.
+async fn series_of(
+    s: &ApiState,
+    scope: &projections::Scope,
+    period: &Period,
+    g: Granularity,
+) -> ApiResult<Vec<(String, u64, u64)>> {
+    let segments = offset_segments(period.tz, scope.from_ms, scope.to_ms);
+    let points = s.analytics.series(scope, g, &segments).await?;
+    let by_start: HashMap<i64, (u64, u64)> = points
+        .iter()
+        .map(|pt| (pt.local_start_ms, (pt.pageviews, pt.visitors)))
+        .collect();
+    Ok(period
+        .buckets(g)
+        .into_iter()
+        .map(|local| {
+            let (pv, v) = by_start
+                .get(&local.and_utc().timestamp_millis())
+                .copied()
+                .unwrap_or((0, 0));
+            (label(period, g, local), pv, v)
+        })
+        .collect())
+}
+
+/// `GET /api/websites/{id}/pageviews`: pageviews and visitors per local hour, day or month;
+/// with a comparison, `compare_series` lines up with `series` bucket by bucket (each point
+/// also names its own bucket as `compare_date`).
 pub async fn pageviews(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -125,45 +174,138 @@ pub async fn pageviews(
 ) -> ApiResult<Response> {
     let (p, period, scope) = resolve(&s, &caller, &id, q).await?;
     let g = params::granularity(&p, &period)?;
-    let segments = offset_segments(period.tz, scope.from_ms, scope.to_ms);
-    let points = s.analytics.series(&scope, g, &segments).await?;
-    let by_start: HashMap<i64, (u64, u64)> = points
-        .iter()
-        .map(|pt| (pt.local_start_ms, (pt.pageviews, pt.visitors)))
-        .collect();
-    let rows: Vec<_> = period
-        .buckets(g)
+    let cmp = compare::comparison(&p, &period)?;
+    let series = series_of(&s, &scope, &period, g).await?;
+    let compare_series = match &cmp {
+        None => Value::Null,
+        Some(c) => {
+            let prev = series_of(&s, &scope_over(&scope, &c.period), &c.period, g).await?;
+            let points: Vec<Value> = series
+                .iter()
+                .enumerate()
+                .map(|(i, (date, _, _))| {
+                    let (own, pv, v) = prev
+                        .get(i)
+                        .map(|(l, pv, v)| (Some(l.as_str()), *pv, *v))
+                        .unwrap_or((None, 0, 0));
+                    json!({ "date": date, "compare_date": own, "pageviews": pv, "visitors": v })
+                })
+                .collect();
+            Value::Array(points)
+        }
+    };
+    let series: Vec<Value> = series
         .into_iter()
-        .map(|local| {
-            let (pv, v) = by_start
-                .get(&local.and_utc().timestamp_millis())
-                .copied()
-                .unwrap_or((0, 0));
-            json!({ "date": label(&period, g, local), "pageviews": pv, "visitors": v })
-        })
+        .map(|(date, pv, v)| json!({ "date": date, "pageviews": pv, "visitors": v }))
         .collect();
     let granularity = match g {
         Granularity::Hour => "hour",
         Granularity::Day => "day",
         Granularity::Month => "month",
     };
-    Ok(axum::Json(json!({ "data": rows, "meta": { "granularity": granularity, "timezone": period.tz.name() } }))
-        .into_response())
+    let body = json!({ "data": {
+        "series": series,
+        "granularity": granularity,
+        "compare_series": compare_series,
+        "timezone": period.tz.name(),
+    }});
+    Ok(with_compare(body, &period, cmp.as_ref()))
 }
 
-/// `GET /api/websites/{id}/metrics?type=…`: a paginated breakdown.
+/// Percent with one decimal, 0 when there is nothing to divide by.
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        return 0.0;
+    }
+    (part as f64 / whole as f64 * 1000.0).round() / 10.0
+}
+
+/// A breakdown row as the contract shapes it. Event names count their occurrences as
+/// `pageviews`, as the peer does.
+fn metric_json(by: Dimension, r: &MetricRow) -> Value {
+    let pageviews = if by == Dimension::EventName {
+        r.events
+    } else {
+        r.pageviews
+    };
+    json!({
+        "value": r.value,
+        "visitors": r.visitors,
+        "pageviews": pageviews,
+        "events": r.events,
+        "sessions": r.sessions,
+        "bounce_rate": percent(r.bounces, r.sessions),
+        "avg_duration_seconds": round2(r.avg_duration_seconds),
+    })
+}
+
+/// Adds the comparison period's numbers to a row: `prev_visitors`, `prev_pageviews`, the
+/// visitor change and its ratio to the previous count (`null` when that was zero).
+fn add_deltas(by: Dimension, row: &mut Value, cur: &MetricRow, prev: Option<&MetricRow>) {
+    let prev_pv = prev.map_or(0, |p| {
+        if by == Dimension::EventName {
+            p.events
+        } else {
+            p.pageviews
+        }
+    });
+    let prev_v = prev.map_or(0, |p| p.visitors);
+    let delta = cur.visitors as i64 - prev_v as i64;
+    let pct = (prev_v > 0).then(|| (delta as f64 / prev_v as f64 * 10_000.0).round() / 10_000.0);
+    if let Some(obj) = row.as_object_mut() {
+        obj.insert("prev_visitors".into(), prev_v.into());
+        obj.insert("prev_pageviews".into(), prev_pv.into());
+        obj.insert("delta_visitors_abs".into(), delta.into());
+        obj.insert("delta_visitors_pct".into(), json!(pct));
+    }
+}
+
+/// `GET /api/websites/{id}/metrics?type=…`: a paginated breakdown, with the comparison
+/// period's numbers per row when asked.
 pub async fn metrics(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let (p, _, scope) = resolve(&s, &caller, &id, q).await?;
+    let (p, period, scope) = resolve(&s, &caller, &id, q).await?;
     let by = params::dimension(&p)?;
     let (limit, offset) = params::limit_offset(&p)?;
+    let cmp = compare::comparison(&p, &period)?;
     let (rows, total) = s.analytics.breakdown(&scope, by, limit, offset).await?;
-    let n = rows.len();
-    Ok(web::page(rows, total, limit as u64, offset as u64, n).into_response())
+    let prev: HashMap<String, MetricRow> = match &cmp {
+        None => HashMap::new(),
+        Some(c) => {
+            let values: Vec<String> = rows.iter().map(|r| r.value.clone()).collect();
+            s.analytics
+                .breakdown_of(&scope_over(&scope, &c.period), by, &values)
+                .await?
+                .into_iter()
+                .map(|r| (r.value.clone(), r))
+                .collect()
+        }
+    };
+    let json_rows: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut row = metric_json(by, r);
+            if cmp.is_some() {
+                add_deltas(by, &mut row, r, prev.get(&r.value));
+            }
+            row
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "data": { "type": by.name(), "rows": json_rows },
+        "pagination": {
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "has_more": (offset as u64 + rows.len() as u64) < total,
+        },
+        "compare": cmp.map(|c| c.metadata(&period)),
+    }))
+    .into_response())
 }
 
 /// `GET /api/websites/{id}/realtime`: visitors and events of the last 30 minutes, the latest 100.

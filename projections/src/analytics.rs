@@ -65,6 +65,8 @@ pub enum Dimension {
     UtmSource,
     UtmMedium,
     UtmCampaign,
+    /// The host name of the page's URL (filters compare it in lower case).
+    Hostname,
     /// The page of a session's first pageview (session-level: not a filter).
     EntryPage,
     /// The page of a session's last pageview (session-level: not a filter).
@@ -72,7 +74,7 @@ pub enum Dimension {
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 16] = [
+    pub const ALL: [Dimension; 17] = [
         Dimension::Page,
         Dimension::Referrer,
         Dimension::Country,
@@ -87,6 +89,7 @@ impl Dimension {
         Dimension::UtmSource,
         Dimension::UtmMedium,
         Dimension::UtmCampaign,
+        Dimension::Hostname,
         Dimension::EntryPage,
         Dimension::ExitPage,
     ];
@@ -108,6 +111,7 @@ impl Dimension {
             Dimension::UtmSource => "utm_source",
             Dimension::UtmMedium => "utm_medium",
             Dimension::UtmCampaign => "utm_campaign",
+            Dimension::Hostname => "hostname",
             Dimension::EntryPage => "entry_page",
             Dimension::ExitPage => "exit_page",
         }
@@ -130,6 +134,41 @@ impl Dimension {
     pub fn parse(s: &str) -> Option<Dimension> {
         Dimension::ALL.into_iter().find(|d| d.name() == s)
     }
+
+    /// How a breakdown by this dimension is ordered, over the result columns `value`,
+    /// `visitors`, `pageviews` and `events`: pages by page views, event names by occurrences,
+    /// the rest by visitors (as the peer does); ties by value, so pages are stable.
+    pub fn breakdown_order(self) -> &'static str {
+        match self {
+            Dimension::Page => "pageviews DESC, visitors DESC, value",
+            Dimension::EventName => "events DESC, visitors DESC, value",
+            _ => "visitors DESC, pageviews DESC, value",
+        }
+    }
+}
+
+/// The breakdown value of events without a referrer, and the filter value that selects them.
+pub const DIRECT: &str = "(direct)";
+
+/// How a `filter_…` value selects events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterMatch {
+    /// The column equals the value.
+    Equals,
+    /// The column contains the value (pages: `filter_page=/blog` matches `/blog/post`).
+    Contains,
+    /// The column is empty (`filter_referrer=(direct)`); the value is not bound.
+    Missing,
+}
+
+impl FilterMatch {
+    pub fn of(dim: Dimension, value: &str) -> FilterMatch {
+        match dim {
+            Dimension::Page => FilterMatch::Contains,
+            Dimension::Referrer if value == DIRECT => FilterMatch::Missing,
+            _ => FilterMatch::Equals,
+        }
+    }
 }
 
 /// Which events a dashboard query covers.
@@ -141,7 +180,7 @@ pub struct Scope {
     /// Exclusive end, UTC epoch ms.
     pub to_ms: i64,
     pub include_bots: bool,
-    /// Exact-match filters, all of which must hold.
+    /// Filters, all of which must hold, each matching as [`FilterMatch::of`] says.
     pub filters: Vec<(Dimension, String)>,
 }
 
@@ -194,13 +233,18 @@ pub struct SeriesPoint {
 }
 
 /// One row of a breakdown by a dimension. For entry and exit pages, `pageviews` and `events`
-/// count the sessions that entered or left there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// count the sessions that entered or left there. `sessions` are those with an event of this
+/// value; `bounces` and `avg_duration_seconds` describe those sessions as a whole (within the
+/// scope), as the headline totals do.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct MetricRow {
     pub value: String,
     pub visitors: u64,
     pub pageviews: u64,
     pub events: u64,
+    pub sessions: u64,
+    pub bounces: u64,
+    pub avg_duration_seconds: f64,
 }
 
 /// The realtime window's counts (bots left out).
@@ -264,6 +308,14 @@ pub trait AnalyticsReader: Send + Sync {
         limit: u32,
         offset: u32,
     ) -> StoreResult<(Vec<MetricRow>, u64)>;
+    /// The breakdown rows of just these values (any order; a value without events has no row):
+    /// the comparison period's numbers for the rows of a page.
+    async fn breakdown_of(
+        &self,
+        scope: &Scope,
+        by: Dimension,
+        values: &[String],
+    ) -> StoreResult<Vec<MetricRow>>;
     /// Distinct visitors and events since `since_ms`, bots left out.
     async fn live_counts(&self, website_id: &str, since_ms: i64) -> StoreResult<LiveCounts>;
     async fn recent_events(

@@ -203,6 +203,27 @@ struct BreakdownRow {
     visitors: u64,
     pageviews: u64,
     events: u64,
+    sessions: u64,
+    bounces: u64,
+    avg_ms: f64,
+}
+
+impl From<BreakdownRow> for MetricRow {
+    fn from(r: BreakdownRow) -> MetricRow {
+        MetricRow {
+            value: r.value,
+            visitors: r.visitors,
+            pageviews: r.pageviews,
+            events: r.events,
+            sessions: r.sessions,
+            bounces: r.bounces,
+            avg_duration_seconds: if r.avg_ms.is_finite() {
+                r.avg_ms / 1000.0
+            } else {
+                0.0
+            },
+        }
+    }
 }
 
 #[derive(Row, Deserialize)]
@@ -453,8 +474,13 @@ fn scope_sql(scope: &Scope) -> String {
     if !scope.include_bots {
         sql.push_str(" AND is_bot = 0");
     }
-    for (dim, _) in &scope.filters {
-        sql.push_str(&format!(" AND {} = ?", dim.column()));
+    for (dim, value) in &scope.filters {
+        let col = dim.column();
+        sql.push_str(&match FilterMatch::of(*dim, value) {
+            FilterMatch::Equals => format!(" AND {col} = ?"),
+            FilterMatch::Contains => format!(" AND position({col}, ?) > 0"),
+            FilterMatch::Missing => format!(" AND {col} = ''"),
+        });
     }
     sql
 }
@@ -464,10 +490,62 @@ fn bind_scope(mut q: clickhouse::query::Query, scope: &Scope) -> clickhouse::que
         .bind(scope.website_id.as_str())
         .bind(scope.from_ms)
         .bind(scope.to_ms);
-    for (_, value) in &scope.filters {
-        q = q.bind(value.as_str());
+    for (dim, value) in &scope.filters {
+        if FilterMatch::of(*dim, value) != FilterMatch::Missing {
+            q = q.bind(value.as_str());
+        }
     }
     q
+}
+
+/// Per (value, session) counts of the scope's events: the left side of a breakdown.
+fn breakdown_groups_sql(filter: &str, by: Dimension) -> String {
+    match by {
+        Dimension::EntryPage | Dimension::ExitPage => {
+            let pick = if by == Dimension::EntryPage {
+                "argMinIf"
+            } else {
+                "argMaxIf"
+            };
+            format!(
+                "SELECT {pick}(page, ts, is_pageview = 1) AS value, session, any(visitor) AS visitor, \
+                 toUInt64(1) AS pv, toUInt64(1) AS n FROM events WHERE {filter} GROUP BY session \
+                 HAVING value != ''"
+            )
+        }
+        _ => {
+            let col = by.column();
+            let value = match by {
+                Dimension::Referrer => format!("if({col} = '', '{DIRECT}', {col})"),
+                _ => col.to_string(),
+            };
+            format!(
+                "SELECT {value} AS value, session, any(visitor) AS visitor, \
+                 toUInt64(sum(is_pageview)) AS pv, count() AS n FROM events \
+                 WHERE {filter} AND value != '' GROUP BY value, session"
+            )
+        }
+    }
+}
+
+/// A breakdown: the groups joined to the sessions' own shape, grouped by value; binds the
+/// scope twice (groups, then sessions), then the `only` values.
+fn breakdown_sql(filter: &str, by: Dimension, only: usize) -> String {
+    let only = if only == 0 {
+        String::new()
+    } else {
+        format!(" WHERE value IN ({})", vec!["?"; only].join(", "))
+    };
+    format!(
+        "SELECT value, uniqExact(visitor) AS visitors, sum(pv) AS pageviews, sum(n) AS events, \
+         count() AS sessions, countIf(s_n = 1 AND s_pv = 1) AS bounces, avg(s_dur) AS avg_ms \
+         FROM ({groups}) ALL INNER JOIN \
+         (SELECT session, count() AS s_n, sum(is_pageview) AS s_pv, max(ts) - min(ts) AS s_dur \
+          FROM events WHERE {filter} GROUP BY session) USING session{only} \
+         GROUP BY value ORDER BY {order}",
+        groups = breakdown_groups_sql(filter, by),
+        order = by.breakdown_order(),
+    )
 }
 
 /// Local-time offset as SQL (`multiIf` over the DST segments). Numbers computed by Tally only.
@@ -682,54 +760,35 @@ impl AnalyticsReader for ClickHouseAnalytics {
         offset: u32,
     ) -> StoreResult<(Vec<MetricRow>, u64)> {
         let filter = scope_sql(scope);
-        // Entry and exit pages: group by session first, then by the session's first or last
-        // pageview's page.
-        let (source, col) = match by {
-            Dimension::EntryPage | Dimension::ExitPage => {
-                let pick = if by == Dimension::EntryPage {
-                    "argMinIf"
-                } else {
-                    "argMaxIf"
-                };
-                (
-                    format!(
-                        "(SELECT any(visitor) AS visitor, toUInt8(1) AS is_pageview, \
-                         {pick}(page, ts, is_pageview = 1) AS session_page \
-                         FROM events WHERE {filter} GROUP BY session)"
-                    ),
-                    "session_page",
-                )
-            }
-            _ => (
-                format!("(SELECT * FROM events WHERE {filter})"),
-                by.column(),
-            ),
-        };
-        let sql = format!(
-            "SELECT {col} AS value, uniqExact(visitor) AS visitors, \
-             sum(is_pageview) AS pageviews, count() AS events \
-             FROM {source} WHERE {col} != '' GROUP BY value \
-             ORDER BY visitors DESC, pageviews DESC, value LIMIT {offset}, {limit}"
+        let sql = format!("{} LIMIT {offset}, {limit}", breakdown_sql(&filter, by, 0));
+        let query = bind_scope(bind_scope(self.client.query(&sql), scope), scope);
+        let rows: Vec<BreakdownRow> = query.fetch_all().await.map_err(ch_err)?;
+        let total_sql = format!(
+            "SELECT uniqExact(value) AS n FROM ({})",
+            breakdown_groups_sql(&filter, by)
         );
-        let rows: Vec<BreakdownRow> = bind_scope(self.client.query(&sql), scope)
-            .fetch_all()
-            .await
-            .map_err(ch_err)?;
-        let total_sql = format!("SELECT uniqExact({col}) AS n FROM {source} WHERE {col} != ''");
         let total = self
             .count(bind_scope(self.client.query(&total_sql), scope))
             .await?;
-        Ok((
-            rows.into_iter()
-                .map(|r| MetricRow {
-                    value: r.value,
-                    visitors: r.visitors,
-                    pageviews: r.pageviews,
-                    events: r.events,
-                })
-                .collect(),
-            total,
-        ))
+        Ok((rows.into_iter().map(MetricRow::from).collect(), total))
+    }
+
+    async fn breakdown_of(
+        &self,
+        scope: &Scope,
+        by: Dimension,
+        values: &[String],
+    ) -> StoreResult<Vec<MetricRow>> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = breakdown_sql(&scope_sql(scope), by, values.len());
+        let mut query = bind_scope(bind_scope(self.client.query(&sql), scope), scope);
+        for v in values {
+            query = query.bind(v.as_str());
+        }
+        let rows: Vec<BreakdownRow> = query.fetch_all().await.map_err(ch_err)?;
+        Ok(rows.into_iter().map(MetricRow::from).collect())
     }
 
     async fn live_counts(&self, website_id: &str, since_ms: i64) -> StoreResult<LiveCounts> {

@@ -20,6 +20,7 @@ fn ev(id: u128, visitor: u64, session: u64, secs: i64, page: &str) -> StoredEven
         visitor,
         session,
         country: Some(if visitor == 1 { "DE" } else { "US" }.into()),
+        hostname: (visitor == 1).then(|| "example.com".into()),
         browser: Some("Firefox".into()),
         ..Default::default()
     }
@@ -59,6 +60,110 @@ fn offsets(n: u64) -> Vec<StoredOffset> {
         partition: 0,
         next_offset: n,
     }]
+}
+
+fn row(value: &str, counts: [u64; 5], avg_duration_seconds: f64) -> MetricRow {
+    let [visitors, pageviews, events, sessions, bounces] = counts;
+    MetricRow {
+        value: value.into(),
+        visitors,
+        pageviews,
+        events,
+        sessions,
+        bounces,
+        avg_duration_seconds,
+    }
+}
+
+/// Breakdowns over `dataset()`: session 10 (visitor 1) is /a, /b and a signup on /b over 90 s;
+/// session 20 (visitor 2) is one pageview of /a (a bounce).
+async fn breakdown_checks<S: AnalyticsReader>(store: &S) {
+    let (rows, total) = store
+        .breakdown(&scope(false), Dimension::Page, 10, 0)
+        .await
+        .expect("pages");
+    assert_eq!(total, 2);
+    assert_eq!(
+        rows,
+        vec![
+            row("/a", [2, 2, 2, 2, 1], 45.0),
+            row("/b", [1, 1, 2, 1, 0], 90.0)
+        ]
+    );
+    let (page2, total) = store
+        .breakdown(&scope(false), Dimension::Page, 1, 1)
+        .await
+        .expect("page 2");
+    assert_eq!((page2.len(), total), (1, 2));
+    assert_eq!(page2[0].value, "/b");
+    let (past, total) = store
+        .breakdown(&scope(false), Dimension::Page, 10, 5)
+        .await
+        .expect("past the end");
+    assert_eq!((past.len(), total), (0, 2));
+    let (names, _) = store
+        .breakdown(&scope(false), Dimension::EventName, 10, 0)
+        .await
+        .expect("events");
+    assert_eq!(names, vec![row("signup", [1, 0, 1, 1, 0], 90.0)]);
+    // No referrer is "(direct)", and the filter value "(direct)" selects those events.
+    let (refs, _) = store
+        .breakdown(&scope(false), Dimension::Referrer, 10, 0)
+        .await
+        .expect("referrers");
+    assert_eq!(refs, vec![row(DIRECT, [2, 3, 4, 2, 1], 45.0)]);
+    let mut direct = scope(false);
+    direct.filters.push((Dimension::Referrer, DIRECT.into()));
+    assert_eq!(store.totals(&direct).await.expect("direct").pageviews, 3);
+    // Entry pages: both sessions entered on /a; exit: session 10 left on /b.
+    let (entry, _) = store
+        .breakdown(&scope(false), Dimension::EntryPage, 10, 0)
+        .await
+        .expect("entry");
+    assert_eq!(entry, vec![row("/a", [2, 2, 2, 2, 1], 45.0)]);
+    let (exit, _) = store
+        .breakdown(&scope(false), Dimension::ExitPage, 10, 0)
+        .await
+        .expect("exit");
+    assert_eq!(
+        exit,
+        vec![
+            row("/a", [1, 1, 1, 1, 1], 0.0),
+            row("/b", [1, 1, 1, 1, 0], 90.0)
+        ]
+    );
+    // Countries sort by visitors; with bots, the bot's US session joins /a's.
+    let (countries, _) = store
+        .breakdown(&scope(true), Dimension::Country, 10, 0)
+        .await
+        .expect("countries");
+    assert_eq!(
+        countries,
+        vec![
+            row("US", [2, 2, 2, 2, 2], 0.0),
+            row("DE", [1, 2, 3, 1, 0], 90.0)
+        ]
+    );
+    // Just some values (a comparison's rows): unknown values have no row.
+    let mut some = store
+        .breakdown_of(
+            &scope(false),
+            Dimension::Page,
+            &["/b".to_string(), "/nowhere".to_string()],
+        )
+        .await
+        .expect("breakdown_of");
+    some.sort_by(|a, b| a.value.cmp(&b.value));
+    assert_eq!(some, vec![row("/b", [1, 1, 2, 1, 0], 90.0)]);
+    // A page filter matches a substring; a host name filter matches the stored host.
+    let mut sub = scope(false);
+    sub.filters.push((Dimension::Page, "b".into()));
+    assert_eq!(store.totals(&sub).await.expect("substring").pageviews, 1);
+    let mut host = scope(false);
+    host.filters
+        .push((Dimension::Hostname, "example.com".into()));
+    let h = store.totals(&host).await.expect("hostname");
+    assert_eq!((h.pageviews, h.visitors), (2, 1));
 }
 
 /// Runs every analytics check against an empty store.
@@ -105,48 +210,7 @@ pub async fn analytics_suite<S: AnalyticsWriter + AnalyticsReader>(store: &S) {
     let f = store.totals(&filtered).await.expect("filtered");
     assert_eq!((f.pageviews, f.visitors, f.sessions), (2, 1, 1));
 
-    let (rows, total) = store
-        .breakdown(&scope(false), Dimension::Page, 10, 0)
-        .await
-        .expect("pages");
-    assert_eq!(total, 2);
-    assert_eq!(
-        rows[0],
-        MetricRow {
-            value: "/a".into(),
-            visitors: 2,
-            pageviews: 2,
-            events: 2
-        }
-    );
-    assert_eq!(
-        rows[1],
-        MetricRow {
-            value: "/b".into(),
-            visitors: 1,
-            pageviews: 1,
-            events: 2
-        }
-    );
-    let (page2, _) = store
-        .breakdown(&scope(false), Dimension::Page, 1, 1)
-        .await
-        .expect("page 2");
-    assert_eq!(page2.len(), 1);
-    assert_eq!(page2[0].value, "/b");
-    let (names, _) = store
-        .breakdown(&scope(false), Dimension::EventName, 10, 0)
-        .await
-        .expect("events");
-    assert_eq!(
-        names,
-        vec![MetricRow {
-            value: "signup".into(),
-            visitors: 1,
-            pageviews: 0,
-            events: 1
-        }]
-    );
+    breakdown_checks(store).await;
 
     let utc = [OffsetSegment {
         from_ms: 0,

@@ -149,10 +149,106 @@ fn scope_sql(scope: &Scope) -> (String, Vec<Value>) {
         sql.push_str(" AND NOT is_bot");
     }
     for (dim, value) in &scope.filters {
-        sql.push_str(&format!(" AND {} = ?", dim.column()));
+        let col = dim.column();
+        match FilterMatch::of(*dim, value) {
+            FilterMatch::Equals => sql.push_str(&format!(" AND {col} = ?")),
+            FilterMatch::Contains => sql.push_str(&format!(" AND contains({col}, ?)")),
+            FilterMatch::Missing => {
+                sql.push_str(&format!(" AND {col} IS NULL"));
+                continue;
+            }
+        }
         params.push(Value::Text(value.clone()));
     }
     (sql, params)
+}
+
+/// A breakdown over the scope's events: per (value, session) counts `g` joined to the
+/// sessions' own shape `s`, grouped by value. With `only` placeholders, just those values.
+/// Binds the scope's parameters, then the `only` values, then the scope's again.
+fn breakdown_sql(filter: &str, by: Dimension, only: usize) -> String {
+    let col = by.column();
+    let e = format!("(SELECT * FROM events WHERE {filter})");
+    let only = if only == 0 {
+        String::new()
+    } else {
+        format!(" AND value IN ({})", vec!["?"; only].join(", "))
+    };
+    let group = match by {
+        Dimension::EntryPage | Dimension::ExitPage => {
+            let pick = if by == Dimension::EntryPage {
+                "arg_min"
+            } else {
+                "arg_max"
+            };
+            format!(
+                "SELECT value, session, visitor, 1 AS pv, 1 AS n FROM \
+                 (SELECT session, any_value(visitor) AS visitor, \
+                  {pick}(page, ts) FILTER (WHERE event_type = 'pageview') AS value FROM {e} GROUP BY session) \
+                 WHERE value IS NOT NULL{only}"
+            )
+        }
+        _ => {
+            let value = match by {
+                Dimension::Referrer => format!("coalesce({col}, '{DIRECT}')"),
+                _ => col.to_string(),
+            };
+            format!(
+                "SELECT * FROM (SELECT {value} AS value, session, any_value(visitor) AS visitor, \
+                 count(*) FILTER (WHERE event_type = 'pageview') AS pv, count(*) AS n \
+                 FROM {e} GROUP BY value, session) WHERE value IS NOT NULL{only}"
+            )
+        }
+    };
+    // The scope's events are read twice (for the groups, then for the sessions), so its
+    // parameters are bound twice: a CTE read twice trips an internal error in DuckDB 1.4.
+    format!(
+        "WITH g AS ({group}), \
+         s AS (SELECT session, count(*) AS s_n, count(*) FILTER (WHERE event_type = 'pageview') AS s_pv, \
+               max(ts) - min(ts) AS s_dur FROM events WHERE {filter} GROUP BY session) \
+         SELECT value, count(DISTINCT visitor) AS visitors, sum(pv)::BIGINT AS pageviews, \
+                sum(n)::BIGINT AS events, count(*) AS sessions, \
+                count(*) FILTER (WHERE s_n = 1 AND s_pv = 1) AS bounces, \
+                coalesce(avg(s_dur), 0)::DOUBLE AS dur, count(*) OVER () AS total \
+         FROM g JOIN s USING (session) GROUP BY value ORDER BY {order}",
+        order = by.breakdown_order(),
+    )
+}
+
+/// Reads breakdown rows (and the window's total) from a statement built by `breakdown_sql`.
+fn breakdown_rows(
+    conn: &Connection,
+    sql: &str,
+    params: &[Value],
+) -> StoreResult<(Vec<MetricRow>, u64)> {
+    let mut stmt = conn.prepare(sql).map_err(db_err)?;
+    let mut total = 0u64;
+    let rows = stmt
+        .query_map(params_from_iter(params.iter()), |r| {
+            let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+            Ok((
+                MetricRow {
+                    value: r.get(0)?,
+                    visitors: n(1)?,
+                    pageviews: n(2)?,
+                    events: n(3)?,
+                    sessions: n(4)?,
+                    bounces: n(5)?,
+                    avg_duration_seconds: r.get::<_, f64>(6)? / 1000.0,
+                },
+                n(7)?,
+            ))
+        })
+        .map_err(db_err)?
+        .map(|r| {
+            r.map(|(row, t)| {
+                total = t;
+                row
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_err)?;
+    Ok((rows, total))
 }
 
 /// Local-time offset as SQL: a constant, or a CASE over the DST segments of the range.
@@ -427,71 +523,49 @@ impl AnalyticsReader for DuckAnalytics {
         limit: u32,
         offset: u32,
     ) -> StoreResult<(Vec<MetricRow>, u64)> {
-        let (filter, params) = scope_sql(scope);
-        let col = by.column();
-        // Entry and exit pages: group by session first, then by the session's first or last page.
-        let (source, col) = match by {
-            Dimension::EntryPage | Dimension::ExitPage => {
-                let pick = if by == Dimension::EntryPage {
-                    "arg_min"
-                } else {
-                    "arg_max"
-                };
-                (
-                    format!(
-                        "(SELECT any_value(visitor) AS visitor, 'pageview' AS event_type, \
-                         {pick}(page, ts) FILTER (WHERE event_type = 'pageview') AS session_page \
-                         FROM events WHERE {filter} GROUP BY session)"
-                    ),
-                    "session_page",
-                )
-            }
-            _ => ("events".to_string(), col),
-        };
-        let filter = if by.is_session_level() {
-            "TRUE".to_string()
-        } else {
-            filter
-        };
+        let (filter, once) = scope_sql(scope);
+        let params = [once.clone(), once].concat();
+        // The window counts the groups before LIMIT applies, so the total needs no second scan.
+        let sql = format!(
+            "{} LIMIT {limit} OFFSET {offset}",
+            breakdown_sql(&filter, by, 0)
+        );
         self.with_reader(move |conn| {
-            // The window counts the groups before LIMIT applies, so the total needs no second scan.
-            let sql = format!(
-                "SELECT {col}, count(DISTINCT visitor) AS v, count(*) FILTER (WHERE event_type = 'pageview') AS pv, \
-                 count(*) AS n, count(*) OVER () AS total FROM {source} WHERE {filter} AND {col} IS NOT NULL \
-                 GROUP BY {col} ORDER BY v DESC, pv DESC, {col} LIMIT {limit} OFFSET {offset}"
-            );
-            let mut stmt = conn.prepare(&sql).map_err(db_err)?;
-            let mut total = 0u64;
-            let rows = stmt
-                .query_map(params_from_iter(params.iter()), |r| {
-                    Ok((
-                        MetricRow {
-                            value: r.get(0)?,
-                            visitors: r.get::<_, i64>(1)?.max(0) as u64,
-                            pageviews: r.get::<_, i64>(2)?.max(0) as u64,
-                            events: r.get::<_, i64>(3)?.max(0) as u64,
-                        },
-                        r.get::<_, i64>(4)?.max(0) as u64,
-                    ))
-                })
-                .map_err(db_err)?
-                .map(|r| r.map(|(row, t)| {
-                    total = t;
-                    row
-                }))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db_err)?;
-            if rows.is_empty() {
-                // Past the last page the window has no row to report on: count directly.
+            let (rows, mut total) = breakdown_rows(conn, &sql, &params)?;
+            if rows.is_empty() && offset > 0 {
+                // Past the last page the window has no row to report on: count the groups.
                 total = count(
                     conn,
-                    &format!("SELECT count(DISTINCT {col}) FROM {source} WHERE {filter} AND {col} IS NOT NULL"),
+                    &format!("SELECT count(*) FROM ({})", breakdown_sql(&filter, by, 0)),
                     &params,
                 )?;
             }
             Ok((rows, total))
         })
         .await
+    }
+
+    async fn breakdown_of(
+        &self,
+        scope: &Scope,
+        by: Dimension,
+        values: &[String],
+    ) -> StoreResult<Vec<MetricRow>> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (filter, once) = scope_sql(scope);
+        let sql = breakdown_sql(&filter, by, values.len());
+        // Binds: the groups' scope, the values (inside the groups), then the sessions' scope.
+        let values = values.iter().cloned().map(Value::Text);
+        let params: Vec<Value> = once
+            .iter()
+            .cloned()
+            .chain(values)
+            .chain(once.clone())
+            .collect();
+        self.with_reader(move |conn| Ok(breakdown_rows(conn, &sql, &params)?.0))
+            .await
     }
 
     async fn live_counts(&self, website_id: &str, since_ms: i64) -> StoreResult<LiveCounts> {

@@ -108,7 +108,7 @@ async fn websites_and_keys_round_trip() {
             today + chrono::Duration::days(1)
         ))
         .await;
-    let idem = pages["data"]
+    let idem = pages["data"]["rows"]
         .as_array()
         .and_then(|rows| rows.iter().find(|r| r["value"] == "/idem").cloned());
     assert_eq!(

@@ -73,9 +73,12 @@ async fn post_dataset(c: &Client, site: &str) {
 
 const RANGE: &str = "start_date=2026-03-28&end_date=2026-03-30";
 
+/// One field of every point of `data.series` (pageviews) or row of `data.rows` (metrics).
 fn values(body: &Value, field: &str) -> Vec<Value> {
-    body["data"]
+    let data = &body["data"];
+    data["series"]
         .as_array()
+        .or_else(|| data["rows"].as_array())
         .map(|rows| rows.iter().map(|r| r[field].clone()).collect())
         .unwrap_or_default()
 }
@@ -184,13 +187,36 @@ async fn dashboards_report_exact_numbers() {
     let (_, hours) = c
         .get(&format!("/api/websites/{site}/pageviews?start_date=2026-03-29&end_date=2026-03-29&granularity=hour"))
         .await;
-    let rows = hours["data"].as_array().cloned().unwrap_or_default();
+    assert_eq!(hours["data"]["granularity"], "hour");
+    let rows = hours["data"]["series"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(rows.len(), 23);
-    assert_eq!(rows[0]["date"], "2026-03-29T00:00:00+01:00");
+    // Hours are labelled by the UTC instant the local hour starts at.
+    assert_eq!(rows[0]["date"], "2026-03-28T23:00:00Z", "00:00 CET");
     assert_eq!(rows[0]["pageviews"], 1);
     assert_eq!(
-        rows[2]["date"], "2026-03-29T03:00:00+02:00",
-        "02:00 does not exist that day"
+        rows[2]["date"], "2026-03-29T01:00:00Z",
+        "03:00 CEST: 02:00 does not exist that day"
+    );
+    assert_eq!(hours["data"]["compare_series"], Value::Null);
+    assert!(hours.get("compare").is_none());
+
+    // Over 60 days without a granularity: months.
+    let (_, months) = c
+        .get(&format!(
+            "/api/websites/{site}/pageviews?start_date=2026-01-01&end_date=2026-03-31"
+        ))
+        .await;
+    assert_eq!(months["data"]["granularity"], "month");
+    assert_eq!(
+        values(&months, "date"),
+        vec![json!("2026-01"), json!("2026-02"), json!("2026-03")]
+    );
+    assert_eq!(
+        values(&months, "pageviews"),
+        vec![json!(0), json!(0), json!(5)]
     );
 
     let (status, pages) = c
@@ -209,10 +235,36 @@ async fn dashboards_report_exact_numbers() {
         values(&pages, "pageviews"),
         vec![json!(3), json!(1), json!(1)]
     );
+    assert_eq!(pages["data"]["type"], "page");
+    // /home: visitor 1's 6-minute session and two bounces; /blog: a bounce; /pricing: the
+    // 6-minute session.
+    assert_eq!(
+        values(&pages, "bounce_rate"),
+        vec![json!(66.7), json!(100.0), json!(0.0)]
+    );
+    assert_eq!(
+        values(&pages, "avg_duration_seconds"),
+        vec![json!(120.0), json!(0.0), json!(360.0)]
+    );
     assert_eq!(
         pages["pagination"],
         json!({"total": 3, "limit": 10, "offset": 0, "has_more": false})
     );
+    assert_eq!(pages["compare"], Value::Null);
+    assert!(pages["data"]["rows"][0].get("prev_visitors").is_none());
+    // Above 100 the limit is 100, as the peer clamps it; zero is refused.
+    let (_, many) = c
+        .get(&format!(
+            "/api/websites/{site}/metrics?type=page&{RANGE}&limit=500"
+        ))
+        .await;
+    assert_eq!(many["pagination"]["limit"], json!(100));
+    let (status, _) = c
+        .get(&format!(
+            "/api/websites/{site}/metrics?type=page&{RANGE}&limit=0"
+        ))
+        .await;
+    assert_eq!(status, 400);
 
     let (_, p2) = c
         .get(&format!(
@@ -267,9 +319,18 @@ async fn dashboards_report_exact_numbers() {
             "/api/websites/{site}/metrics?type=referrer&{RANGE}"
         ))
         .await;
+    // Visitor 1's second pageview (a self-referral) and its event, and visitor 3, came direct.
     assert_eq!(
         values(&refs, "value"),
-        vec![json!("google.com"), json!("news.ycombinator.com")]
+        vec![
+            json!("(direct)"),
+            json!("google.com"),
+            json!("news.ycombinator.com")
+        ]
+    );
+    assert_eq!(
+        values(&refs, "visitors"),
+        vec![json!(2), json!(1), json!(1)]
     );
     let (_, utm) = c
         .get(&format!(
@@ -283,6 +344,11 @@ async fn dashboards_report_exact_numbers() {
         ))
         .await;
     assert_eq!(values(&names, "value"), vec![json!("signup")]);
+    assert_eq!(
+        values(&names, "pageviews"),
+        vec![json!(1)],
+        "occurrences, as the peer counts them"
+    );
 
     // Sessions: visitor 1 entered on /home and left from /pricing; the three bounces are their
     // own entry and exit.
@@ -315,6 +381,10 @@ async fn dashboards_report_exact_numbers() {
         ))
         .await;
     assert_eq!(s, 400, "session-level types are not filters");
+    let (_, not_found) = c.get("/api/websites/nope/stats").await;
+    assert_eq!(not_found["error"]["field"], Value::Null, "{not_found}");
+
+    comparisons_and_filters(&c, &site).await;
 
     // Realtime sees an event sent now.
     send(
@@ -336,4 +406,127 @@ async fn dashboards_report_exact_numbers() {
     assert_eq!(rt["data"]["recent_events"][0]["country"], "SE");
 
     app.shutdown().await.expect("shutdown");
+}
+
+/// `compare_mode` on stats, pageviews and metrics; the substring page filter, the host name
+/// filter and `(direct)` as a referrer filter.
+async fn comparisons_and_filters(c: &Client, site: &str) {
+    // Berlin 03-29..03-30 (visitor 2's bounce, visitor 3's two) against 03-28 (visitor 1).
+    let two_days = "start_date=2026-03-29&end_date=2026-03-30";
+    let custom = "compare_mode=custom&compare_start_date=2026-03-28&compare_end_date=2026-03-28";
+    let block = json!({
+        "mode": "custom",
+        "primary_range": ["2026-03-29", "2026-03-30"],
+        "comparison_range": ["2026-03-28", "2026-03-28"],
+    });
+    let (status, s) = c
+        .get(&format!("/api/websites/{site}/stats?{two_days}&{custom}"))
+        .await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(
+        (
+            s["data"]["pageviews"].clone(),
+            s["data"]["prev_pageviews"].clone(),
+            s["data"]["prev_visitors"].clone(),
+            s["data"]["prev_avg_duration_seconds"].clone()
+        ),
+        (json!(3), json!(2), json!(1), json!(360.0))
+    );
+    assert_eq!(s["compare"], block);
+    let (_, plain) = c
+        .get(&format!("/api/websites/{site}/stats?{two_days}"))
+        .await;
+    assert!(plain.get("compare").is_none());
+    let (_, year) = c
+        .get(&format!(
+            "/api/websites/{site}/stats?{two_days}&compare_mode=previous_year"
+        ))
+        .await;
+    assert_eq!(year["data"]["prev_pageviews"], json!(0));
+    assert_eq!(
+        year["compare"]["comparison_range"],
+        json!(["2025-03-29", "2025-03-30"])
+    );
+
+    let (_, series) = c
+        .get(&format!(
+            "/api/websites/{site}/pageviews?{two_days}&granularity=day&{custom}"
+        ))
+        .await;
+    assert_eq!(
+        series["data"]["compare_series"],
+        json!([
+            {"date": "2026-03-29", "compare_date": "2026-03-28", "pageviews": 2, "visitors": 1},
+            {"date": "2026-03-30", "compare_date": null, "pageviews": 0, "visitors": 0},
+        ])
+    );
+    assert_eq!(series["compare"], block);
+
+    let (_, pages) = c
+        .get(&format!(
+            "/api/websites/{site}/metrics?type=page&{two_days}&{custom}"
+        ))
+        .await;
+    assert_eq!(pages["compare"], block);
+    let rows = &pages["data"]["rows"];
+    assert_eq!(rows[0]["value"], "/home");
+    assert_eq!(
+        (
+            rows[0]["visitors"].clone(),
+            rows[0]["prev_visitors"].clone(),
+            rows[0]["prev_pageviews"].clone(),
+            rows[0]["delta_visitors_abs"].clone(),
+            rows[0]["delta_visitors_pct"].clone()
+        ),
+        (json!(2), json!(1), json!(1), json!(1), json!(1.0))
+    );
+    assert_eq!(rows[1]["value"], "/blog");
+    assert_eq!(
+        (
+            rows[1]["prev_visitors"].clone(),
+            rows[1]["delta_visitors_abs"].clone(),
+            rows[1]["delta_visitors_pct"].clone()
+        ),
+        (json!(0), json!(1), Value::Null)
+    );
+
+    for (bad, field) in [
+        ("compare_mode=last_week", "compare_mode"),
+        ("compare_mode=custom", "compare_start_date"),
+        (
+            "compare_mode=custom&compare_start_date=2026-01-01&compare_end_date=2026-03-01",
+            "compare_start_date",
+        ),
+    ] {
+        let (status, body) = c
+            .get(&format!("/api/websites/{site}/stats?{two_days}&{bad}"))
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["details"]["parameter"], field, "{body}");
+        assert_eq!(body["error"]["field"], field, "{body}");
+    }
+
+    let stats = |q: String| async move {
+        let (status, s) = c
+            .get(&format!("/api/websites/{site}/stats?{RANGE}&{q}"))
+            .await;
+        assert_eq!(status, 200, "{q}: {s}");
+        (
+            s["data"]["pageviews"].clone(),
+            s["data"]["visitors"].clone(),
+        )
+    };
+    assert_eq!(stats("filter_page=blo".into()).await, (json!(1), json!(1)));
+    assert_eq!(
+        stats("filter_hostname=EXAMPLE.com".into()).await,
+        (json!(5), json!(3))
+    );
+    assert_eq!(
+        stats("filter_hostname=other.example".into()).await,
+        (json!(0), json!(0))
+    );
+    assert_eq!(
+        stats("filter_referrer=(direct)".into()).await,
+        (json!(3), json!(2))
+    );
 }

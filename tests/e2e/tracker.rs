@@ -31,7 +31,7 @@ fn header(r: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 fn rows(body: &Value) -> Vec<(Value, Value)> {
-    body["data"]
+    body["data"]["rows"]
         .as_array()
         .map(|rows| {
             rows.iter()

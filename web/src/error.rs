@@ -1,5 +1,5 @@
 //! The single place where failures become HTTP responses: `{"error": {"code", "message",
-//! "details"?, "request_id"}}` with the right status. Client mistakes are 4xx; only Tally's own
+//! "field", "details"?, "request_id"}}` with the right status. Client mistakes are 4xx; only Tally's own
 //! faults are 5xx, and their details are logged, not sent.
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -147,7 +147,15 @@ impl From<sources::model::SourceError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         metrics::counter!("tally_http_errors_total", "code" => self.code).increment(1);
-        let mut error = json!({ "code": self.code, "message": self.message });
+        // `field` names the bad field or parameter (null when the error is not about one), as
+        // the peer's clients read it; `details` keeps the longer story.
+        let field = self
+            .details
+            .as_ref()
+            .and_then(|d| d.get("field").or_else(|| d.get("parameter")))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let mut error = json!({ "code": self.code, "message": self.message, "field": field });
         if let Some(d) = self.details {
             error["details"] = d;
         }
