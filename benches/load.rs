@@ -407,6 +407,56 @@ async fn query_latency(c: &Client, site: &str) -> (f64, f64) {
     (stats, pages)
 }
 
+/// The contract's newer dashboard reads over the last 30 days, p50 ms each: sessions?limit=50,
+/// metrics?type=page with the previous period's comparison, a 4-step funnel's results,
+/// weekly retention over 8 periods, and the journey after a page.
+struct NewerReads {
+    sessions: f64,
+    compared: f64,
+    funnel: f64,
+    retention: f64,
+    journey: f64,
+}
+
+async fn newer_query_latency(c: &Client, site: &str) -> NewerReads {
+    let today = chrono::Utc::now().date_naive();
+    let range = format!(
+        "start_date={}&end_date={today}&timezone=UTC",
+        today - chrono::Duration::days(30)
+    );
+    let steps: Vec<Value> = (1..=4)
+        .map(|i| json!({"step_type": "page_view", "match_value": format!("/page/{i}")}))
+        .collect();
+    let (status, funnel) = c
+        .post(
+            &format!("/api/websites/{site}/funnels"),
+            &json!({"name": "Bench", "steps": steps}),
+        )
+        .await;
+    assert_eq!(status, 201, "{funnel}");
+    let funnel_id = funnel["data"]["id"].as_str().unwrap_or("").to_string();
+    let p50 = |path: String| async move { query_p50(c, &path, 50).await };
+    NewerReads {
+        sessions: p50(format!("/api/websites/{site}/sessions?limit=50&{range}")).await,
+        compared: p50(format!(
+            "/api/websites/{site}/metrics?type=page&compare_mode=previous_period&{range}"
+        ))
+        .await,
+        funnel: p50(format!(
+            "/api/websites/{site}/funnels/{funnel_id}/results?{range}"
+        ))
+        .await,
+        retention: p50(format!(
+            "/api/websites/{site}/retention?cohort_granularity=week&max_periods=8&{range}"
+        ))
+        .await,
+        journey: p50(format!(
+            "/api/websites/{site}/journey?anchor_type=page&anchor_value=/page/1&{range}"
+        ))
+        .await,
+    }
+}
+
 /// One backend set's figures, as (label, value) rows in print order.
 type Figures = Vec<(String, String)>;
 
@@ -463,6 +513,7 @@ async fn run(backend_env: Vec<(&'static str, String)>) -> Figures {
         stored_1m = stored_count(&c, &site).await;
     }
     let (stats_1m, pages_1m) = query_latency(&c, &site).await;
+    let newer_1m = newer_query_latency(&c, &site).await;
 
     // Sustained stored rate: accepted minus backlog, sampled each second for the whole phase.
     let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -559,6 +610,26 @@ async fn run(backend_env: Vec<(&'static str, String)>) -> Figures {
     row("  stats p50, ms", format!("{stats_1m:.1}"));
     row("  metrics?type=page p50, ms", format!("{pages_1m:.1}"));
     row(
+        "  sessions?limit=50 p50, ms",
+        format!("{:.1}", newer_1m.sessions),
+    );
+    row(
+        "  metrics?type=page, compare_mode=previous_period p50, ms",
+        format!("{:.1}", newer_1m.compared),
+    );
+    row(
+        "  funnels/{id}/results (4 steps) p50, ms",
+        format!("{:.1}", newer_1m.funnel),
+    );
+    row(
+        "  retention (weekly, 8 periods) p50, ms",
+        format!("{:.1}", newer_1m.retention),
+    );
+    row(
+        "  journey (next, depth 3) p50, ms",
+        format!("{:.1}", newer_1m.journey),
+    );
+    row(
         "dashboard queries at the end, events",
         format!("{stored_total}"),
     );
@@ -604,6 +675,11 @@ fn print_side_by_side(embedded: &Figures, distributed: Option<&Figures>) {
             .unwrap_or("not run");
         println!("{label:<58} {value:>16} {other:>22}");
     }
+    println!(
+        "tracker script /s.js: {} bytes, {} bytes gzipped (limit 2048)",
+        ingest::tracker::SCRIPT.len(),
+        ingest::tracker::gzipped().len()
+    );
     if distributed.is_none() {
         println!("(distributed column not run: set TALLY_TEST_KAFKA, TALLY_TEST_CLICKHOUSE and TALLY_TEST_POSTGRES)");
     }

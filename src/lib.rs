@@ -226,7 +226,7 @@ fn cors(origins: &[String]) -> CorsLayer {
 fn open_cors() -> CorsLayer {
     use axum::http::Method;
     CorsLayer::new()
-        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers(Any)
         .allow_origin(Any)
 }
@@ -452,6 +452,8 @@ pub async fn start_roles(s: Settings, roles: Roles) -> anyhow::Result<App> {
         .merge(
             Router::new()
                 .route("/api/health", get(health))
+                // Where the peer serves it.
+                .route("/health", get(health))
                 .with_state(health_state),
         )
         .merge(not_built_routes())

@@ -1,10 +1,14 @@
 //! The read side over HTTP: dashboard queries (stats, pageviews time series, metrics
-//! breakdowns, realtime) with route and parameter names compatible with Sparklytics clients.
+//! breakdowns, realtime, sessions, custom events) with route and parameter names compatible with Sparklytics clients.
 
 mod compare;
+mod conversions;
+mod events;
 mod params;
+mod paths;
 mod period;
 mod routes;
+mod sessions;
 
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
@@ -32,6 +36,30 @@ fn routes() -> Routes {
         ("/api/websites/{id}/pageviews", get(routes::pageviews)),
         ("/api/websites/{id}/metrics", get(routes::metrics)),
         ("/api/websites/{id}/realtime", get(routes::realtime)),
+        ("/api/websites/{id}/sessions", get(sessions::list)),
+        ("/api/websites/{id}/events", get(events::names)),
+        ("/api/websites/{id}/journey", get(paths::journey)),
+        ("/api/websites/{id}/retention", get(paths::retention)),
+        (
+            "/api/websites/{id}/goals/{goal_id}/stats",
+            get(conversions::goal_stats),
+        ),
+        (
+            "/api/websites/{id}/funnels/{funnel_id}/results",
+            get(conversions::funnel_results),
+        ),
+        (
+            "/api/websites/{id}/events/properties",
+            get(events::properties),
+        ),
+        (
+            "/api/websites/{id}/events/timeseries",
+            get(events::timeseries),
+        ),
+        (
+            "/api/websites/{id}/sessions/{session_id}",
+            get(sessions::one),
+        ),
         // The rest of the contract's website routes (sessions, goals, funnels, …).
         (
             "/api/websites/{id}/{*rest}",

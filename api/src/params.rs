@@ -118,17 +118,22 @@ pub fn dimension(params: &Params) -> ApiResult<Dimension> {
     })
 }
 
-/// `limit` (default 10; above 100 it is 100, as the peer clamps) and `offset` (default 0).
-pub fn limit_offset(params: &Params) -> ApiResult<(u32, u32)> {
-    let limit = match params.get("limit") {
-        None => 10,
-        Some(s) => s
+/// `limit`: `default` when absent, at most `max` (a larger one is `max`, as the peer clamps).
+pub fn limit(params: &Params, default: u32, max: u32) -> ApiResult<u32> {
+    match params.get("limit") {
+        None => Ok(default),
+        Some(s) => Ok(s
             .parse::<u64>()
             .ok()
             .filter(|n| *n >= 1)
             .ok_or_else(|| bad("limit", "limit must be a positive integer"))?
-            .min(100) as u32,
-    };
+            .min(u64::from(max)) as u32),
+    }
+}
+
+/// `limit` (default 10; above 100 it is 100, as the peer clamps) and `offset` (default 0).
+pub fn limit_offset(params: &Params) -> ApiResult<(u32, u32)> {
+    let limit = limit(params, 10, 100)?;
     let offset = match params.get("offset") {
         None => 0,
         Some(s) => s

@@ -77,6 +77,14 @@ impl Period {
                     t += Duration::hours(1);
                 }
             }
+            Week => {
+                let back = i64::from(self.start.weekday().num_days_from_monday());
+                let mut d = self.start - Duration::days(back);
+                while d <= self.end {
+                    out.push(midnight(d));
+                    d += Duration::days(7);
+                }
+            }
             Month => {
                 let mut d = self.start.with_day(1).unwrap_or(self.start);
                 while d <= self.end {

@@ -22,7 +22,7 @@ fn query(q: Result<Query<Params>, QueryRejection>) -> ApiResult<Params> {
 }
 
 /// A website of the caller's company (any for the operator); another's is "not found".
-async fn website(s: &ApiState, caller: &Caller, id: &str) -> ApiResult<Website> {
+pub(crate) async fn website(s: &ApiState, caller: &Caller, id: &str) -> ApiResult<Website> {
     caller.require(Action::ReadDashboards)?;
     s.metadata
         .website(id)
@@ -32,7 +32,7 @@ async fn website(s: &ApiState, caller: &Caller, id: &str) -> ApiResult<Website> 
 }
 
 /// What every period query starts from: the parameters, the website, its period and scope.
-async fn resolve(
+pub(crate) async fn resolve(
     s: &ApiState,
     caller: &Caller,
     id: &str,
@@ -75,18 +75,18 @@ const REALTIME_WINDOW_MS: i64 = 30 * 60_000;
 const REALTIME_EVENTS: u32 = 100;
 
 /// The period the `prev_*` numbers cover: the comparison asked for, else the previous period.
-fn prev_period(period: &Period, cmp: Option<&Comparison>) -> Period {
+pub(crate) fn prev_period(period: &Period, cmp: Option<&Comparison>) -> Period {
     cmp.map(|c| c.period).unwrap_or_else(|| period.previous())
 }
 
-fn scope_over(scope: &projections::Scope, period: &Period) -> projections::Scope {
+pub(crate) fn scope_over(scope: &projections::Scope, period: &Period) -> projections::Scope {
     let mut s = scope.clone();
     (s.from_ms, s.to_ms) = period.utc_bounds();
     s
 }
 
 /// Adds the top-level `compare` block when a comparison was asked for.
-fn with_compare(mut body: Value, period: &Period, cmp: Option<&Comparison>) -> Response {
+pub(crate) fn with_compare(mut body: Value, period: &Period, cmp: Option<&Comparison>) -> Response {
     if let (Some(c), Some(obj)) = (cmp, body.as_object_mut()) {
         obj.insert("compare".into(), c.metadata(period));
     }
@@ -127,7 +127,7 @@ pub async fn stats(
 /// hour starts at, `YYYY-MM-DDTHH:MM:SSZ` (whole-hour zones give `…:00:00Z`).
 fn label(period: &Period, g: Granularity, local: NaiveDateTime) -> String {
     match g {
-        Granularity::Day => local.format("%Y-%m-%d").to_string(),
+        Granularity::Day | Granularity::Week => local.format("%Y-%m-%d").to_string(),
         Granularity::Month => local.format("%Y-%m").to_string(),
         Granularity::Hour => Utc
             .timestamp_millis_opt(local_to_utc_ms(period.tz, local))
@@ -137,30 +137,43 @@ fn label(period: &Period, g: Granularity, local: NaiveDateTime) -> String {
     }
 }
 
-/// One period's buckets as (label, pageviews, visitors), zeros where nothing happened.
-async fn series_of(
+/// One bucket's counts: page views, visitors, events (page views included).
+pub(crate) type BucketCounts = (u64, u64, u64);
+
+/// One period's buckets as (label, counts), zeros where nothing happened.
+pub(crate) async fn series_of(
     s: &ApiState,
     scope: &projections::Scope,
     period: &Period,
     g: Granularity,
-) -> ApiResult<Vec<(String, u64, u64)>> {
+) -> ApiResult<Vec<(String, BucketCounts)>> {
     let segments = offset_segments(period.tz, scope.from_ms, scope.to_ms);
     let points = s.analytics.series(scope, g, &segments).await?;
-    let by_start: HashMap<i64, (u64, u64)> = points
+    let by_start: HashMap<i64, BucketCounts> = points
         .iter()
-        .map(|pt| (pt.local_start_ms, (pt.pageviews, pt.visitors)))
+        .map(|pt| (pt.local_start_ms, (pt.pageviews, pt.visitors, pt.events)))
         .collect();
     Ok(period
         .buckets(g)
         .into_iter()
         .map(|local| {
-            let (pv, v) = by_start
+            let counts = by_start
                 .get(&local.and_utc().timestamp_millis())
                 .copied()
-                .unwrap_or((0, 0));
-            (label(period, g, local), pv, v)
+                .unwrap_or((0, 0, 0));
+            (label(period, g, local), counts)
         })
         .collect())
+}
+
+/// The name a granularity has in answers.
+pub(crate) fn granularity_name(g: Granularity) -> &'static str {
+    match g {
+        Granularity::Hour => "hour",
+        Granularity::Day => "day",
+        Granularity::Week => "week",
+        Granularity::Month => "month",
+    }
 }
 
 /// `GET /api/websites/{id}/pageviews`: pageviews and visitors per local hour, day or month;
@@ -183,10 +196,10 @@ pub async fn pageviews(
             let points: Vec<Value> = series
                 .iter()
                 .enumerate()
-                .map(|(i, (date, _, _))| {
+                .map(|(i, (date, _))| {
                     let (own, pv, v) = prev
                         .get(i)
-                        .map(|(l, pv, v)| (Some(l.as_str()), *pv, *v))
+                        .map(|(l, (pv, v, _))| (Some(l.as_str()), *pv, *v))
                         .unwrap_or((None, 0, 0));
                     json!({ "date": date, "compare_date": own, "pageviews": pv, "visitors": v })
                 })
@@ -196,16 +209,11 @@ pub async fn pageviews(
     };
     let series: Vec<Value> = series
         .into_iter()
-        .map(|(date, pv, v)| json!({ "date": date, "pageviews": pv, "visitors": v }))
+        .map(|(date, (pv, v, _))| json!({ "date": date, "pageviews": pv, "visitors": v }))
         .collect();
-    let granularity = match g {
-        Granularity::Hour => "hour",
-        Granularity::Day => "day",
-        Granularity::Month => "month",
-    };
     let body = json!({ "data": {
         "series": series,
-        "granularity": granularity,
+        "granularity": granularity_name(g),
         "compare_series": compare_series,
         "timezone": period.tz.name(),
     }});

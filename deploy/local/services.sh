@@ -3,7 +3,7 @@
 # loopback only: PostgreSQL 15, ClickHouse (Debian's 18.16) and tansu (a Kafka-protocol broker),
 # plus the sellers' databases of the tests: a second PostgreSQL cluster, a second ClickHouse server
 # and a MariaDB, each on its own port (Tally refuses its own stores as sources, so sources must be
-# other instances).
+# other instances); and headless Chromium with chromedriver for the browser tests.
 # Idempotent: `start` twice leaves one of each running. Waits on real readiness probes, then
 # prints `export TALLY_…=…` lines for `eval`. `stop` stops what `start` started, by pid.
 #
@@ -186,6 +186,13 @@ stop_pid() {
     rm -f "$1"
 }
 
+# Headless Chromium and its WebDriver for the browser tests (each test starts its own
+# chromedriver on a free port and ends it).
+install_browser() {
+    command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+        || apt_install chromium chromium-driver
+}
+
 case "${1:-}" in
     start)
         mkdir -p "$STATE"
@@ -195,6 +202,9 @@ case "${1:-}" in
         start_source_clickhouse
         start_source_mariadb
         start_tansu
+        install_browser
+        echo "export TALLY_TEST_CHROMEDRIVER=$(command -v chromedriver)"
+        echo "export TALLY_TEST_CHROMIUM=$(command -v chromium)"
         echo "export TALLY_LOG_URL=kafka://127.0.0.1:$KAFKA_PORT"
         echo "export TALLY_ANALYTICS_URL=http://127.0.0.1:$CH_HTTP_PORT"
         echo "export TALLY_METADATA_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:5432/$PG_DB"

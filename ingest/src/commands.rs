@@ -334,7 +334,7 @@ pub async fn list_websites(
 }
 
 /// A website the caller's company owns (the operator reaches every company's).
-async fn existing(s: &IngestState, caller: &Caller, id: &str) -> ApiResult<Website> {
+pub(crate) async fn existing(s: &IngestState, caller: &Caller, id: &str) -> ApiResult<Website> {
     s.metadata
         .website(id)
         .await?

@@ -9,9 +9,11 @@ mod edge;
 mod login;
 mod market;
 mod ratelimit;
+mod site_objects;
+pub mod tracker;
 
 use axum::middleware::from_fn_with_state;
-use axum::routing::{any, delete, get, post};
+use axum::routing::{any, delete, get, post, put};
 use axum::Router;
 use dashmap::DashMap;
 use eventlog::EventLog;
@@ -229,6 +231,7 @@ pub fn router(state: Arc<IngestState>) -> Router {
     let sign_in = Router::new()
         .route("/api/auth/setup", post(commands::setup))
         .route("/api/auth/login", post(login::login))
+        .route("/api/auth/status", get(login::status))
         .route_layer(idempotent)
         .route_layer(hourly);
     let routes = sign_in
@@ -239,7 +242,7 @@ pub fn router(state: Arc<IngestState>) -> Router {
 }
 
 /// Where the tracker and server-side clients send events: `/api/collect` and the tracker's
-/// `/e`. Apart from [`router`] because these answer CORS for any origin (the root binary
+/// `/e`; and the tracker script itself, `/s.js`. Apart from [`router`] because these answer CORS for any origin (the root binary
 /// layers that), while the dashboard and marketplace routes keep `TALLY_CORS_ORIGINS`.
 pub fn collect_router(state: Arc<IngestState>) -> Router {
     let idempotent = from_fn_with_state(state.idempotency.clone(), web::idempotency_layer);
@@ -248,6 +251,7 @@ pub fn collect_router(state: Arc<IngestState>) -> Router {
         .route("/api/collect", post(collect::collect))
         .route("/e", post(collect::collect))
         .route_layer(idempotent)
+        .route("/s.js", get(tracker::script))
         .with_state(state);
     with_clock_offset(routes, offset)
 }
@@ -322,6 +326,28 @@ fn protected_routes() -> Routes {
         post(commands::create_website).get(commands::list_websites),
     );
     route(
+        "/api/websites/{id}/goals",
+        get(site_objects::list_goals).post(site_objects::create_goal),
+    );
+    route(
+        "/api/websites/{id}/goals/{goal_id}",
+        get(site_objects::get_goal)
+            .put(site_objects::update_goal)
+            .patch(site_objects::update_goal)
+            .delete(site_objects::delete_goal),
+    );
+    route(
+        "/api/websites/{id}/funnels",
+        get(site_objects::list_funnels).post(site_objects::create_funnel),
+    );
+    route(
+        "/api/websites/{id}/funnels/{funnel_id}",
+        get(site_objects::get_funnel)
+            .put(site_objects::update_funnel)
+            .patch(site_objects::update_funnel)
+            .delete(site_objects::delete_funnel),
+    );
+    route(
         "/api/websites/{id}",
         get(commands::get_website)
             .put(commands::update_website)
@@ -333,6 +359,8 @@ fn protected_routes() -> Routes {
     );
     route("/api/auth/keys/{id}", delete(commands::delete_key));
     route("/api/auth/logout", post(login::logout));
+    route("/api/auth/session", get(login::session));
+    route("/api/auth/password", put(login::change_password));
     route(
         "/companies/{company_id}/users/logout",
         post(login::logout_everywhere),

@@ -199,6 +199,8 @@ pub struct Totals {
 pub enum Granularity {
     Hour,
     Day,
+    /// Weeks from Monday (retention cohorts).
+    Week,
     Month,
 }
 
@@ -230,6 +232,8 @@ pub struct SeriesPoint {
     pub local_start_ms: i64,
     pub pageviews: u64,
     pub visitors: u64,
+    /// Every event in the bucket, page views included.
+    pub events: u64,
 }
 
 /// One row of a breakdown by a dimension. For entry and exit pages, `pageviews` and `events`
@@ -265,6 +269,115 @@ pub struct RecentEvent {
     pub country: Option<String>,
     pub browser: Option<String>,
     pub device: Option<String>,
+}
+
+/// Where a page of the session list ends: sessions sort by last event time, then session id,
+/// both descending; the next page starts after this key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionKey {
+    pub last_ms: i64,
+    pub session: u64,
+}
+
+/// One session as the session list shows it, over its events in the scope's date range.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionSummary {
+    pub session: u64,
+    pub visitor: u64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub pageviews: u64,
+    /// Every event of the session, page views included.
+    pub events: u64,
+    pub entry_page: Option<String>,
+    pub exit_page: Option<String>,
+    pub country: Option<String>,
+    pub browser: Option<String>,
+    pub os: Option<String>,
+    pub device: Option<String>,
+}
+
+impl SessionSummary {
+    pub fn key(&self) -> SessionKey {
+        SessionKey {
+            last_ms: self.last_ms,
+            session: self.session,
+        }
+    }
+}
+
+/// What a goal or a funnel step matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchKind {
+    /// A page view whose path is (or contains) the value.
+    PageView,
+    /// An event (not a page view) whose name is (or contains) the value.
+    Event,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepMatch {
+    pub kind: MatchKind,
+    pub value: String,
+    /// Substring match rather than equality.
+    pub contains: bool,
+}
+
+/// Visitors first seen in period `cohort_ms` and seen again in period `period_ms` (both local
+/// bucket starts as epoch ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CohortCell {
+    pub cohort_ms: i64,
+    pub period_ms: i64,
+    pub visitors: u64,
+}
+
+/// A goal's numbers over a scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GoalCounts {
+    /// Matching events.
+    pub conversions: u64,
+    /// Sessions with at least one.
+    pub converting_sessions: u64,
+}
+
+/// One event of a session, in time order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEvent {
+    pub event_id: u128,
+    pub ts_ms: i64,
+    pub event_type: String,
+    pub page: String,
+    pub event_name: Option<String>,
+    pub event_data: Option<String>,
+}
+
+/// The session list reads the newest sessions without grouping the whole range: a session
+/// whose last event lies in the range's tail `[lo, to)` has that last event there, so grouping
+/// just the tail gives those sessions' exact last times. These are the tails tried, widening
+/// from an hour before `until` (the range end, or the cursor's time) to the whole range.
+pub fn session_tails(from_ms: i64, until_ms: i64) -> Vec<i64> {
+    const HOUR_MS: i64 = 3_600_000;
+    let mut tails = Vec::new();
+    let mut width = HOUR_MS;
+    while until_ms.saturating_sub(width) > from_ms {
+        tails.push(until_ms - width);
+        width = width.saturating_mul(8);
+    }
+    tails.push(from_ms);
+    tails
+}
+
+/// Sorts summaries as the session list shows them and keeps those after `after`.
+pub fn order_sessions(
+    mut rows: Vec<SessionSummary>,
+    after: Option<SessionKey>,
+) -> Vec<SessionSummary> {
+    if let Some(k) = after {
+        rows.retain(|r| (r.last_ms, r.session) < (k.last_ms, k.session));
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse((r.last_ms, r.session)));
+    rows
 }
 
 /// Writes of the analytics projection. Idempotent: re-applying events changes no count.
@@ -326,6 +439,50 @@ pub trait AnalyticsReader: Send + Sync {
     ) -> StoreResult<Vec<RecentEvent>>;
     /// Stored events of a website (bots included), for reconciliation.
     async fn event_count(&self, website_id: &str) -> StoreResult<u64>;
+    /// Sessions with an event matching the scope (its filters included), newest last event
+    /// first, after `after`, at most `limit`; each summarised over its events in the scope's
+    /// range (bots as the scope says), whatever the filters.
+    async fn sessions(
+        &self,
+        scope: &Scope,
+        after: Option<SessionKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<SessionSummary>>;
+    /// The `event_data` of the scope's newest `limit` events (newest first; `None` for an event
+    /// without data): the sample event properties are counted over.
+    async fn event_data(&self, scope: &Scope, limit: u32) -> StoreResult<Vec<Option<String>>>;
+    /// How often the scope's events match `target`, and in how many sessions.
+    async fn goal_counts(&self, scope: &Scope, target: &StepMatch) -> StoreResult<GoalCounts>;
+    /// Sessions of the scope that reached each step of a funnel in order: a session reaches
+    /// step k when it has an event matching step k later than the one that reached step k-1
+    /// (the earliest such each time).
+    async fn funnel(&self, scope: &Scope, steps: &[StepMatch]) -> StoreResult<Vec<u64>>;
+    /// For each session of the scope with an event matching `anchor`: the nodes (a page view's
+    /// path, another named event's name) of at most `depth` events after its first anchor
+    /// event (`after`), or before it, nearest first. Events without a name are not nodes.
+    async fn journeys(
+        &self,
+        scope: &Scope,
+        anchor: &StepMatch,
+        after: bool,
+        depth: u32,
+    ) -> StoreResult<Vec<Vec<String>>>;
+    /// Visitors by cohort: (the local period a visitor was first seen in the scope, a local
+    /// period they were seen in, how many such visitors), periods as bucket starts.
+    async fn cohorts(
+        &self,
+        scope: &Scope,
+        granularity: Granularity,
+        tz: &[OffsetSegment],
+    ) -> StoreResult<Vec<CohortCell>>;
+    /// One session of a website over all time (bots included) and its first `limit` events,
+    /// or `None` if it has none.
+    async fn session(
+        &self,
+        website_id: &str,
+        session: u64,
+        limit: u32,
+    ) -> StoreResult<Option<(SessionSummary, Vec<SessionEvent>)>>;
 }
 
 fn offset_ms(tz: chrono_tz::Tz, utc_ms: i64) -> i64 {
@@ -372,4 +529,37 @@ pub fn offset_segments(tz: chrono_tz::Tz, from_ms: i64, to_ms: i64) -> Vec<Offse
         t = next;
     }
     segs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3_600_000;
+
+    #[test]
+    fn session_tails_widen_eightfold_to_the_whole_range() {
+        assert_eq!(session_tails(0, 100 * H), vec![99 * H, 92 * H, 36 * H, 0]);
+        assert_eq!(session_tails(0, H), vec![0]);
+        assert_eq!(session_tails(5, 0), vec![5]);
+    }
+
+    #[test]
+    fn sessions_order_newest_first_after_the_key() {
+        let s = |session, last_ms| SessionSummary {
+            session,
+            last_ms,
+            ..Default::default()
+        };
+        let rows = vec![s(1, 10), s(3, 20), s(2, 20)];
+        let key = SessionKey {
+            last_ms: 20,
+            session: 2,
+        };
+        assert_eq!(
+            order_sessions(rows.clone(), None),
+            vec![s(3, 20), s(2, 20), s(1, 10)]
+        );
+        assert_eq!(order_sessions(rows, Some(key)), vec![s(1, 10)]);
+    }
 }

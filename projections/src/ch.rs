@@ -106,7 +106,7 @@ fn text(v: Option<String>) -> String {
     v.unwrap_or_default()
 }
 
-fn opt(s: String) -> Option<String> {
+pub(crate) fn opt(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
@@ -195,6 +195,7 @@ struct SeriesRow {
     bucket: i64,
     pageviews: u64,
     visitors: u64,
+    events: u64,
 }
 
 #[derive(Row, Deserialize)]
@@ -224,6 +225,11 @@ impl From<BreakdownRow> for MetricRow {
             },
         }
     }
+}
+
+#[derive(Row, Deserialize)]
+struct DataRow {
+    event_data: String,
 }
 
 #[derive(Row, Deserialize)]
@@ -469,7 +475,7 @@ fn version_now() -> u64 {
 
 /// The WHERE clause for a scope, with `?` placeholders bound by [`bind_scope`]. Column names
 /// come from `Dimension`, a closed set; every user-supplied value is a bound parameter.
-fn scope_sql(scope: &Scope) -> String {
+pub(crate) fn scope_sql(scope: &Scope) -> String {
     let mut sql = String::from("website_id = ? AND ts >= ? AND ts < ?");
     if !scope.include_bots {
         sql.push_str(" AND is_bot = 0");
@@ -485,7 +491,10 @@ fn scope_sql(scope: &Scope) -> String {
     sql
 }
 
-fn bind_scope(mut q: clickhouse::query::Query, scope: &Scope) -> clickhouse::query::Query {
+pub(crate) fn bind_scope(
+    mut q: clickhouse::query::Query,
+    scope: &Scope,
+) -> clickhouse::query::Query {
     q = q
         .bind(scope.website_id.as_str())
         .bind(scope.from_ms)
@@ -563,10 +572,12 @@ pub(crate) fn ch_offset_sql(tz: &[OffsetSegment]) -> String {
 
 /// Bucket start as local epoch ms. Months go through a `Date` in UTC, whose integer value is
 /// days since the epoch, so no server time zone is involved.
-fn bucket_sql(g: Granularity) -> &'static str {
+pub(crate) fn bucket_sql(g: Granularity) -> &'static str {
     match g {
         Granularity::Hour => "intDiv(local_ms, 3600000) * 3600000",
         Granularity::Day => "intDiv(local_ms, 86400000) * 86400000",
+        // 1970-01-01 was a Thursday: shift three days so weeks start on Mondays.
+        Granularity::Week => "intDiv(local_ms + 259200000, 604800000) * 604800000 - 259200000",
         Granularity::Month => {
             "toInt64(toUInt16(toStartOfMonth(toDate(toDateTime(intDiv(local_ms, 1000), 'UTC'))))) * 86400000"
         }
@@ -731,7 +742,7 @@ impl AnalyticsReader for ClickHouseAnalytics {
     ) -> StoreResult<Vec<SeriesPoint>> {
         let sql = format!(
             "SELECT toInt64({bucket}) AS bucket, sum(is_pageview) AS pageviews, \
-             uniqExact(visitor) AS visitors FROM \
+             uniqExact(visitor) AS visitors, count() AS events FROM \
              (SELECT visitor, is_pageview, ts + ({offset}) AS local_ms FROM events WHERE {filter}) \
              GROUP BY bucket ORDER BY bucket",
             bucket = bucket_sql(granularity),
@@ -748,6 +759,7 @@ impl AnalyticsReader for ClickHouseAnalytics {
                 local_start_ms: r.bucket,
                 pageviews: r.pageviews,
                 visitors: r.visitors,
+                events: r.events,
             })
             .collect())
     }
@@ -840,6 +852,64 @@ impl AnalyticsReader for ClickHouseAnalytics {
                 device: opt(r.device),
             })
             .collect())
+    }
+
+    async fn sessions(
+        &self,
+        scope: &Scope,
+        after: Option<SessionKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<SessionSummary>> {
+        self.session_list(scope, after, limit).await
+    }
+
+    async fn event_data(&self, scope: &Scope, limit: u32) -> StoreResult<Vec<Option<String>>> {
+        let sql = format!(
+            "SELECT event_data FROM events WHERE {} \
+             ORDER BY ts DESC, event_hi DESC, event_lo DESC LIMIT {limit}",
+            scope_sql(scope)
+        );
+        let rows: Vec<DataRow> = bind_scope(self.client.query(&sql), scope)
+            .fetch_all()
+            .await
+            .map_err(ch_err)?;
+        Ok(rows.into_iter().map(|r| opt(r.event_data)).collect())
+    }
+
+    async fn goal_counts(&self, scope: &Scope, target: &StepMatch) -> StoreResult<GoalCounts> {
+        self.goal(scope, target).await
+    }
+
+    async fn funnel(&self, scope: &Scope, steps: &[StepMatch]) -> StoreResult<Vec<u64>> {
+        self.funnel_steps(scope, steps).await
+    }
+
+    async fn journeys(
+        &self,
+        scope: &Scope,
+        anchor: &StepMatch,
+        after: bool,
+        depth: u32,
+    ) -> StoreResult<Vec<Vec<String>>> {
+        self.journey_paths(scope, anchor, after, depth).await
+    }
+
+    async fn cohorts(
+        &self,
+        scope: &Scope,
+        granularity: Granularity,
+        tz: &[OffsetSegment],
+    ) -> StoreResult<Vec<CohortCell>> {
+        self.cohort_cells(scope, granularity, tz).await
+    }
+
+    async fn session(
+        &self,
+        website_id: &str,
+        session: u64,
+        limit: u32,
+    ) -> StoreResult<Option<(SessionSummary, Vec<SessionEvent>)>> {
+        self.one_session(website_id, session, limit).await
     }
 
     async fn event_count(&self, website_id: &str) -> StoreResult<u64> {

@@ -30,6 +30,7 @@ fn dataset() -> Vec<StoredEvent> {
     let mut signup = ev(4, 1, 10, 90, "/b");
     signup.event_type = "event".into();
     signup.event_name = Some("signup".into());
+    signup.event_data = Some(r#"{"plan":"pro"}"#.into());
     let mut bot = ev(5, 3, 30, 30, "/a");
     bot.is_bot = true;
     let mut other_site = ev(6, 1, 10, 10, "/a");
@@ -73,6 +74,257 @@ fn row(value: &str, counts: [u64; 5], avg_duration_seconds: f64) -> MetricRow {
         bounces,
         avg_duration_seconds,
     }
+}
+
+fn summary(
+    session: u64,
+    visitor: u64,
+    span: (i64, i64),
+    counts: (u64, u64),
+    pages: (&str, &str),
+    country: &str,
+) -> SessionSummary {
+    SessionSummary {
+        session,
+        visitor,
+        first_ms: T0 + span.0 * 1000,
+        last_ms: T0 + span.1 * 1000,
+        pageviews: counts.0,
+        events: counts.1,
+        entry_page: Some(pages.0.into()),
+        exit_page: Some(pages.1.into()),
+        country: Some(country.into()),
+        browser: Some("Firefox".into()),
+        os: None,
+        device: None,
+    }
+}
+
+/// The session list over `dataset()`: newest last event first, paged by key, filters choosing
+/// sessions but not trimming them; and one session with its events.
+async fn session_checks<S: AnalyticsReader>(store: &S) {
+    let s10 = summary(10, 1, (0, 90), (2, 3), ("/a", "/b"), "DE");
+    let s20 = summary(20, 2, (120, 120), (1, 1), ("/a", "/a"), "US");
+    let s30 = summary(30, 3, (30, 30), (1, 1), ("/a", "/a"), "US");
+    let list = |scope: Scope, after: Option<SessionKey>, limit: u32| async move {
+        store
+            .sessions(&scope, after, limit)
+            .await
+            .expect("sessions")
+    };
+    assert_eq!(
+        list(scope(false), None, 10).await,
+        vec![s20.clone(), s10.clone()]
+    );
+    assert_eq!(
+        list(scope(true), None, 10).await,
+        vec![s20.clone(), s10.clone(), s30.clone()]
+    );
+    // Paging by the last row's key, to the end.
+    assert_eq!(list(scope(false), None, 1).await, vec![s20.clone()]);
+    assert_eq!(
+        list(scope(false), Some(s20.key()), 1).await,
+        vec![s10.clone()]
+    );
+    assert!(list(scope(false), Some(s10.key()), 1).await.is_empty());
+    // A range ending just after the data: the first tail tried is the whole range.
+    let mut short = scope(true);
+    short.to_ms = T0 + 121_000;
+    assert_eq!(
+        list(short, Some(s20.key()), 5).await,
+        vec![s10.clone(), s30.clone()]
+    );
+    // A filter picks sessions; each is still summarised over all its events.
+    let mut on_b = scope(false);
+    on_b.filters.push((Dimension::Page, "/b".into()));
+    assert_eq!(list(on_b, None, 10).await, vec![s10.clone()]);
+    let mut us = scope(true);
+    us.filters.push((Dimension::Country, "US".into()));
+    assert_eq!(list(us, None, 10).await, vec![s20.clone(), s30]);
+
+    let (one, events) = store
+        .session(W, 10, 2)
+        .await
+        .expect("session")
+        .expect("found");
+    assert_eq!(one, s10);
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.event_id, e.ts_ms, e.page.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(1, T0, "/a"), (2, T0 + 60_000, "/b")]
+    );
+    let (_, all) = store
+        .session(W, 10, 10)
+        .await
+        .expect("session")
+        .expect("found");
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[2].event_name.as_deref(), Some("signup"));
+    assert!(store.session(W, 99, 10).await.expect("none").is_none());
+    let (other, _) = store
+        .session("site-other", 10, 10)
+        .await
+        .expect("other")
+        .expect("found");
+    assert_eq!(
+        (other.events, other.first_ms),
+        (1, T0 + 10_000),
+        "another site's session 10 is its own"
+    );
+}
+
+fn target(kind: MatchKind, value: &str, contains: bool) -> StepMatch {
+    StepMatch {
+        kind,
+        value: value.into(),
+        contains,
+    }
+}
+
+/// Goals and funnels over `dataset()`: session 10 is /a, /b, then a signup; session 20 is /a.
+async fn goal_and_funnel_checks<S: AnalyticsReader>(store: &S) {
+    use MatchKind::{Event, PageView};
+    let goal = |scope: Scope, t: StepMatch| async move {
+        let g = store.goal_counts(&scope, &t).await.expect("goal");
+        (g.conversions, g.converting_sessions)
+    };
+    assert_eq!(
+        goal(scope(false), target(PageView, "/a", false)).await,
+        (2, 2)
+    );
+    assert_eq!(
+        goal(scope(true), target(PageView, "/a", false)).await,
+        (3, 3)
+    );
+    assert_eq!(
+        goal(scope(false), target(Event, "sign", true)).await,
+        (1, 1)
+    );
+    assert_eq!(
+        goal(scope(false), target(Event, "sign", false)).await,
+        (0, 0)
+    );
+    assert_eq!(
+        goal(scope(false), target(PageView, "signup", false)).await,
+        (0, 0),
+        "events are not page views"
+    );
+    let funnel = |steps: Vec<StepMatch>| async move {
+        store.funnel(&scope(false), &steps).await.expect("funnel")
+    };
+    let a = || target(PageView, "/a", false);
+    let b = || target(PageView, "/b", false);
+    let signup = || target(Event, "signup", false);
+    assert_eq!(funnel(vec![a(), b(), signup()]).await, vec![2, 1, 1]);
+    assert_eq!(funnel(vec![b(), a()]).await, vec![1, 0], "order matters");
+    assert_eq!(
+        funnel(vec![a(), a()]).await,
+        vec![2, 0],
+        "a later event each step"
+    );
+    assert_eq!(funnel(vec![signup(), b()]).await, vec![1, 0]);
+    assert_eq!(
+        funnel(vec![target(PageView, "/nowhere", false), a()]).await,
+        vec![0, 0]
+    );
+    assert_eq!(
+        funnel(vec![target(PageView, "/", true), signup()]).await,
+        vec![2, 1]
+    );
+}
+
+/// Journeys over `dataset()`: session 10 is /a, /b, signup; session 20 is /a alone.
+async fn journey_checks<S: AnalyticsReader>(store: &S) {
+    use MatchKind::{Event, PageView};
+    let paths = |anchor: StepMatch, after: bool, depth: u32| async move {
+        let mut p = store
+            .journeys(&scope(false), &anchor, after, depth)
+            .await
+            .expect("journeys");
+        p.sort();
+        p
+    };
+    let v = |nodes: &[&str]| nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        paths(target(PageView, "/a", false), true, 3).await,
+        vec![v(&[]), v(&["/b", "signup"])]
+    );
+    assert_eq!(
+        paths(target(PageView, "/a", false), true, 1).await,
+        vec![v(&[]), v(&["/b"])]
+    );
+    assert_eq!(
+        paths(target(Event, "signup", false), false, 2).await,
+        vec![v(&["/b", "/a"])],
+        "before the anchor, nearest first"
+    );
+    assert_eq!(
+        paths(target(PageView, "/b", false), false, 5).await,
+        vec![v(&["/a"])]
+    );
+    assert!(paths(target(PageView, "/nowhere", false), true, 3)
+        .await
+        .is_empty());
+}
+
+/// Cohorts on a site of their own: visitor 7 on days 1, 2 and 9; visitor 8 on day 2;
+/// visitor 9 on day 9 (2026-03-11 is a Wednesday).
+async fn cohort_checks<S: AnalyticsWriter + AnalyticsReader>(store: &S) {
+    const DAY: i64 = 86_400;
+    let on = |id: u128, visitor: u64, day: i64| {
+        let mut e = ev(id, visitor, 100 + id as u64, day * DAY, "/c");
+        e.website_id = "site-cohorts".into();
+        e
+    };
+    let events = vec![
+        on(40, 7, 1),
+        on(41, 7, 2),
+        on(42, 7, 9),
+        on(43, 8, 2),
+        on(44, 9, 9),
+    ];
+    store.write("cohorts", events, vec![]).await.expect("write");
+    let cohorts_scope = Scope {
+        website_id: "site-cohorts".into(),
+        from_ms: T0,
+        to_ms: T0 + 30 * DAY * 1000,
+        include_bots: false,
+        filters: vec![],
+    };
+    let utc = [OffsetSegment {
+        from_ms: 0,
+        offset_ms: 0,
+    }];
+    let cells = |g: Granularity| {
+        let s = cohorts_scope.clone();
+        async move {
+            store
+                .cohorts(&s, g, &utc)
+                .await
+                .expect("cohorts")
+                .into_iter()
+                .map(|c| (c.cohort_ms, c.period_ms, c.visitors))
+                .collect::<Vec<_>>()
+        }
+    };
+    let d = |n: i64| T0 + n * DAY * 1000;
+    assert_eq!(
+        cells(Granularity::Day).await,
+        vec![
+            (d(1), d(1), 1),
+            (d(1), d(2), 1),
+            (d(1), d(9), 1),
+            (d(2), d(2), 1),
+            (d(9), d(9), 1)
+        ]
+    );
+    let (w0, w1) = (d(-1), d(6));
+    assert_eq!(
+        cells(Granularity::Week).await,
+        vec![(w0, w0, 2), (w0, w1, 1), (w1, w1, 1)]
+    );
 }
 
 /// Breakdowns over `dataset()`: session 10 (visitor 1) is /a, /b and a signup on /b over 90 s;
@@ -211,6 +463,10 @@ pub async fn analytics_suite<S: AnalyticsWriter + AnalyticsReader>(store: &S) {
     assert_eq!((f.pageviews, f.visitors, f.sessions), (2, 1, 1));
 
     breakdown_checks(store).await;
+    session_checks(store).await;
+    goal_and_funnel_checks(store).await;
+    journey_checks(store).await;
+    cohort_checks(store).await;
 
     let utc = [OffsetSegment {
         from_ms: 0,
@@ -225,8 +481,35 @@ pub async fn analytics_suite<S: AnalyticsWriter + AnalyticsReader>(store: &S) {
         vec![SeriesPoint {
             local_start_ms: T0,
             pageviews: 3,
-            visitors: 2
+            visitors: 2,
+            events: 4,
         }]
+    );
+    let mut signups = scope(false);
+    signups
+        .filters
+        .push((Dimension::EventName, "signup".into()));
+    let signup_days = store
+        .series(&signups, Granularity::Day, &utc)
+        .await
+        .expect("series");
+    assert_eq!(
+        signup_days,
+        vec![SeriesPoint {
+            local_start_ms: T0,
+            pageviews: 0,
+            visitors: 1,
+            events: 1,
+        }]
+    );
+    // Event data, newest first: the sample event properties are counted over.
+    assert_eq!(
+        store.event_data(&signups, 10).await.expect("data"),
+        vec![Some(r#"{"plan":"pro"}"#.to_string())]
+    );
+    assert_eq!(
+        store.event_data(&scope(false), 2).await.expect("data"),
+        vec![None, Some(r#"{"plan":"pro"}"#.to_string())]
     );
     // Two hours ahead of UTC, the events still fall on the same local day.
     let plus2 = [OffsetSegment {
@@ -242,7 +525,8 @@ pub async fn analytics_suite<S: AnalyticsWriter + AnalyticsReader>(store: &S) {
         vec![SeriesPoint {
             local_start_ms: T0 + 7_200_000,
             pageviews: 3,
-            visitors: 2
+            visitors: 2,
+            events: 4,
         }]
     );
     let months = store
@@ -251,6 +535,15 @@ pub async fn analytics_suite<S: AnalyticsWriter + AnalyticsReader>(store: &S) {
         .expect("series");
     assert_eq!(months.len(), 1);
     assert_eq!(months[0].local_start_ms, 1_772_323_200_000, "2026-03-01");
+    let weeks = store
+        .series(&scope(false), Granularity::Week, &utc)
+        .await
+        .expect("series");
+    assert_eq!(
+        weeks.iter().map(|w| w.local_start_ms).collect::<Vec<_>>(),
+        vec![T0 - 86_400_000],
+        "2026-03-10 is a Tuesday: its week starts on Monday the 9th"
+    );
 
     assert_eq!(
         store.live_counts(W, T0 + 60_000).await.expect("live"),
@@ -794,12 +1087,124 @@ async fn companies_users_and_keys<S: MetadataWriter + MetadataReader>(store: &S)
     prices_end_and_follow_each_other(store).await;
     subscriptions_name_a_known_plan(store).await;
     endpoints_stay_in_their_company(store).await;
+    site_objects_stay_on_their_website(store).await;
 
     let mut deleted = conn.clone();
     deleted.deleted = true;
     apply_all(store, vec![upsert("e18", deleted)]).await;
     assert!(store.connection("cn1").await.expect("conn").is_none());
     assert!(store.connections("c1").await.expect("list").is_empty());
+}
+
+/// Goals, funnels, links and the other website objects: on a live website of their company,
+/// never moved, one live object per public key of a kind; deleting frees the key.
+async fn site_objects_stay_on_their_website<S: MetadataWriter + MetadataReader>(store: &S) {
+    use crate::metadata::SiteObjectScope;
+    use schemas::{SiteObjectState, SiteObjectUpserted};
+    let site = |id: &str, company: &str| {
+        EntityEvent::WebsiteCreated(WebsiteCreated {
+            id: id.into(),
+            name: id.into(),
+            domain: "objects.example".into(),
+            timezone: "UTC".into(),
+            created_at_ms: 1,
+            company_id: Some(company.into()),
+        })
+    };
+    let object =
+        |id: &str, kind: &str, website: &str, key: Option<&str>, at: i64| SiteObjectState {
+            id: id.into(),
+            kind: kind.into(),
+            website_id: website.into(),
+            company_id: "c1".into(),
+            public_key: key.map(str::to_string),
+            body_json: format!(r#"{{"name":"{id}"}}"#),
+            deleted: false,
+            created_at_ms: at,
+            updated_at_ms: at,
+        };
+    let put = |event: &str, o: SiteObjectState| {
+        EntityEvent::SiteObjectUpserted(SiteObjectUpserted {
+            event_id: event.into(),
+            object: o,
+        })
+    };
+    let mut moved = object("g1", "goal", "ws-b", None, 1);
+    moved.updated_at_ms = 5;
+    apply_all(
+        store,
+        vec![
+            site("ws-a", "c1"),
+            site("ws-b", "c1"),
+            site("ws-other", "c5"),
+            put("e80", object("g1", "goal", "ws-a", None, 1)),
+            put("e81", object("g2", "goal", "ws-a", None, 2)),
+            put("e82", object("l1", "link", "ws-a", Some("spring"), 3)),
+            put("e83", object("l2", "link", "ws-b", Some("spring"), 4)),
+            put("e84", object("g3", "goal", "ws-other", None, 5)),
+            put("e85", moved),
+            put("e86", object("p1", "pixel", "ws-a", Some("spring"), 6)),
+        ],
+    )
+    .await;
+    assert_eq!(rejected_field(store, "e80").await, None);
+    assert_eq!(rejected_field(store, "e83").await.as_deref(), Some("slug"));
+    assert_eq!(
+        rejected_field(store, "e84").await.as_deref(),
+        Some("website_id"),
+        "another company's website"
+    );
+    assert_eq!(rejected_field(store, "e85").await.as_deref(), Some("id"));
+    assert_eq!(
+        rejected_field(store, "e86").await,
+        None,
+        "keys are per kind"
+    );
+    let ids = |v: Vec<SiteObjectState>| v.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    let list = |kind: &'static str, website: &'static str| async move {
+        ids(store
+            .site_objects_where(SiteObjectScope::Website, kind, website)
+            .await
+            .expect("list"))
+    };
+    assert_eq!(
+        list("goal", "ws-a").await,
+        vec!["g1".to_string(), "g2".to_string()]
+    );
+    assert!(list("goal", "ws-b").await.is_empty());
+    let by_key = |key: &'static str| async move {
+        ids(store
+            .site_objects_where(SiteObjectScope::PublicKey, "link", key)
+            .await
+            .expect("by key"))
+    };
+    assert_eq!(by_key("spring").await, vec!["l1".to_string()]);
+    let one = store
+        .site_objects_where(SiteObjectScope::One, "goal", "g2")
+        .await
+        .expect("one");
+    assert_eq!(one[0].body_json, r#"{"name":"g2"}"#);
+    assert!(store
+        .site_objects_where(SiteObjectScope::One, "link", "g2")
+        .await
+        .expect("wrong kind")
+        .is_empty());
+    let mut gone = object("l1", "link", "ws-a", Some("spring"), 3);
+    gone.deleted = true;
+    apply_all(
+        store,
+        vec![
+            put("e87", gone),
+            put("e88", object("l3", "link", "ws-b", Some("spring"), 7)),
+        ],
+    )
+    .await;
+    assert_eq!(
+        rejected_field(store, "e88").await,
+        None,
+        "deleting frees the key"
+    );
+    assert_eq!(by_key("spring").await, vec!["l3".to_string()]);
 }
 
 /// Data endpoints: over one of the company's own connections, a slug unique per company

@@ -138,7 +138,7 @@ impl DuckAnalytics {
 
 /// The WHERE clause and its parameters for a scope. Column names come from `Dimension`, a
 /// closed set; every user-supplied value is a bound parameter.
-fn scope_sql(scope: &Scope) -> (String, Vec<Value>) {
+pub(crate) fn scope_sql(scope: &Scope) -> (String, Vec<Value>) {
     let mut sql = String::from("website_id = ? AND ts >= ? AND ts < ?");
     let mut params = vec![
         Value::Text(scope.website_id.clone()),
@@ -265,10 +265,12 @@ pub(crate) fn duck_offset_sql(tz: &[OffsetSegment]) -> String {
     format!("CASE{arms} ELSE {last} END")
 }
 
-fn bucket_sql(g: Granularity) -> &'static str {
+pub(crate) fn bucket_sql(g: Granularity) -> &'static str {
     match g {
         Granularity::Hour => "(local_ms // 3600000) * 3600000",
         Granularity::Day => "(local_ms // 86400000) * 86400000",
+        // 1970-01-01 was a Thursday: shift three days so weeks start on Mondays.
+        Granularity::Week => "((local_ms + 259200000) // 604800000) * 604800000 - 259200000",
         Granularity::Month => "epoch_ms(date_trunc('month', epoch_ms(local_ms)))",
     }
 }
@@ -494,7 +496,7 @@ impl AnalyticsReader for DuckAnalytics {
     ) -> StoreResult<Vec<SeriesPoint>> {
         let (filter, params) = scope_sql(scope);
         let sql = format!(
-            "SELECT {bucket} AS b, count(*) FILTER (WHERE event_type = 'pageview'), count(DISTINCT visitor) \
+            "SELECT {bucket} AS b, count(*) FILTER (WHERE event_type = 'pageview'), count(DISTINCT visitor), count(*) \
              FROM (SELECT visitor, event_type, ts + ({offset}) AS local_ms FROM events WHERE {filter}) \
              GROUP BY b ORDER BY b",
             bucket = bucket_sql(granularity),
@@ -508,6 +510,7 @@ impl AnalyticsReader for DuckAnalytics {
                         local_start_ms: r.get(0)?,
                         pageviews: r.get::<_, i64>(1)?.max(0) as u64,
                         visitors: r.get::<_, i64>(2)?.max(0) as u64,
+                        events: r.get::<_, i64>(3)?.max(0) as u64,
                     })
                 })
                 .map_err(db_err)?;
@@ -615,6 +618,84 @@ impl AnalyticsReader for DuckAnalytics {
                 })
                 .map_err(db_err)?;
             rows.map(|r| r.map_err(db_err)).collect()
+        })
+        .await
+    }
+
+    async fn sessions(
+        &self,
+        scope: &Scope,
+        after: Option<SessionKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<SessionSummary>> {
+        let scope = scope.clone();
+        self.with_reader(move |conn| crate::duck_sessions::sessions(conn, &scope, after, limit))
+            .await
+    }
+
+    async fn event_data(&self, scope: &Scope, limit: u32) -> StoreResult<Vec<Option<String>>> {
+        let (filter, params) = scope_sql(scope);
+        let sql = format!(
+            "SELECT event_data FROM events WHERE {filter} ORDER BY ts DESC, event_id DESC LIMIT {limit}"
+        );
+        self.with_reader(move |conn| {
+            let mut stmt = conn.prepare(&sql).map_err(db_err)?;
+            let rows = stmt
+                .query_map(params_from_iter(params.iter()), |r| {
+                    r.get::<_, Option<String>>(0)
+                })
+                .map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err)).collect()
+        })
+        .await
+    }
+
+    async fn goal_counts(&self, scope: &Scope, target: &StepMatch) -> StoreResult<GoalCounts> {
+        let (scope, target) = (scope.clone(), target.clone());
+        self.with_reader(move |conn| crate::duck_goals::goal_counts(conn, &scope, &target))
+            .await
+    }
+
+    async fn funnel(&self, scope: &Scope, steps: &[StepMatch]) -> StoreResult<Vec<u64>> {
+        let (scope, steps) = (scope.clone(), steps.to_vec());
+        self.with_reader(move |conn| crate::duck_goals::funnel(conn, &scope, &steps))
+            .await
+    }
+
+    async fn journeys(
+        &self,
+        scope: &Scope,
+        anchor: &StepMatch,
+        after: bool,
+        depth: u32,
+    ) -> StoreResult<Vec<Vec<String>>> {
+        let (scope, anchor) = (scope.clone(), anchor.clone());
+        self.with_reader(move |conn| {
+            crate::duck_goals::journeys(conn, &scope, &anchor, after, depth)
+        })
+        .await
+    }
+
+    async fn cohorts(
+        &self,
+        scope: &Scope,
+        granularity: Granularity,
+        tz: &[OffsetSegment],
+    ) -> StoreResult<Vec<CohortCell>> {
+        let (scope, tz) = (scope.clone(), tz.to_vec());
+        self.with_reader(move |conn| crate::duck_goals::cohorts(conn, &scope, granularity, &tz))
+            .await
+    }
+
+    async fn session(
+        &self,
+        website_id: &str,
+        session: u64,
+        limit: u32,
+    ) -> StoreResult<Option<(SessionSummary, Vec<SessionEvent>)>> {
+        let website_id = website_id.to_string();
+        self.with_reader(move |conn| {
+            crate::duck_sessions::session(conn, &website_id, session, limit)
         })
         .await
     }

@@ -8,12 +8,16 @@ pub mod audit;
 #[cfg(feature = "clickhouse")]
 mod ch;
 #[cfg(feature = "clickhouse")]
+mod ch_goals;
 mod ch_rollup;
+mod ch_sessions;
 #[cfg(feature = "clickhouse")]
 mod ch_usage;
 pub mod conformance;
 mod duck;
+mod duck_goals;
 mod duck_rollup;
+mod duck_sessions;
 mod duck_usage;
 pub mod execution_stats;
 pub mod group_commit;

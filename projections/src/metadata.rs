@@ -114,6 +114,17 @@ pub enum EndpointScope {
     Company,
 }
 
+/// Which website objects [`MetadataReader::site_objects_where`] reads (live ones only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteObjectScope {
+    /// The object with this id (none or one).
+    One,
+    /// A website's objects of the kind, oldest first.
+    Website,
+    /// The object of the kind reached by this public key (none or one).
+    PublicKey,
+}
+
 /// Why the projection did not apply an event: the field at fault (e.g. `company_handle`) and a
 /// sentence for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +253,13 @@ pub trait MetadataReader: Send + Sync {
         scope: EndpointScope,
         id: &str,
     ) -> StoreResult<Vec<schemas::EndpointState>>;
+    /// Live website objects (goals, funnels, links, …) of `kind`: see [`SiteObjectScope`].
+    async fn site_objects_where(
+        &self,
+        scope: SiteObjectScope,
+        kind: &str,
+        id: &str,
+    ) -> StoreResult<Vec<schemas::SiteObjectState>>;
     /// An asset's price history, newest first.
     async fn prices(&self, asset_id: &str) -> StoreResult<Vec<Price>>;
     /// An asset's discounts, newest first.

@@ -8,7 +8,7 @@
 //! metadata stage's offsets, so the stage rebuilds them from the log.
 
 /// The version of the projected tables' shape. Bump it when they change.
-pub(crate) const SCHEMA_VERSION: &str = "8";
+pub(crate) const SCHEMA_VERSION: &str = "9";
 
 /// Tables that survive every migration.
 pub(crate) const DURABLE_DDL: &str = "
@@ -35,6 +35,7 @@ pub(crate) const PROJECTED_TABLES: &[&str] = &[
     "connections",
     "assets",
     "endpoints",
+    "site_objects",
     "asset_prices",
     "discounts",
     "favorites",
@@ -172,6 +173,18 @@ CREATE TABLE IF NOT EXISTS endpoints (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS endpoints_live_slug ON endpoints (company_id, slug) WHERE NOT deleted;
 CREATE INDEX IF NOT EXISTS endpoints_by_company ON endpoints (company_id);
+CREATE TABLE IF NOT EXISTS site_objects (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    website_id TEXT NOT NULL,
+    company_id TEXT NOT NULL,
+    public_key TEXT,
+    state_json TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    deleted BOOLEAN NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS site_objects_live_key ON site_objects (kind, public_key) WHERE NOT deleted;
+CREATE INDEX IF NOT EXISTS site_objects_by_website ON site_objects (website_id, kind);
 CREATE TABLE IF NOT EXISTS asset_prices (
     aph_id TEXT PRIMARY KEY,
     company_id TEXT NOT NULL,
@@ -843,6 +856,59 @@ macro_rules! metadata_sql_impl {
                 Ok(Ok(()))
             }
 
+            /// A website object belongs to a live website of its company, never moves to another
+            /// site or kind, and its public key (if any) is its kind's only live one.
+            async fn apply_site_object(tx: &mut Tx<'_>, o: &schemas::SiteObjectState) -> Result<Outcome, sqlx::Error> {
+                let before: Option<(String, String)> = sqlx::query_as("SELECT website_id, kind FROM site_objects WHERE id = $1")
+                    .bind(&o.id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                if before.is_some_and(|(w, k)| w != o.website_id || k != o.kind) {
+                    return Ok(reject("id", "an object cannot move to another website or kind"));
+                }
+                if !o.deleted {
+                    let site: Option<Option<String>> = sqlx::query_scalar(
+                        "SELECT company_id FROM websites WHERE id = $1 AND deleted_at_ms IS NULL",
+                    )
+                    .bind(&o.website_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    if site.flatten().as_deref() != Some(o.company_id.as_str()) {
+                        return Ok(reject("website_id", "no such website in this company"));
+                    }
+                    if let Some(key) = &o.public_key {
+                        let taken: Option<String> = sqlx::query_scalar(
+                            "SELECT id FROM site_objects WHERE kind = $1 AND public_key = $2 AND NOT deleted AND id <> $3",
+                        )
+                        .bind(&o.kind)
+                        .bind(key)
+                        .bind(&o.id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                        if taken.is_some() {
+                            return Ok(reject("slug", "another live object already uses this key"));
+                        }
+                    }
+                }
+                let state = serde_json::to_string(o).unwrap_or_default();
+                sqlx::query(
+                    "INSERT INTO site_objects (id, kind, website_id, company_id, public_key, state_json, created_at_ms, deleted) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET public_key = EXCLUDED.public_key, \
+                     state_json = EXCLUDED.state_json, deleted = EXCLUDED.deleted",
+                )
+                .bind(&o.id)
+                .bind(&o.kind)
+                .bind(&o.website_id)
+                .bind(&o.company_id)
+                .bind(&o.public_key)
+                .bind(state)
+                .bind(o.created_at_ms)
+                .bind(o.deleted)
+                .execute(&mut **tx)
+                .await?;
+                Ok(Ok(()))
+            }
+
             /// An endpoint stays in its company, reads one of that company's live connections,
             /// and has a slug no other live endpoint of the company has.
             async fn apply_endpoint(tx: &mut Tx<'_>, e: &schemas::EndpointState) -> Result<Outcome, sqlx::Error> {
@@ -1138,6 +1204,7 @@ macro_rules! metadata_sql_impl {
                     EntityEvent::FavoriteUpserted(e) => return apply_favorite(tx, &e.favorite).await,
                     EntityEvent::AlertUpserted(e) => return apply_alert(tx, &e.alert).await,
                     EntityEvent::EndpointUpserted(e) => return apply_endpoint(tx, &e.endpoint).await,
+                    EntityEvent::SiteObjectUpserted(e) => return apply_site_object(tx, &e.object).await,
                 }
                 Ok(Ok(()))
             }
@@ -1681,6 +1748,34 @@ macro_rules! metadata_sql_impl {
                         let e: schemas::EndpointState = serde_json::from_str(&json)
                             .map_err(|e| StoreError::Backend(format!("endpoint: {e}")))?;
                         out.push(e);
+                    }
+                    out.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+                    Ok(out)
+                }
+
+                async fn site_objects_where(
+                    &self,
+                    scope: SiteObjectScope,
+                    kind: &str,
+                    id: &str,
+                ) -> StoreResult<Vec<schemas::SiteObjectState>> {
+                    let sql = match scope {
+                        SiteObjectScope::One => "SELECT state_json FROM site_objects WHERE kind = $1 AND id = $2 AND NOT deleted",
+                        SiteObjectScope::Website => "SELECT state_json FROM site_objects WHERE kind = $1 AND website_id = $2 AND NOT deleted",
+                        SiteObjectScope::PublicKey => "SELECT state_json FROM site_objects WHERE kind = $1 AND public_key = $2 AND NOT deleted",
+                    };
+                    let rows = sqlx::query(sql)
+                        .bind(kind)
+                        .bind(id)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(sql_err)?;
+                    let mut out = Vec::with_capacity(rows.len());
+                    for r in rows {
+                        let json: String = r.try_get("state_json").map_err(sql_err)?;
+                        let o: schemas::SiteObjectState = serde_json::from_str(&json)
+                            .map_err(|e| StoreError::Backend(format!("site object: {e}")))?;
+                        out.push(o);
                     }
                     out.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
                     Ok(out)

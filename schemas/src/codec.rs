@@ -93,6 +93,7 @@ wire!(PriceEnded, "tally.entities.PriceEnded");
 wire!(SubscriptionSet, "tally.entities.SubscriptionSet");
 wire!(AlertUpserted, "tally.entities.AlertUpserted");
 wire!(EndpointUpserted, "tally.entities.EndpointUpserted");
+wire!(SiteObjectUpserted, "tally.entities.SiteObjectUpserted");
 wire!(AlertTriggered, "tally.alerts.AlertTriggered");
 wire!(UsageRecorded, "tally.usage.UsageRecorded", fast);
 wire!(LedgerEntryPosted, "tally.billing.LedgerEntryPosted", fast);
@@ -189,6 +190,7 @@ pub fn encode_entity(event: &EntityEvent) -> Result<Vec<u8>, CodecError> {
         EntityEvent::SubscriptionSet(e) => encode(e),
         EntityEvent::AlertUpserted(e) => encode(e),
         EntityEvent::EndpointUpserted(e) => encode(e),
+        EntityEvent::SiteObjectUpserted(e) => encode(e),
     }
 }
 
@@ -216,6 +218,7 @@ pub fn decode_entity(bytes: &[u8]) -> Result<EntityEvent, CodecError> {
         SubscriptionSet::SUBJECT => EntityEvent::SubscriptionSet(decode_datum(id, datum)?),
         AlertUpserted::SUBJECT => EntityEvent::AlertUpserted(decode_datum(id, datum)?),
         EndpointUpserted::SUBJECT => EntityEvent::EndpointUpserted(decode_datum(id, datum)?),
+        SiteObjectUpserted::SUBJECT => EntityEvent::SiteObjectUpserted(decode_datum(id, datum)?),
         other => {
             return Err(CodecError::WrongSubject {
                 id,
@@ -426,6 +429,20 @@ mod tests {
                     deleted: false,
                     created_at_ms: 10,
                     updated_at_ms: 10,
+                },
+            }),
+            EntityEvent::SiteObjectUpserted(SiteObjectUpserted {
+                event_id: "e12".into(),
+                object: SiteObjectState {
+                    id: "g1".into(),
+                    kind: "goal".into(),
+                    website_id: "w".into(),
+                    company_id: "c".into(),
+                    public_key: None,
+                    body_json: r#"{"name":"Signup"}"#.into(),
+                    deleted: false,
+                    created_at_ms: 11,
+                    updated_at_ms: 11,
                 },
             }),
         ];

@@ -461,6 +461,29 @@ pub struct AlertUpserted {
     pub alert: AlertState,
 }
 
+/// A website's own object (a goal, funnel, link, pixel, share or report): its kind, the site
+/// and company it belongs to, the key it is reached by in public routes (a link's slug, a
+/// pixel's key, a share's id), and the kind's own fields as JSON (the web layer owns their
+/// types and validation). Deleting writes `deleted: true`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteObjectState {
+    pub id: String,
+    pub kind: String,
+    pub website_id: String,
+    pub company_id: String,
+    pub public_key: Option<String>,
+    pub body_json: String,
+    pub deleted: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteObjectUpserted {
+    pub event_id: String,
+    pub object: SiteObjectState,
+}
+
 /// An alert rule fired for one window (`window` is the dedup key with the rule), on
 /// `tally.alerts`, keyed by company id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -517,6 +540,7 @@ pub enum EntityEvent {
     SubscriptionSet(SubscriptionSet),
     AlertUpserted(AlertUpserted),
     EndpointUpserted(EndpointUpserted),
+    SiteObjectUpserted(SiteObjectUpserted),
 }
 
 impl EntityEvent {
@@ -542,6 +566,7 @@ impl EntityEvent {
             Self::SubscriptionSet(e) => &e.company_id,
             Self::AlertUpserted(e) => &e.alert.id,
             Self::EndpointUpserted(e) => &e.endpoint.id,
+            Self::SiteObjectUpserted(e) => &e.object.id,
         }
     }
 
@@ -562,6 +587,7 @@ impl EntityEvent {
             Self::SubscriptionSet(e) => Some(&e.event_id),
             Self::AlertUpserted(e) => Some(&e.event_id),
             Self::EndpointUpserted(e) => Some(&e.event_id),
+            Self::SiteObjectUpserted(e) => Some(&e.event_id),
             _ => None,
         }
     }

@@ -16,7 +16,8 @@ pub use events::{
     ApiKeyUpserted, AssetState, AssetUpserted, CollectedEvent, CompanyCreated, CompanyState,
     CompanyUpdated, ConnectionState, ConnectionUpserted, DeadLetter, DiscountSet, EndpointState,
     EndpointUpserted, EnrichedEvent, EntityEvent, FavoriteState, FavoriteUpserted,
-    LedgerEntryPosted, PriceEnded, PriceSet, SubscriptionSet, UsageRecorded, UserCreated,
-    UserState, UserUpserted, WebsiteCreated, WebsiteDeleted, WebsiteUpdated,
+    LedgerEntryPosted, PriceEnded, PriceSet, SiteObjectState, SiteObjectUpserted, SubscriptionSet,
+    UsageRecorded, UserCreated, UserState, UserUpserted, WebsiteCreated, WebsiteDeleted,
+    WebsiteUpdated,
 };
 pub use registry::{schema_by_id, SchemaEntry, REGISTRY};

@@ -178,6 +178,12 @@ pub const REGISTRY: &[SchemaEntry] = &[
         1,
         "endpoint_upserted.v1.avsc"
     ),
+    entry!(
+        32,
+        "tally.entities.SiteObjectUpserted",
+        1,
+        "site_object_upserted.v1.avsc"
+    ),
 ];
 
 struct Parsed {

@@ -385,6 +385,10 @@ async fn dashboards_report_exact_numbers() {
     assert_eq!(not_found["error"]["field"], Value::Null, "{not_found}");
 
     comparisons_and_filters(&c, &site).await;
+    sessions_list_and_detail(&c, &site).await;
+    custom_events(&c).await;
+    goals_and_funnels(&c, &site).await;
+    journeys_and_retention(&c, &site).await;
 
     // Realtime sees an event sent now.
     send(
@@ -528,5 +532,548 @@ async fn comparisons_and_filters(c: &Client, site: &str) {
     assert_eq!(
         stats("filter_referrer=(direct)".into()).await,
         (json!(3), json!(2))
+    );
+}
+
+/// `(entry_page, last_seen)` of each session of a list.
+fn session_rows(body: &Value) -> Vec<(String, String)> {
+    body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|r| {
+            (
+                r["entry_page"].as_str().unwrap_or("").to_string(),
+                r["last_seen"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The session list, newest last event first, paged by cursor; with bots, filters and a day
+/// of the DST change; and one session with its events.
+async fn sessions_list_and_detail(c: &Client, site: &str) {
+    let list = format!("/api/websites/{site}/sessions?{RANGE}");
+    let (s, page1) = c.get(&format!("{list}&limit=2")).await;
+    assert_eq!(s, 200, "{page1}");
+    assert_eq!(
+        session_rows(&page1),
+        vec![
+            ("/blog".into(), "2026-03-29T23:15:00.000Z".into()),
+            ("/home".into(), "2026-03-29T22:30:00.000Z".into()),
+        ]
+    );
+    assert_eq!(page1["pagination"]["limit"], 2);
+    assert_eq!(page1["pagination"]["has_more"], true);
+    let first = &page1["data"][0];
+    assert_eq!(
+        (
+            &first["country"],
+            &first["browser"],
+            &first["device_type"],
+            &first["pageview_count"],
+            &first["duration_seconds"]
+        ),
+        (
+            &json!("US"),
+            &json!("Safari"),
+            &json!("mobile"),
+            &json!(1),
+            &json!(0)
+        )
+    );
+    assert_eq!(
+        first["session_id"].as_str().map(str::len),
+        Some(16),
+        "{first}"
+    );
+    let cursor = page1["pagination"]["next_cursor"]
+        .as_str()
+        .expect("cursor")
+        .to_string();
+    let (_, page2) = c.get(&format!("{list}&limit=2&cursor={cursor}")).await;
+    assert_eq!(
+        session_rows(&page2),
+        vec![
+            ("/home".into(), "2026-03-28T23:30:00.000Z".into()),
+            ("/home".into(), "2026-03-28T10:06:00.000Z".into()),
+        ]
+    );
+    assert_eq!(
+        page2["pagination"],
+        json!({"limit": 2, "next_cursor": null, "has_more": false})
+    );
+    let v1 = &page2["data"][1];
+    assert_eq!(
+        (
+            &v1["first_seen"],
+            &v1["duration_seconds"],
+            &v1["pageview_count"],
+            &v1["event_count"],
+            &v1["exit_page"],
+            &v1["country"]
+        ),
+        (
+            &json!("2026-03-28T10:00:00.000Z"),
+            &json!(360),
+            &json!(2),
+            &json!(3),
+            &json!("/pricing"),
+            &json!("GB")
+        )
+    );
+    // The crawler's session appears only with bots.
+    let (_, bots) = c.get(&format!("{list}&include_bots=true")).await;
+    assert_eq!(bots["data"].as_array().map(Vec::len), Some(5));
+    assert_eq!(bots["data"][3]["last_seen"], "2026-03-28T12:00:00.000Z");
+    // A filter picks sessions that have a matching event, each shown whole.
+    let (_, pricing) = c.get(&format!("{list}&filter_page=/pricing")).await;
+    assert_eq!(session_rows(&pricing).len(), 1);
+    assert_eq!(pricing["data"][0]["event_count"], 3);
+    // 2026-03-29 in Berlin is 23 hours (23:00Z to 22:00Z): visitor 2's bounce only; in UTC
+    // the same date holds visitor 3's two sessions.
+    let (_, berlin) = c
+        .get(&format!(
+            "/api/websites/{site}/sessions?start_date=2026-03-29&end_date=2026-03-29"
+        ))
+        .await;
+    assert_eq!(
+        session_rows(&berlin),
+        vec![("/home".into(), "2026-03-28T23:30:00.000Z".into())]
+    );
+    let (_, utc) = c
+        .get(&format!(
+            "/api/websites/{site}/sessions?start_date=2026-03-29&end_date=2026-03-29&timezone=UTC"
+        ))
+        .await;
+    assert_eq!(session_rows(&utc).len(), 2);
+
+    // One session: its events in order, the custom event's data as sent.
+    let id = v1["session_id"].as_str().expect("id");
+    let (s, one) = c.get(&format!("/api/websites/{site}/sessions/{id}")).await;
+    assert_eq!(s, 200, "{one}");
+    assert_eq!(one["data"]["session"], *v1);
+    assert_eq!(one["data"]["truncated"], false);
+    let events = one["data"]["events"].as_array().expect("events");
+    let shape: Vec<(Value, Value, Value)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["event_type"].clone(),
+                e["url"].clone(),
+                e["event_name"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            (json!("pageview"), json!("/home"), Value::Null),
+            (json!("pageview"), json!("/pricing"), Value::Null),
+            (json!("event"), json!("/pricing"), json!("signup")),
+        ]
+    );
+    let data: Value =
+        serde_json::from_str(events[2]["event_data"].as_str().expect("event data")).expect("json");
+    assert_eq!(data, json!({"plan": "pro"}));
+    assert_eq!(events[2]["created_at"], "2026-03-28T10:06:00.000Z");
+
+    // Unknown and malformed ids are 404; a bad cursor or limit names its parameter.
+    for bad in ["0000000000000001", "not-a-session"] {
+        let (s, _) = c.get(&format!("/api/websites/{site}/sessions/{bad}")).await;
+        assert_eq!(s, 404, "{bad}");
+    }
+    let (s, b) = c.get(&format!("{list}&cursor=garbage")).await;
+    assert_eq!((s, &b["error"]["field"]), (400, &json!("cursor")), "{b}");
+    let (s, b) = c.get(&format!("{list}&limit=0")).await;
+    assert_eq!((s, &b["error"]["field"]), (400, &json!("limit")), "{b}");
+    let (_, b) = c.get(&format!("{list}&limit=500")).await;
+    assert_eq!(b["pagination"]["limit"], 200);
+}
+
+fn custom(site: &str, name: &str, data: Value, ts: &str) -> Value {
+    json!({"website_id": site, "type": "event", "event_name": name, "url": "https://example.com/app",
+        "event_data": data, "timestamp": ts})
+}
+
+/// Custom events on a site of their own: names with counts and a comparison, the properties
+/// of one event, and its hourly series over the 23-hour day of the DST change in Berlin.
+async fn custom_events(c: &Client) {
+    let site = c.website("Events", "Europe/Berlin").await;
+    send(
+        c,
+        "81.2.69.10",
+        CHROME_MAC,
+        json!([
+            custom(
+                &site,
+                "signup",
+                json!({"plan": "pro"}),
+                "2026-03-29T00:30:00Z"
+            ),
+            custom(
+                &site,
+                "signup",
+                json!({"plan": "free"}),
+                "2026-03-29T01:30:00Z"
+            ),
+            custom(
+                &site,
+                "download",
+                json!({"file": "a.pdf"}),
+                "2026-03-29T01:40:00Z"
+            ),
+        ]),
+    )
+    .await;
+    send(
+        c,
+        "85.214.1.1",
+        FIREFOX_WIN,
+        custom(
+            &site,
+            "signup",
+            json!({"plan": "pro", "seats": 3}),
+            "2026-03-28T12:00:00Z",
+        ),
+    )
+    .await;
+    send(
+        c,
+        "81.2.69.20",
+        GOOGLEBOT,
+        custom(
+            &site,
+            "signup",
+            json!({"plan": "bot"}),
+            "2026-03-29T02:00:00Z",
+        ),
+    )
+    .await;
+    c.wait_idle().await;
+    let base = format!("/api/websites/{site}/events");
+    let two_days = "start_date=2026-03-28&end_date=2026-03-29";
+
+    let (s, names) = c.get(&format!("{base}?{two_days}")).await;
+    assert_eq!(s, 200, "{names}");
+    assert_eq!(
+        names["data"],
+        json!({"rows": [
+            {"event_name": "signup", "count": 3, "visitors": 2},
+            {"event_name": "download", "count": 1, "visitors": 1},
+        ], "total": 2})
+    );
+    let (_, bots) = c.get(&format!("{base}?{two_days}&include_bots=true")).await;
+    assert_eq!(bots["data"]["rows"][0]["count"], 4);
+    let (_, cmp) = c
+        .get(&format!(
+            "{base}?start_date=2026-03-29&end_date=2026-03-29&compare_mode=previous_period"
+        ))
+        .await;
+    assert_eq!(
+        cmp["data"]["rows"][0],
+        json!({"event_name": "signup", "count": 2, "visitors": 1, "prev_count": 1})
+    );
+    assert_eq!(
+        cmp["compare"]["comparison_range"],
+        json!(["2026-03-28", "2026-03-28"])
+    );
+
+    let (s, props) = c
+        .get(&format!("{base}/properties?event_name=signup&{two_days}"))
+        .await;
+    assert_eq!(s, 200, "{props}");
+    assert_eq!(
+        props["data"],
+        json!({"event_name": "signup", "total_occurrences": 3, "sample_size": 3, "properties": [
+            {"property_key": "plan", "property_value": "pro", "count": 2},
+            {"property_key": "plan", "property_value": "free", "count": 1},
+            {"property_key": "seats", "property_value": "3", "count": 1},
+        ]})
+    );
+
+    // 2026-03-29 in Berlin has 23 hours; 00:30Z is 01:30 CET, 01:30Z is 03:30 CEST.
+    let (s, series) = c
+        .get(&format!(
+            "{base}/timeseries?event_name=signup&start_date=2026-03-29&end_date=2026-03-29&granularity=hour"
+        ))
+        .await;
+    assert_eq!(s, 200, "{series}");
+    let points = series["data"]["series"].as_array().expect("series");
+    assert_eq!(points.len(), 23);
+    let hits: Vec<(Value, Value)> = points
+        .iter()
+        .filter(|p| p["count"] != 0)
+        .map(|p| (p["date"].clone(), p["count"].clone()))
+        .collect();
+    assert_eq!(
+        hits,
+        vec![
+            (json!("2026-03-29T00:00:00Z"), json!(1)),
+            (json!("2026-03-29T01:00:00Z"), json!(1)),
+        ]
+    );
+    assert_eq!(series["data"]["granularity"], "hour");
+
+    let (s, b) = c.get(&format!("{base}/properties?{two_days}")).await;
+    assert_eq!(
+        (s, &b["error"]["field"]),
+        (400, &json!("event_name")),
+        "{b}"
+    );
+    let (s, _) = c
+        .get(&format!("{base}/timeseries?event_name=&{two_days}"))
+        .await;
+    assert_eq!(s, 400);
+}
+
+/// Goals and funnels: defined through the API (entities through the log), counted over the
+/// dataset's four human sessions, with the previous period and bots.
+async fn goals_and_funnels(c: &Client, site: &str) {
+    let goals = format!("/api/websites/{site}/goals");
+    let (s, signup) = c
+        .post(
+            &goals,
+            &json!({"name": "Signup", "goal_type": "event", "match_value": "signup"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{signup}");
+    assert_eq!(signup["data"]["match_operator"], "equals");
+    let signup_id = signup["data"]["id"].as_str().expect("id").to_string();
+    let (_, home) = c
+        .post(
+            &goals,
+            &json!({"name": "Home", "goal_type": "page_view", "match_value": "/home"}),
+        )
+        .await;
+    let home_id = home["data"]["id"].as_str().expect("id").to_string();
+    let (s, bad) = c
+        .post(&goals, &json!({"name": "Bad", "goal_type": "page_view", "match_value": "/x", "value_mode": "fixed"}))
+        .await;
+    assert_eq!(
+        (s, &bad["error"]["field"]),
+        (400, &json!("fixed_value")),
+        "{bad}"
+    );
+    let (_, list) = c.get(&goals).await;
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(2));
+
+    let stats = |id: String, q: &'static str| async move {
+        let (s, b) = c
+            .get(&format!("/api/websites/{site}/goals/{id}/stats?{q}"))
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b
+    };
+    let b = stats(signup_id.clone(), RANGE).await;
+    assert_eq!(
+        b["data"],
+        json!({"goal_id": signup_id, "conversions": 1, "converting_sessions": 1, "total_sessions": 4,
+               "conversion_rate": 0.25, "prev_conversions": 0, "prev_conversion_rate": 0.0, "trend_pct": null})
+    );
+    let b = stats(home_id.clone(), RANGE).await;
+    assert_eq!(
+        (&b["data"]["conversions"], &b["data"]["conversion_rate"]),
+        (&json!(3), &json!(0.75))
+    );
+    // Berlin 03-29..03-30 (visitor 2, visitor 3 twice) against 03-27..03-28 (visitor 1).
+    let b = stats(
+        home_id.clone(),
+        "start_date=2026-03-29&end_date=2026-03-30&compare_mode=previous_period",
+    )
+    .await;
+    assert_eq!(
+        (
+            &b["data"]["conversions"],
+            &b["data"]["conversion_rate"],
+            &b["data"]["prev_conversions"],
+            &b["data"]["prev_conversion_rate"],
+            &b["data"]["trend_pct"]
+        ),
+        (
+            &json!(2),
+            &json!(0.6667),
+            &json!(1),
+            &json!(1.0),
+            &json!(-33.3)
+        )
+    );
+    assert_eq!(
+        b["compare"]["comparison_range"],
+        json!(["2026-03-27", "2026-03-28"])
+    );
+    // A contains match, after an update.
+    let (s, changed) = c
+        .send(
+            reqwest::Method::PUT,
+            &format!("{goals}/{home_id}"),
+            Some(&json!({"match_value": "/pri", "match_operator": "contains"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{changed}");
+    assert_eq!(
+        stats(home_id.clone(), RANGE).await["data"]["conversions"],
+        1
+    );
+
+    let funnels = format!("/api/websites/{site}/funnels");
+    let (s, f) = c
+        .post(
+            &funnels,
+            &json!({"name": "Purchase", "steps": [
+                {"step_type": "page_view", "match_value": "/home", "label": "Home"},
+                {"step_type": "page_view", "match_value": "/pricing"},
+                {"step_type": "event", "match_value": "signup", "label": "Signed up"},
+            ]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{f}");
+    assert_eq!(f["data"]["steps"][1]["label"], "/pricing");
+    let funnel_id = f["data"]["id"].as_str().expect("id").to_string();
+    let results = format!("/api/websites/{site}/funnels/{funnel_id}/results?{RANGE}");
+    let (s, r) = c.get(&results).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        r["data"],
+        json!({"funnel_id": funnel_id, "name": "Purchase", "total_sessions_entered": 3,
+               "final_conversion_rate": 0.3333, "steps": [
+            {"step_order": 1, "label": "Home", "sessions_reached": 3, "drop_off_count": 0, "drop_off_rate": 0.0,
+             "conversion_rate_from_start": 1.0, "conversion_rate_from_previous": 1.0},
+            {"step_order": 2, "label": "/pricing", "sessions_reached": 1, "drop_off_count": 2, "drop_off_rate": 0.6667,
+             "conversion_rate_from_start": 0.3333, "conversion_rate_from_previous": 0.3333},
+            {"step_order": 3, "label": "Signed up", "sessions_reached": 1, "drop_off_count": 0, "drop_off_rate": 0.0,
+             "conversion_rate_from_start": 0.3333, "conversion_rate_from_previous": 1.0},
+        ]})
+    );
+    let (_, with_bots) = c.get(&format!("{results}&include_bots=true")).await;
+    assert_eq!(with_bots["data"]["total_sessions_entered"], 4);
+    let (_, summaries) = c.get(&funnels).await;
+    assert_eq!(summaries["data"][0]["step_count"], 3);
+    let (s, b) = c
+        .post(
+            &funnels,
+            &json!({"name": "Short", "steps": [{"step_type": "page_view", "match_value": "/"}]}),
+        )
+        .await;
+    assert_eq!((s, &b["error"]["field"]), (400, &json!("steps")), "{b}");
+
+    // Deleted, a goal is gone everywhere; an unknown one is 404.
+    let (s, _) = c.delete(&format!("{goals}/{signup_id}")).await;
+    assert_eq!(s, 200);
+    let (s, _) = c.get(&format!("{goals}/{signup_id}")).await;
+    assert_eq!(s, 404);
+    let (s, _) = c
+        .get(&format!("/api/websites/{site}/goals/{signup_id}/stats"))
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = c
+        .get(&format!("/api/websites/{site}/funnels/nope/results"))
+        .await;
+    assert_eq!(s, 404);
+}
+
+/// Journeys from the dataset's pages and events; weekly retention on a site whose visitors
+/// send their own ids and come back.
+async fn journeys_and_retention(c: &Client, site: &str) {
+    let journey = |q: &'static str| async move {
+        let (s, b) = c
+            .get(&format!("/api/websites/{site}/journey?{RANGE}&{q}"))
+            .await;
+        (s, b)
+    };
+    let (s, j) = journey("anchor_type=page&anchor_value=/home").await;
+    assert_eq!(s, 200, "{j}");
+    assert_eq!(
+        j["data"],
+        json!({"anchor": {"type": "page", "value": "/home"}, "direction": "next", "max_depth": 3,
+               "total_anchor_sessions": 3, "branches": [
+            {"nodes": [], "sessions": 2, "share": 0.6667},
+            {"nodes": ["/pricing", "signup"], "sessions": 1, "share": 0.3333},
+        ]})
+    );
+    let (_, back) =
+        journey("anchor_type=event&anchor_value=signup&direction=previous&max_depth=2").await;
+    assert_eq!(
+        back["data"]["branches"],
+        json!([{"nodes": ["/pricing", "/home"], "sessions": 1, "share": 1.0}])
+    );
+    for (q, field) in [
+        ("anchor_type=screen&anchor_value=/", "anchor_type"),
+        ("anchor_type=page", "anchor_value"),
+        ("anchor_type=page&anchor_value=/&max_depth=9", "max_depth"),
+        (
+            "anchor_type=page&anchor_value=/&direction=sideways",
+            "direction",
+        ),
+    ] {
+        let (s, b) = journey(q).await;
+        assert_eq!((s, &b["error"]["field"]), (400, &json!(field)), "{q}: {b}");
+    }
+
+    let back_again = c.website("Retention", "UTC").await;
+    let visit = |visitor: &str, day: &str| {
+        json!({"website_id": back_again, "url": "https://example.com/", "visitor_id": visitor,
+               "timestamp": format!("{day}T12:00:00Z")})
+    };
+    send(
+        c,
+        "81.2.69.10",
+        CHROME_MAC,
+        json!([
+            visit("r1", "2026-03-02"),
+            visit("r1", "2026-03-10"),
+            visit("r1", "2026-03-17"),
+            visit("r2", "2026-03-03"),
+            visit("r2", "2026-03-10"),
+            visit("r3", "2026-03-11"),
+        ]),
+    )
+    .await;
+    c.wait_idle().await;
+    let (s, r) = c
+        .get(&format!(
+            "/api/websites/{back_again}/retention?start_date=2026-03-02&end_date=2026-03-22&cohort_granularity=week"
+        ))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let row = |cohort: &str, size: u64, periods: &[(u64, f64)]| {
+        let periods: Vec<Value> = periods
+            .iter()
+            .enumerate()
+            .map(|(k, (n, rate))| json!({"offset": k, "retained": n, "rate": rate}))
+            .collect();
+        json!({"cohort_start": cohort, "cohort_size": size, "periods": periods})
+    };
+    assert_eq!(
+        r["data"]["rows"],
+        json!([
+            row("2026-03-02", 2, &[(2, 1.0), (2, 1.0), (1, 0.5)]),
+            row("2026-03-09", 1, &[(1, 1.0), (0, 0.0)]),
+            row("2026-03-16", 0, &[(0, 0.0)]),
+        ])
+    );
+    assert_eq!(
+        r["data"]["summary"],
+        json!({"avg_period1_rate": 0.5, "avg_period4_rate": null})
+    );
+    assert_eq!(r["data"]["granularity"], "week");
+    let (_, daily) = c
+        .get(&format!(
+            "/api/websites/{back_again}/retention?start_date=2026-03-02&end_date=2026-03-03&cohort_granularity=day&max_periods=1"
+        ))
+        .await;
+    assert_eq!(
+        daily["data"]["rows"][0]["periods"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let (s, b) = c
+        .get(&format!(
+            "/api/websites/{back_again}/retention?max_periods=13"
+        ))
+        .await;
+    assert_eq!(
+        (s, &b["error"]["field"]),
+        (400, &json!("max_periods")),
+        "{b}"
     );
 }

@@ -351,3 +351,89 @@ async fn hourly_route_limits_count_per_caller_and_ip() {
     assert_eq!(s, 401, "another address has its own hour");
     app.shutdown().await.expect("shutdown");
 }
+
+/// The sign-in routes the peer's dashboard calls: `status` before and after setup, a login with
+/// the password alone for the first admin, `session` with its expiry, a password change that
+/// needs the current password, and `/health` where the peer serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_auth_routes_status_session_and_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = tally::start(test_settings(dir.path()))
+        .await
+        .expect("start");
+    let anon = Client::new(format!("http://{}", app.addr));
+    let origin = anon.base.clone();
+
+    let (s, b) = anon.get("/api/auth/status").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["mode"], "local");
+    assert_eq!(b["setup_required"], true, "{b}");
+    assert_eq!(b["authenticated"], false, "{b}");
+    let (s, b) = anon.get("/health").await;
+    assert_eq!(s, 200, "{b}");
+
+    let mut op = Client::new(anon.base.clone());
+    op.setup().await;
+    let (_, b) = anon.get("/api/auth/status").await;
+    assert_eq!(b["setup_required"], false, "{b}");
+
+    // The password alone signs the first admin in; a wrong one is 401 with no cookie.
+    let (s, set, _) = sign_in(&anon, json!({"password": "wrong horse"}), "10.1.0.1").await;
+    assert_eq!((s, set.is_none()), (401, true));
+    let (s, set, _) = sign_in(&anon, json!({"password": "correct horse"}), "10.1.0.1").await;
+    assert_eq!(s, 200);
+    let cookie = pair(&set.expect("cookie"));
+    let cookied = |method: reqwest::Method, path: &str| {
+        anon.http
+            .request(method, format!("{}{path}", anon.base))
+            .header("cookie", &cookie)
+            .header("origin", &origin)
+    };
+    let status: Value = cookied(reqwest::Method::GET, "/api/auth/status")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["authenticated"], true, "{status}");
+    let r = cookied(reqwest::Method::GET, "/api/auth/session")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    let session: Value = r.json().await.expect("json");
+    let expires = session["data"]["expires_at"].as_str().unwrap_or("");
+    let expires = chrono::DateTime::parse_from_rfc3339(expires).expect("an RFC 3339 expiry");
+    let days = (expires.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_days();
+    assert!((6..=7).contains(&days), "{session}");
+    let (s, _) = anon.get("/api/auth/session").await;
+    assert_eq!(s, 401, "signed out, there is no session");
+
+    // A password change needs the current password; a short new one names its field.
+    let change = |current: &str, new: &str| {
+        cookied(reqwest::Method::PUT, "/api/auth/password")
+            .json(&json!({"current_password": current, "new_password": new}))
+            .send()
+    };
+    let r = change("not it", "a new password").await.expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+    let r = change("correct horse", "short").await.expect("send");
+    assert_eq!(r.status().as_u16(), 400);
+    let b: Value = r.json().await.expect("json");
+    assert_eq!(b["error"]["field"], "new_password", "{b}");
+    let r = change("correct horse", "battery staple")
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    let (s, _, _) = sign_in(&anon, json!({"password": "correct horse"}), "10.1.0.2").await;
+    assert_eq!(s, 401, "the old password no longer works");
+    let (s, _, _) = sign_in(
+        &anon,
+        json!({"username": "admin", "password": "battery staple"}),
+        "10.1.0.2",
+    )
+    .await;
+    assert_eq!(s, 200);
+    app.shutdown().await.expect("shutdown");
+}

@@ -2,6 +2,7 @@
 
 mod alerts;
 mod bad_input;
+mod browser;
 mod commands;
 mod common;
 mod connections;

@@ -138,7 +138,7 @@ async fn tracker_events_arrive_as_the_tracker_sends_them() {
     types.sort();
     assert_eq!(types, ["event", "pageview", "scroll"], "{live}");
     // A contract route not built yet says so.
-    let (status, body) = c.get(&format!("/api/websites/{site}/sessions")).await;
+    let (status, body) = c.get(&format!("/api/websites/{site}/bot-summary")).await;
     assert_eq!(
         (status, body["error"]["code"].clone()),
         (501, json!("not_implemented"))

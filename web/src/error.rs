@@ -103,6 +103,14 @@ impl ApiError {
         self.details = Some(details);
         self
     }
+    /// The bad field or parameter this error is about, if any.
+    pub fn field(&self) -> Option<String> {
+        self.details
+            .as_ref()
+            .and_then(|d| d.get("field").or_else(|| d.get("parameter")))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
 }
 
 impl From<projections::StoreError> for ApiError {
@@ -149,12 +157,7 @@ impl IntoResponse for ApiError {
         metrics::counter!("tally_http_errors_total", "code" => self.code).increment(1);
         // `field` names the bad field or parameter (null when the error is not about one), as
         // the peer's clients read it; `details` keeps the longer story.
-        let field = self
-            .details
-            .as_ref()
-            .and_then(|d| d.get("field").or_else(|| d.get("parameter")))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let field = self.field();
         let mut error = json!({ "code": self.code, "message": self.message, "field": field });
         if let Some(d) = self.details {
             error["details"] = d;

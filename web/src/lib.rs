@@ -8,6 +8,7 @@ mod error;
 mod idempotency;
 mod request_id;
 pub mod roles;
+pub mod site;
 
 pub use auth::{
     cookie, hash_key, mask_key, optional_api_key, owns_website, require_api_key, same_origin, Auth,

@@ -97,7 +97,7 @@ struct CreateBody {
     marketing_opt_out: Option<bool>,
 }
 
-async fn save(s: &IngestState, user: UserState) -> ApiResult<()> {
+pub(crate) async fn save_user(s: &IngestState, user: UserState) -> ApiResult<()> {
     let id = user.id.clone();
     s.command_checked(vec![EntityEvent::UserUpserted(UserUpserted {
         event_id: new_id(),
@@ -145,7 +145,7 @@ pub async fn create(
         return Err(ApiError::conflict_on(f, format!("{f} is already taken")));
     }
     let id = user.id.clone();
-    save(&s, user).await?;
+    save_user(&s, user).await?;
     Ok(web::market_created(
         "User created",
         json!({ "user_id": id }),
@@ -254,7 +254,7 @@ pub async fn patch(
         return Err(ApiError::conflict_on(f, format!("{f} is already taken")));
     }
     next.updated_at_ms = now_ms().max(current.updated_at_ms);
-    save(&s, next).await?;
+    save_user(&s, next).await?;
     Ok(market("User updated", json!({ "user_id": user_id })).into_response())
 }
 
@@ -277,7 +277,7 @@ pub async fn delete(
         let mut next = current.clone();
         next.status = "INACTIVE".into();
         next.updated_at_ms = now_ms().max(current.updated_at_ms);
-        save(&s, next).await?;
+        save_user(&s, next).await?;
     }
     Ok(market(
         "User deleted",

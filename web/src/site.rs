@@ -1,0 +1,369 @@
+//! The website objects people define in the dashboard — goals and funnels so far — as the API
+//! takes and shows them, with their validation. They travel through the log as
+//! `SiteObjectUpserted` with these fields as JSON; the read side turns them into the
+//! analytics store's [`StepMatch`]es.
+
+use crate::{ApiError, ApiResult};
+use projections::{MatchKind, StepMatch};
+use serde::{Deserialize, Serialize};
+
+/// Kinds of website objects, as stored.
+pub const GOAL: &str = "goal";
+pub const FUNNEL: &str = "funnel";
+
+/// The fewest and most steps a funnel has.
+pub const MIN_STEPS: usize = 2;
+pub const MAX_STEPS: usize = 8;
+const MAX_NAME: usize = 100;
+const MAX_MATCH: usize = 500;
+
+/// What a goal or step matches: a page view of a path, or an event by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetType {
+    PageView,
+    Event,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchOperator {
+    #[default]
+    Equals,
+    Contains,
+}
+
+/// How a conversion is valued: not at all, a fixed amount, or a number in the event's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueMode {
+    #[default]
+    None,
+    Fixed,
+    EventProperty,
+}
+
+fn to_match(kind: TargetType, value: &str, op: MatchOperator) -> StepMatch {
+    StepMatch {
+        kind: match kind {
+            TargetType::PageView => MatchKind::PageView,
+            TargetType::Event => MatchKind::Event,
+        },
+        value: value.to_string(),
+        contains: op == MatchOperator::Contains,
+    }
+}
+
+fn text(field: &str, value: &str, max: usize) -> ApiResult<String> {
+    let v = value.trim();
+    if v.is_empty() || v.chars().count() > max {
+        return Err(ApiError::bad_request_on(
+            field,
+            format!("{field} must be 1 to {max} characters"),
+        ));
+    }
+    Ok(v.to_string())
+}
+
+fn required<'a, T>(field: &str, v: &'a Option<T>) -> ApiResult<&'a T> {
+    v.as_ref()
+        .ok_or_else(|| ApiError::bad_request_on(field, format!("{field} is required")))
+}
+
+/// A goal's fields as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Goal {
+    pub name: String,
+    pub goal_type: TargetType,
+    pub match_value: String,
+    pub match_operator: MatchOperator,
+    pub value_mode: ValueMode,
+    pub fixed_value: Option<f64>,
+    pub value_property_key: Option<String>,
+    pub currency: String,
+}
+
+/// A goal as clients send it, for create (name, goal_type, match_value required) and update.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoalBody {
+    pub name: Option<String>,
+    pub goal_type: Option<TargetType>,
+    pub match_value: Option<String>,
+    pub match_operator: Option<MatchOperator>,
+    pub value_mode: Option<ValueMode>,
+    pub fixed_value: Option<f64>,
+    pub value_property_key: Option<String>,
+    pub currency: Option<String>,
+}
+
+impl Goal {
+    pub fn create(b: GoalBody) -> ApiResult<Goal> {
+        let goal = Goal {
+            name: text("name", required("name", &b.name)?, MAX_NAME)?,
+            goal_type: *required("goal_type", &b.goal_type)?,
+            match_value: text(
+                "match_value",
+                required("match_value", &b.match_value)?,
+                MAX_MATCH,
+            )?,
+            match_operator: b.match_operator.unwrap_or_default(),
+            value_mode: b.value_mode.unwrap_or_default(),
+            fixed_value: b.fixed_value,
+            value_property_key: b.value_property_key,
+            currency: b.currency.unwrap_or_else(|| "USD".into()),
+        };
+        goal.checked()
+    }
+
+    /// This goal with the fields `b` sends changed (its type stays).
+    pub fn update(&self, b: GoalBody) -> ApiResult<Goal> {
+        if b.goal_type.is_some_and(|t| t != self.goal_type) {
+            return Err(ApiError::bad_request_on(
+                "goal_type",
+                "a goal's type cannot change; create another goal",
+            ));
+        }
+        let mut g = self.clone();
+        if let Some(n) = &b.name {
+            g.name = text("name", n, MAX_NAME)?;
+        }
+        if let Some(m) = &b.match_value {
+            g.match_value = text("match_value", m, MAX_MATCH)?;
+        }
+        g.match_operator = b.match_operator.unwrap_or(g.match_operator);
+        if let Some(mode) = b.value_mode {
+            g.value_mode = mode;
+        }
+        if b.fixed_value.is_some() {
+            g.fixed_value = b.fixed_value;
+        }
+        if b.value_property_key.is_some() {
+            g.value_property_key = b.value_property_key;
+        }
+        if let Some(c) = b.currency {
+            g.currency = c;
+        }
+        g.checked()
+    }
+
+    fn checked(mut self) -> ApiResult<Goal> {
+        self.currency = self.currency.trim().to_ascii_uppercase();
+        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(ApiError::bad_request_on(
+                "currency",
+                "currency must be a three-letter code such as USD",
+            ));
+        }
+        match self.value_mode {
+            ValueMode::None => {
+                self.fixed_value = None;
+                self.value_property_key = None;
+            }
+            ValueMode::Fixed => {
+                let v = self.fixed_value.ok_or_else(|| {
+                    ApiError::bad_request_on("fixed_value", "value_mode fixed needs fixed_value")
+                })?;
+                if !v.is_finite() || v < 0.0 {
+                    return Err(ApiError::bad_request_on(
+                        "fixed_value",
+                        "fixed_value must be a number of at least 0",
+                    ));
+                }
+                self.value_property_key = None;
+            }
+            ValueMode::EventProperty => {
+                if self.goal_type != TargetType::Event {
+                    return Err(ApiError::bad_request_on(
+                        "value_mode",
+                        "only event goals can take their value from an event property",
+                    ));
+                }
+                let key = self.value_property_key.as_deref().unwrap_or("");
+                self.value_property_key = Some(text("value_property_key", key, MAX_NAME)?);
+                self.fixed_value = None;
+            }
+        }
+        Ok(self)
+    }
+
+    /// What the analytics store counts as a conversion.
+    pub fn target(&self) -> StepMatch {
+        to_match(self.goal_type, &self.match_value, self.match_operator)
+    }
+}
+
+/// One funnel step as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunnelStep {
+    pub step_type: TargetType,
+    pub match_value: String,
+    pub match_operator: MatchOperator,
+    pub label: String,
+}
+
+/// A funnel's fields as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Funnel {
+    pub name: String,
+    pub steps: Vec<FunnelStep>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepBody {
+    pub step_type: Option<TargetType>,
+    pub match_value: Option<String>,
+    pub match_operator: Option<MatchOperator>,
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelBody {
+    pub name: Option<String>,
+    pub steps: Option<Vec<StepBody>>,
+}
+
+fn steps(body: Vec<StepBody>) -> ApiResult<Vec<FunnelStep>> {
+    if !(MIN_STEPS..=MAX_STEPS).contains(&body.len()) {
+        return Err(ApiError::bad_request_on(
+            "steps",
+            format!("a funnel has {MIN_STEPS} to {MAX_STEPS} steps"),
+        ));
+    }
+    body.into_iter()
+        .map(|s| {
+            let match_value = text(
+                "steps.match_value",
+                required("steps.match_value", &s.match_value)?,
+                MAX_MATCH,
+            )?;
+            let label = match &s.label {
+                Some(l) => text("steps.label", l, MAX_NAME)?,
+                None => match_value.chars().take(MAX_NAME).collect(),
+            };
+            Ok(FunnelStep {
+                step_type: *required("steps.step_type", &s.step_type)?,
+                match_value,
+                match_operator: s.match_operator.unwrap_or_default(),
+                label,
+            })
+        })
+        .collect()
+}
+
+impl Funnel {
+    pub fn create(b: FunnelBody) -> ApiResult<Funnel> {
+        Ok(Funnel {
+            name: text("name", required("name", &b.name)?, MAX_NAME)?,
+            steps: steps(
+                b.steps
+                    .ok_or_else(|| ApiError::bad_request_on("steps", "steps is required"))?,
+            )?,
+        })
+    }
+
+    pub fn update(&self, b: FunnelBody) -> ApiResult<Funnel> {
+        let mut f = self.clone();
+        if let Some(n) = &b.name {
+            f.name = text("name", n, MAX_NAME)?;
+        }
+        if let Some(s) = b.steps {
+            f.steps = steps(s)?;
+        }
+        Ok(f)
+    }
+
+    pub fn targets(&self) -> Vec<StepMatch> {
+        self.steps
+            .iter()
+            .map(|s| to_match(s.step_type, &s.match_value, s.match_operator))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn goal(json: &str) -> ApiResult<Goal> {
+        Goal::create(serde_json::from_str(json).expect("body"))
+    }
+
+    #[test]
+    fn goals_check_their_fields() {
+        let g =
+            goal(r#"{"name":" Signup ","goal_type":"event","match_value":"signup"}"#).expect("ok");
+        assert_eq!((g.name.as_str(), g.currency.as_str()), ("Signup", "USD"));
+        assert_eq!(
+            g.target(),
+            StepMatch {
+                kind: MatchKind::Event,
+                value: "signup".into(),
+                contains: false
+            }
+        );
+        let fixed = goal(r#"{"name":"Buy","goal_type":"page_view","match_value":"/thanks","value_mode":"fixed","fixed_value":9.5,"currency":"eur"}"#)
+            .expect("fixed");
+        assert_eq!(
+            (fixed.fixed_value, fixed.currency.as_str()),
+            (Some(9.5), "EUR")
+        );
+        for (bad, field) in [
+            (r#"{"goal_type":"event","match_value":"x"}"#, "name"),
+            (r#"{"name":"x","match_value":"x"}"#, "goal_type"),
+            (
+                r#"{"name":"x","goal_type":"event","match_value":"  "}"#,
+                "match_value",
+            ),
+            (
+                r#"{"name":"x","goal_type":"event","match_value":"x","value_mode":"fixed"}"#,
+                "fixed_value",
+            ),
+            (
+                r#"{"name":"x","goal_type":"event","match_value":"x","value_mode":"fixed","fixed_value":-1}"#,
+                "fixed_value",
+            ),
+            (
+                r#"{"name":"x","goal_type":"page_view","match_value":"/","value_mode":"event_property","value_property_key":"v"}"#,
+                "value_mode",
+            ),
+            (
+                r#"{"name":"x","goal_type":"event","match_value":"x","currency":"dollars"}"#,
+                "currency",
+            ),
+        ] {
+            let e = goal(bad).expect_err(bad);
+            assert_eq!(e.field().as_deref(), Some(field), "{bad}");
+        }
+        let changed = g
+            .update(serde_json::from_str(r#"{"match_operator":"contains"}"#).expect("body"))
+            .expect("update");
+        assert!(changed.target().contains);
+        assert!(g
+            .update(serde_json::from_str(r#"{"goal_type":"page_view"}"#).expect("body"))
+            .is_err());
+    }
+
+    #[test]
+    fn funnels_have_two_to_eight_labelled_steps() {
+        let body = |steps: &str| {
+            serde_json::from_str::<FunnelBody>(&format!(r#"{{"name":"F","steps":{steps}}}"#))
+                .expect("body")
+        };
+        let f = Funnel::create(body(
+            r#"[{"step_type":"page_view","match_value":"/"},{"step_type":"event","match_value":"signup","label":"Signed up"}]"#,
+        ))
+        .expect("ok");
+        assert_eq!(f.steps[0].label, "/");
+        assert_eq!(f.targets()[1].kind, MatchKind::Event);
+        let one = Funnel::create(body(r#"[{"step_type":"page_view","match_value":"/"}]"#));
+        assert_eq!(one.expect_err("one step").field().as_deref(), Some("steps"));
+        let nine = format!(
+            "[{}]",
+            [r#"{"step_type":"page_view","match_value":"/"}"#; 9].join(",")
+        );
+        assert!(Funnel::create(body(&nine)).is_err());
+    }
+}
