@@ -1,4 +1,4 @@
-//! Goal and funnel numbers: `GET /api/websites/{id}/goals/{goal_id}/stats` and
+//! Goal, funnel, short link and pixel numbers: `GET /api/websites/{id}/goals/{goal_id}/stats` and
 //! `GET /api/websites/{id}/funnels/{funnel_id}/results`, over the period and filters, with the
 //! previous period (or the `compare_mode` one) beside a goal's numbers.
 
@@ -10,11 +10,14 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::Extension;
-use projections::SiteObjectScope;
+use projections::{Dimension, MatchKind, Scope, SiteObjectScope, StepMatch};
+use schemas::SiteObjectState;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use web::site::{Funnel, Goal, FUNNEL, GOAL};
+use web::site::{
+    link_event, pixel_event, Funnel, Goal, Link, Pixel, ValueMode, FUNNEL, GOAL, LINK, PIXEL,
+};
 use web::{ApiError, ApiResult, Caller};
 
 /// `part / whole` rounded to 4 places (0 when `whole` is 0).
@@ -26,12 +29,12 @@ fn rate(part: u64, whole: u64) -> f64 {
 }
 
 /// The object of `kind` on the website, with its fields; another site's is "not found".
-async fn load<T: DeserializeOwned>(
+async fn load_object<T: DeserializeOwned>(
     s: &ApiState,
     website_id: &str,
     kind: &str,
     id: &str,
-) -> ApiResult<T> {
+) -> ApiResult<(SiteObjectState, T)> {
     let o = s
         .metadata
         .site_objects_where(SiteObjectScope::One, kind, id)
@@ -39,7 +42,86 @@ async fn load<T: DeserializeOwned>(
         .into_iter()
         .find(|o| o.website_id == website_id)
         .ok_or_else(|| ApiError::not_found(format!("no {kind} with id {id:?}")))?;
-    serde_json::from_str(&o.body_json).map_err(ApiError::internal)
+    let fields = serde_json::from_str(&o.body_json).map_err(ApiError::internal)?;
+    Ok((o, fields))
+}
+
+async fn load<T: DeserializeOwned>(
+    s: &ApiState,
+    website_id: &str,
+    kind: &str,
+    id: &str,
+) -> ApiResult<T> {
+    Ok(load_object(s, website_id, kind, id).await?.1)
+}
+
+/// Occurrences and visitors of one event name over the scope.
+async fn named_event(s: &ApiState, scope: &Scope, name: String) -> ApiResult<(u64, u64)> {
+    let rows = s
+        .analytics
+        .breakdown_of(scope, Dimension::EventName, &[name])
+        .await?;
+    Ok(rows.first().map_or((0, 0), |r| (r.events, r.visitors)))
+}
+
+/// `GET /api/websites/{id}/links/{link_id}/stats[?goal_id=]`: clicks and clicking visitors;
+/// with a goal, the sessions that converted after a click (`conversions`) and their value
+/// (`revenue`: the goal's fixed value each; `null` for goals valued by an event property).
+pub async fn link_stats(
+    State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path((id, link_id)): Path<(String, String)>,
+    q: Result<Query<Params>, QueryRejection>,
+) -> ApiResult<Response> {
+    let (p, period, scope) = resolve(&s, &caller, &id, q).await?;
+    let (o, _link): (SiteObjectState, Link) =
+        load_object(&s, &scope.website_id, LINK, &link_id).await?;
+    let event = link_event(o.public_key.as_deref().unwrap_or(""));
+    let (clicks, visitors) = named_event(&s, &scope, event.clone()).await?;
+    let (conversions, revenue) = match p.get("goal_id") {
+        None => (Value::Null, Value::Null),
+        Some(goal_id) => {
+            let goal: Goal = load(&s, &scope.website_id, GOAL, goal_id).await?;
+            let click = StepMatch {
+                kind: MatchKind::Event,
+                value: event,
+                contains: false,
+            };
+            let reached = s.analytics.funnel(&scope, &[click, goal.target()]).await?;
+            let n = reached.get(1).copied().unwrap_or(0);
+            let revenue = match goal.value_mode {
+                ValueMode::None => json!(0.0),
+                ValueMode::Fixed => json!(goal.fixed_value.unwrap_or(0.0) * n as f64),
+                ValueMode::EventProperty => Value::Null,
+            };
+            (json!(n), revenue)
+        }
+    };
+    let body = json!({ "data": {
+        "link_id": link_id,
+        "clicks": clicks,
+        "unique_visitors": visitors,
+        "conversions": conversions,
+        "revenue": revenue,
+    }});
+    Ok(with_compare(body, &period, None))
+}
+
+/// `GET /api/websites/{id}/pixels/{pixel_id}/stats`: views and viewing visitors.
+pub async fn pixel_stats(
+    State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path((id, pixel_id)): Path<(String, String)>,
+    q: Result<Query<Params>, QueryRejection>,
+) -> ApiResult<Response> {
+    let (_p, period, scope) = resolve(&s, &caller, &id, q).await?;
+    let (o, _pixel): (SiteObjectState, Pixel) =
+        load_object(&s, &scope.website_id, PIXEL, &pixel_id).await?;
+    let event = pixel_event(o.public_key.as_deref().unwrap_or(""));
+    let (views, visitors) = named_event(&s, &scope, event).await?;
+    let body =
+        json!({ "data": { "pixel_id": pixel_id, "views": views, "unique_visitors": visitors } });
+    Ok(with_compare(body, &period, None))
 }
 
 /// Percent change from `prev` to `cur`, one decimal; none when there was nothing before.

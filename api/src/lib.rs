@@ -4,11 +4,13 @@
 mod compare;
 mod conversions;
 mod events;
+mod export;
 mod params;
 mod paths;
 mod period;
 mod routes;
 mod sessions;
+mod share;
 
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
@@ -39,14 +41,23 @@ fn routes() -> Routes {
         ("/api/websites/{id}/sessions", get(sessions::list)),
         ("/api/websites/{id}/events", get(events::names)),
         ("/api/websites/{id}/journey", get(paths::journey)),
+        ("/api/websites/{id}/export", get(export::export)),
         ("/api/websites/{id}/retention", get(paths::retention)),
         (
-            "/api/websites/{id}/goals/{goal_id}/stats",
+            "/api/websites/{id}/goals/{object_id}/stats",
             get(conversions::goal_stats),
         ),
         (
-            "/api/websites/{id}/funnels/{funnel_id}/results",
+            "/api/websites/{id}/funnels/{object_id}/results",
             get(conversions::funnel_results),
+        ),
+        (
+            "/api/websites/{id}/links/{object_id}/stats",
+            get(conversions::link_stats),
+        ),
+        (
+            "/api/websites/{id}/pixels/{object_id}/stats",
+            get(conversions::pixel_stats),
         ),
         (
             "/api/websites/{id}/events/properties",
@@ -73,11 +84,16 @@ pub fn paths() -> Vec<String> {
     routes().into_iter().map(|(p, _)| p.to_string()).collect()
 }
 
-/// The dashboard routes (all need an API key).
+/// The dashboard routes (all need an API key) and a shared dashboard's public reads.
 pub fn router(state: Arc<ApiState>) -> Router {
-    routes()
+    let protected = routes()
         .into_iter()
         .fold(Router::new(), |r, (path, handler)| r.route(path, handler))
-        .route_layer(from_fn_with_state(state.auth.clone(), web::require_api_key))
-        .with_state(state)
+        .route_layer(from_fn_with_state(state.auth.clone(), web::require_api_key));
+    let shared = Router::new()
+        .route("/api/share/{share_id}/overview", get(share::overview))
+        .route("/api/share/{share_id}/stats", get(share::stats))
+        .route("/api/share/{share_id}/pageviews", get(share::pageviews))
+        .route("/api/share/{share_id}/metrics", get(share::metrics));
+    protected.merge(shared).with_state(state)
 }

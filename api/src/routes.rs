@@ -101,7 +101,18 @@ pub async fn stats(
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
     let (p, period, scope) = resolve(&s, &caller, &id, q).await?;
-    let cmp = compare::comparison(&p, &period)?;
+    stats_of(&s, &p, &period, &scope).await
+}
+
+/// The `stats` answer for a resolved website, period and scope (also behind a share).
+pub(crate) async fn stats_of(
+    s: &ApiState,
+    p: &Params,
+    period: &Period,
+    scope: &projections::Scope,
+) -> ApiResult<Response> {
+    let (p, period, scope) = (p, *period, scope.clone());
+    let cmp = compare::comparison(p, &period)?;
     let prev_scope = scope_over(&scope, &prev_period(&period, cmp.as_ref()));
     let (cur, prev) =
         tokio::try_join!(s.analytics.totals(&scope), s.analytics.totals(&prev_scope))?;
@@ -186,13 +197,24 @@ pub async fn pageviews(
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
     let (p, period, scope) = resolve(&s, &caller, &id, q).await?;
-    let g = params::granularity(&p, &period)?;
-    let cmp = compare::comparison(&p, &period)?;
-    let series = series_of(&s, &scope, &period, g).await?;
+    pageviews_of(&s, &p, &period, &scope).await
+}
+
+/// The `pageviews` answer for a resolved website, period and scope (also behind a share).
+pub(crate) async fn pageviews_of(
+    s: &ApiState,
+    p: &Params,
+    period: &Period,
+    scope: &projections::Scope,
+) -> ApiResult<Response> {
+    let (p, period, scope) = (p, *period, scope.clone());
+    let g = params::granularity(p, &period)?;
+    let cmp = compare::comparison(p, &period)?;
+    let series = series_of(s, &scope, &period, g).await?;
     let compare_series = match &cmp {
         None => Value::Null,
         Some(c) => {
-            let prev = series_of(&s, &scope_over(&scope, &c.period), &c.period, g).await?;
+            let prev = series_of(s, &scope_over(&scope, &c.period), &c.period, g).await?;
             let points: Vec<Value> = series
                 .iter()
                 .enumerate()
@@ -277,9 +299,20 @@ pub async fn metrics(
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
     let (p, period, scope) = resolve(&s, &caller, &id, q).await?;
-    let by = params::dimension(&p)?;
-    let (limit, offset) = params::limit_offset(&p)?;
-    let cmp = compare::comparison(&p, &period)?;
+    metrics_of(&s, &p, &period, &scope).await
+}
+
+/// The `metrics` answer for a resolved website, period and scope (also behind a share).
+pub(crate) async fn metrics_of(
+    s: &ApiState,
+    p: &Params,
+    period: &Period,
+    scope: &projections::Scope,
+) -> ApiResult<Response> {
+    let (p, period, scope) = (p, *period, scope.clone());
+    let by = params::dimension(p)?;
+    let (limit, offset) = params::limit_offset(p)?;
+    let cmp = compare::comparison(p, &period)?;
     let (rows, total) = s.analytics.breakdown(&scope, by, limit, offset).await?;
     let prev: HashMap<String, MetricRow> = match &cmp {
         None => HashMap::new(),

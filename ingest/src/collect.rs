@@ -38,7 +38,7 @@ const MAX_VISITOR_ID: usize = 64;
 const SITE_CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// One event as clients send it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct CollectPayload {
     pub website_id: String,
     #[serde(rename = "type", alias = "event_type")]
@@ -339,12 +339,36 @@ async fn accept(
     body: Body,
 ) -> ApiResult<Response> {
     let bytes = read_body(headers, body).await?;
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    append(s, ip, ua, parse_body(&bytes)?).await?;
+    let mut resp = (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({ "ok": true })),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert("x-tally-ingest-ack", HeaderValue::from_static("durable"));
+    Ok(resp)
+}
+
+/// Validates `payloads` (all or none), checks their websites exist, and appends them to the
+/// raw topic as sent from `ip` by `ua`: the one way events get in (collect, short links,
+/// pixels). Returns once the log holds them.
+pub(crate) async fn append(
+    s: &IngestState,
+    ip: IpAddr,
+    ua: &str,
+    payloads: Vec<CollectPayload>,
+) -> ApiResult<()> {
     let now = Utc::now();
     let limits = TimeLimits {
         max_age: s.cfg.max_event_age,
         max_skew: s.cfg.max_clock_skew,
     };
-    let events = parse_body(&bytes)?
+    let events = payloads
         .into_iter()
         .map(|p| validate(p, now, limits))
         .collect::<ApiResult<Vec<_>>>()?;
@@ -357,10 +381,6 @@ async fn accept(
             return Err(ApiError::not_found(format!("unknown website_id {site:?}")));
         }
     }
-    let ua = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
     let ua: String = ua.chars().take(MAX_USER_AGENT).collect();
     // Every event of a request comes from the same IP: look it up once.
     let geo = s.geo.as_ref().map(|g| g.lookup(ip)).unwrap_or_default();
@@ -379,14 +399,7 @@ async fn accept(
         ));
     }
     metrics::counter!("tally_collected_events_total").increment(n);
-    let mut resp = (
-        StatusCode::ACCEPTED,
-        axum::Json(serde_json::json!({ "ok": true })),
-    )
-        .into_response();
-    resp.headers_mut()
-        .insert("x-tally-ingest-ack", HeaderValue::from_static("durable"));
-    Ok(resp)
+    Ok(())
 }
 
 /// The handler.

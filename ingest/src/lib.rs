@@ -8,6 +8,7 @@ mod commands;
 mod edge;
 mod login;
 mod market;
+mod public;
 mod ratelimit;
 mod site_objects;
 pub mod tracker;
@@ -252,6 +253,8 @@ pub fn collect_router(state: Arc<IngestState>) -> Router {
         .route("/e", post(collect::collect))
         .route_layer(idempotent)
         .route("/s.js", get(tracker::script))
+        .route("/l/{slug}", get(public::link))
+        .route("/p/{key}", get(public::pixel))
         .with_state(state);
     with_clock_offset(routes, offset)
 }
@@ -325,27 +328,32 @@ fn protected_routes() -> Routes {
         "/api/websites",
         post(commands::create_website).get(commands::list_websites),
     );
+    fn objects<K: site_objects::Kind>(
+        route: &mut impl FnMut(&str, axum::routing::MethodRouter<Arc<IngestState>>),
+        plural: &str,
+    ) {
+        use site_objects::{create, delete, get_one, list, update};
+        route(
+            &format!("/api/websites/{{id}}/{plural}"),
+            get(list::<K>).post(create::<K>),
+        );
+        route(
+            &format!("/api/websites/{{id}}/{plural}/{{object_id}}"),
+            get(get_one::<K>)
+                .put(update::<K>)
+                .patch(update::<K>)
+                .delete(delete::<K>),
+        );
+    }
+    objects::<web::site::Goal>(&mut route, "goals");
+    objects::<web::site::Funnel>(&mut route, "funnels");
+    objects::<web::site::Link>(&mut route, "links");
+    objects::<web::site::Pixel>(&mut route, "pixels");
     route(
-        "/api/websites/{id}/goals",
-        get(site_objects::list_goals).post(site_objects::create_goal),
-    );
-    route(
-        "/api/websites/{id}/goals/{goal_id}",
-        get(site_objects::get_goal)
-            .put(site_objects::update_goal)
-            .patch(site_objects::update_goal)
-            .delete(site_objects::delete_goal),
-    );
-    route(
-        "/api/websites/{id}/funnels",
-        get(site_objects::list_funnels).post(site_objects::create_funnel),
-    );
-    route(
-        "/api/websites/{id}/funnels/{funnel_id}",
-        get(site_objects::get_funnel)
-            .put(site_objects::update_funnel)
-            .patch(site_objects::update_funnel)
-            .delete(site_objects::delete_funnel),
+        "/api/websites/{id}/share",
+        get(site_objects::get_share)
+            .post(site_objects::create_share)
+            .delete(site_objects::delete_share),
     );
     route(
         "/api/websites/{id}",

@@ -332,6 +332,25 @@ pub struct CohortCell {
     pub visitors: u64,
 }
 
+/// One event as exports list it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExportRow {
+    pub event_id: u128,
+    pub ts_ms: i64,
+    pub event_type: String,
+    pub page: String,
+    pub referrer_domain: Option<String>,
+    pub event_name: Option<String>,
+    pub country: Option<String>,
+    pub browser: Option<String>,
+    pub os: Option<String>,
+    pub device: Option<String>,
+    pub language: Option<String>,
+    pub utm_source: Option<String>,
+    pub utm_medium: Option<String>,
+    pub utm_campaign: Option<String>,
+}
+
 /// A goal's numbers over a scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GoalCounts {
@@ -475,6 +494,14 @@ pub trait AnalyticsReader: Send + Sync {
         granularity: Granularity,
         tz: &[OffsetSegment],
     ) -> StoreResult<Vec<CohortCell>>;
+    /// The scope's events in (time, id) order after `after` (a row's `(ts_ms, event_id)`), at
+    /// most `limit`: one page of an export.
+    async fn export_page(
+        &self,
+        scope: &Scope,
+        after: Option<(i64, u128)>,
+        limit: u32,
+    ) -> StoreResult<Vec<ExportRow>>;
     /// One session of a website over all time (bots included) and its first `limit` events,
     /// or `None` if it has none.
     async fn session(

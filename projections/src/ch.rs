@@ -903,6 +903,15 @@ impl AnalyticsReader for ClickHouseAnalytics {
         self.cohort_cells(scope, granularity, tz).await
     }
 
+    async fn export_page(
+        &self,
+        scope: &Scope,
+        after: Option<(i64, u128)>,
+        limit: u32,
+    ) -> StoreResult<Vec<ExportRow>> {
+        self.export_rows(scope, after, limit).await
+    }
+
     async fn session(
         &self,
         website_id: &str,

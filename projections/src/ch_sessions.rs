@@ -201,3 +201,69 @@ impl ClickHouseAnalytics {
         Ok(Some((s, events)))
     }
 }
+
+#[derive(Row, Deserialize)]
+struct ExportCh {
+    event_hi: u64,
+    event_lo: u64,
+    ts: i64,
+    event_type: String,
+    page: String,
+    referrer_domain: String,
+    event_name: String,
+    country: String,
+    browser: String,
+    os: String,
+    device: String,
+    language: String,
+    utm_source: String,
+    utm_medium: String,
+    utm_campaign: String,
+}
+
+impl ClickHouseAnalytics {
+    /// `AnalyticsReader::export_page`.
+    pub(crate) async fn export_rows(
+        &self,
+        scope: &Scope,
+        after: Option<(i64, u128)>,
+        limit: u32,
+    ) -> StoreResult<Vec<ExportRow>> {
+        let mut filter = scope_sql(scope);
+        if after.is_some() {
+            filter.push_str(
+                " AND (ts > ? OR (ts = ? AND (event_hi > ? OR (event_hi = ? AND event_lo > ?))))",
+            );
+        }
+        let sql = format!(
+            "SELECT event_hi, event_lo, ts, event_type, page, referrer_domain, event_name, country, \
+             browser, os, device, language, utm_source, utm_medium, utm_campaign FROM events \
+             WHERE {filter} ORDER BY ts, event_hi, event_lo LIMIT {limit}"
+        );
+        let mut q = bind_scope(self.client.query(&sql), scope);
+        if let Some((ts, id)) = after {
+            let (hi, lo) = ((id >> 64) as u64, id as u64);
+            q = q.bind(ts).bind(ts).bind(hi).bind(hi).bind(lo);
+        }
+        let rows: Vec<ExportCh> = q.fetch_all().await.map_err(ch_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ExportRow {
+                event_id: (u128::from(r.event_hi) << 64) | u128::from(r.event_lo),
+                ts_ms: r.ts,
+                event_type: r.event_type,
+                page: r.page,
+                referrer_domain: opt(r.referrer_domain),
+                event_name: opt(r.event_name),
+                country: opt(r.country),
+                browser: opt(r.browser),
+                os: opt(r.os),
+                device: opt(r.device),
+                language: opt(r.language),
+                utm_source: opt(r.utm_source),
+                utm_medium: opt(r.utm_medium),
+                utm_campaign: opt(r.utm_campaign),
+            })
+            .collect())
+    }
+}

@@ -142,6 +142,31 @@ async fn session_checks<S: AnalyticsReader>(store: &S) {
     us.filters.push((Dimension::Country, "US".into()));
     assert_eq!(list(us, None, 10).await, vec![s20.clone(), s30]);
 
+    // Export pages: (time, id) order, each after the last row of the one before.
+    let page1 = store
+        .export_page(&scope(true), None, 3)
+        .await
+        .expect("export");
+    assert_eq!(
+        page1.iter().map(|r| r.event_id).collect::<Vec<_>>(),
+        vec![1, 5, 2]
+    );
+    let last = page1.last().map(|r| (r.ts_ms, r.event_id));
+    let page2 = store
+        .export_page(&scope(true), last, 3)
+        .await
+        .expect("export");
+    assert_eq!(
+        page2.iter().map(|r| r.event_id).collect::<Vec<_>>(),
+        vec![4, 3]
+    );
+    assert_eq!(page2[0].event_name.as_deref(), Some("signup"));
+    assert_eq!(page2[0].country.as_deref(), Some("DE"));
+    assert!(store
+        .export_page(&scope(true), Some((page2[1].ts_ms, page2[1].event_id)), 3)
+        .await
+        .expect("export")
+        .is_empty());
     let (one, events) = store
         .session(W, 10, 2)
         .await

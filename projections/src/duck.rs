@@ -687,6 +687,17 @@ impl AnalyticsReader for DuckAnalytics {
             .await
     }
 
+    async fn export_page(
+        &self,
+        scope: &Scope,
+        after: Option<(i64, u128)>,
+        limit: u32,
+    ) -> StoreResult<Vec<ExportRow>> {
+        let scope = scope.clone();
+        self.with_reader(move |conn| crate::duck_sessions::export_page(conn, &scope, after, limit))
+            .await
+    }
+
     async fn session(
         &self,
         website_id: &str,

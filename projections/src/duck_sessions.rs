@@ -166,3 +166,48 @@ pub(crate) fn session(
         .collect::<StoreResult<Vec<_>>>()?;
     Ok(Some((s, events)))
 }
+
+/// `AnalyticsReader::export_page` on one connection.
+pub(crate) fn export_page(
+    conn: &Connection,
+    scope: &Scope,
+    after: Option<(i64, u128)>,
+    limit: u32,
+) -> StoreResult<Vec<ExportRow>> {
+    let (mut filter, mut params) = scope_sql(scope);
+    if let Some((ts, id)) = after {
+        filter.push_str(" AND (ts > ? OR (ts = ? AND event_id > ?))");
+        params.extend([
+            Value::BigInt(ts),
+            Value::BigInt(ts),
+            Value::HugeInt(id as i128),
+        ]);
+    }
+    let sql = format!(
+        "SELECT event_id, ts, event_type, page, referrer_domain, event_name, country, browser, os, \
+         device, language, utm_source, utm_medium, utm_campaign FROM events WHERE {filter} \
+         ORDER BY ts, event_id LIMIT {limit}"
+    );
+    let mut stmt = conn.prepare(&sql).map_err(db_err)?;
+    let rows = stmt
+        .query_map(params_from_iter(params.iter()), |r| {
+            Ok(ExportRow {
+                event_id: r.get::<_, i128>(0)? as u128,
+                ts_ms: r.get(1)?,
+                event_type: r.get(2)?,
+                page: r.get(3)?,
+                referrer_domain: r.get(4)?,
+                event_name: r.get(5)?,
+                country: r.get(6)?,
+                browser: r.get(7)?,
+                os: r.get(8)?,
+                device: r.get(9)?,
+                language: r.get(10)?,
+                utm_source: r.get(11)?,
+                utm_medium: r.get(12)?,
+                utm_campaign: r.get(13)?,
+            })
+        })
+        .map_err(db_err)?;
+    rows.map(|r| r.map_err(db_err)).collect()
+}

@@ -9,7 +9,9 @@ pub mod audit;
 mod ch;
 #[cfg(feature = "clickhouse")]
 mod ch_goals;
+#[cfg(feature = "clickhouse")]
 mod ch_rollup;
+#[cfg(feature = "clickhouse")]
 mod ch_sessions;
 #[cfg(feature = "clickhouse")]
 mod ch_usage;

@@ -389,7 +389,6 @@ async fn dashboards_report_exact_numbers() {
     custom_events(&c).await;
     goals_and_funnels(&c, &site).await;
     journeys_and_retention(&c, &site).await;
-
     // Realtime sees an event sent now.
     send(
         &c,
@@ -408,6 +407,9 @@ async fn dashboards_report_exact_numbers() {
         json!({"limit": 100, "total_in_window": 1})
     );
     assert_eq!(rt["data"]["recent_events"][0]["country"], "SE");
+    // (After the realtime check: clicks and pixel views are events of now too.)
+    links_and_pixels(&c, &site).await;
+    shares_and_export(&c, &site).await;
 
     app.shutdown().await.expect("shutdown");
 }
@@ -1076,4 +1078,287 @@ async fn journeys_and_retention(c: &Client, site: &str) {
         (400, &json!("max_periods")),
         "{b}"
     );
+}
+
+/// A GET from a visitor (IP and user agent), not following redirects: (status, headers, body).
+async fn visit(c: &Client, path: &str, ip: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = http
+        .get(format!("{}{path}", c.base))
+        .header("x-forwarded-for", ip)
+        .header("user-agent", CHROME_MAC)
+        .send()
+        .await
+        .expect("send");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.bytes().await.expect("body").to_vec())
+}
+
+/// Short links redirect with their campaign tags and count clicks (and the conversions after
+/// them); pixels answer a GIF and count views.
+async fn links_and_pixels(c: &Client, site: &str) {
+    let links = format!("/api/websites/{site}/links");
+    let (s, link) = c
+        .post(
+            &links,
+            &json!({"name": "Spring", "destination_url": "https://shop.example/sale?ref=x",
+            "utm_source": "mail", "utm_campaign": "spring", "slug": "Spring-Sale"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{link}");
+    assert_eq!(link["data"]["slug"], "spring-sale");
+    assert!(link["data"]["tracking_url"]
+        .as_str()
+        .unwrap_or("")
+        .ends_with("/l/spring-sale"));
+    let link_id = link["data"]["id"].as_str().expect("id").to_string();
+    let (s, taken) = c
+        .post(&links, &json!({"name": "Again", "destination_url": "https://shop.example/", "slug": "spring-sale"}))
+        .await;
+    assert_eq!(
+        (s, &taken["error"]["field"]),
+        (409, &json!("slug")),
+        "{taken}"
+    );
+    let (s, bad) = c
+        .post(
+            &links,
+            &json!({"name": "Bad", "destination_url": "javascript:alert(1)"}),
+        )
+        .await;
+    assert_eq!(
+        (s, &bad["error"]["field"]),
+        (400, &json!("destination_url")),
+        "{bad}"
+    );
+
+    for ip in ["81.2.69.10", "81.2.69.10", "85.214.1.1"] {
+        let (s, h, _) = visit(c, "/l/spring-sale", ip).await;
+        assert_eq!(s, 302);
+        assert_eq!(
+            h.get("location").and_then(|v| v.to_str().ok()),
+            Some("https://shop.example/sale?ref=x&utm_source=mail&utm_campaign=spring")
+        );
+    }
+    assert_eq!(visit(c, "/l/no-such-link", "81.2.69.10").await.0, 404);
+    // The first visitor goes on to the thank-you page, a goal worth 10.
+    let (_, thanks) = c
+        .post(
+            &format!("/api/websites/{site}/goals"),
+            &json!({"name": "Thanks", "goal_type": "page_view",
+            "match_value": "/thanks", "value_mode": "fixed", "fixed_value": 10}),
+        )
+        .await;
+    let thanks_id = thanks["data"]["id"].as_str().expect("goal").to_string();
+    let later = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    send(
+        c,
+        "81.2.69.10",
+        CHROME_MAC,
+        pv(site, "https://example.com/thanks", &later),
+    )
+    .await;
+
+    let pixels = format!("/api/websites/{site}/pixels");
+    let (s, pixel) = c
+        .post(
+            &pixels,
+            &json!({"name": "Newsletter", "default_url": "https://example.com/newsletter"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{pixel}");
+    let key = pixel["data"]["pixel_key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let pixel_url = pixel["data"]["pixel_url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    assert!(pixel["data"]["snippet"]
+        .as_str()
+        .unwrap_or("")
+        .contains(&pixel_url));
+    let pixel_id = pixel["data"]["id"].as_str().expect("id").to_string();
+    for (path, ip) in [
+        (format!("/p/{key}"), "81.2.69.10"),
+        (format!("/p/{key}"), "81.2.69.10"),
+        (
+            format!("/p/{key}?url=https://example.com/other"),
+            "216.160.83.5",
+        ),
+    ] {
+        let (s, h, gif) = visit(c, &path, ip).await;
+        assert_eq!(s, 200);
+        assert_eq!(
+            h.get("content-type").and_then(|v| v.to_str().ok()),
+            Some("image/gif")
+        );
+        assert!(gif.starts_with(b"GIF89a") && gif.len() == 43);
+    }
+    assert_eq!(visit(c, "/p/nope", "81.2.69.10").await.0, 404);
+    c.wait_idle().await;
+
+    let (s, st) = c.get(&format!("{links}/{link_id}/stats")).await;
+    assert_eq!(s, 200, "{st}");
+    assert_eq!(
+        st["data"],
+        json!({"link_id": link_id, "clicks": 3, "unique_visitors": 2, "conversions": null, "revenue": null})
+    );
+    let (_, st) = c
+        .get(&format!("{links}/{link_id}/stats?goal_id={thanks_id}"))
+        .await;
+    assert_eq!(
+        (&st["data"]["conversions"], &st["data"]["revenue"]),
+        (&json!(1), &json!(10.0)),
+        "{st}"
+    );
+    let (_, ps) = c.get(&format!("{pixels}/{pixel_id}/stats")).await;
+    assert_eq!(
+        ps["data"],
+        json!({"pixel_id": pixel_id, "views": 3, "unique_visitors": 2})
+    );
+    // A link's slug stays; its destination may change.
+    let (s, _) = c
+        .send(
+            reqwest::Method::PUT,
+            &format!("{links}/{link_id}"),
+            Some(&json!({"slug": "other"})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    let (s, moved) = c
+        .send(
+            reqwest::Method::PATCH,
+            &format!("{links}/{link_id}"),
+            Some(&json!({"destination_url": "https://shop.example/autumn"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{moved}");
+    let (_, h, _) = visit(c, "/l/spring-sale", "81.2.69.10").await;
+    assert_eq!(
+        h.get("location").and_then(|v| v.to_str().ok()),
+        Some("https://shop.example/autumn?utm_source=mail&utm_campaign=spring")
+    );
+}
+
+/// A shared dashboard answers without a key exactly what the website's own routes answer, until
+/// it is replaced or turned off; the export is the period's events as CSV.
+async fn shares_and_export(c: &Client, site: &str) {
+    let (s, share) = c
+        .post(&format!("/api/websites/{site}/share"), &json!({}))
+        .await;
+    assert_eq!(s, 201, "{share}");
+    let id = share["data"]["share_id"]
+        .as_str()
+        .expect("share")
+        .to_string();
+    assert!(share["data"]["share_url"]
+        .as_str()
+        .unwrap_or("")
+        .ends_with(&format!("/api/share/{id}")));
+    let anon = Client::new(c.base.clone());
+    for route in ["stats", "pageviews", "metrics"] {
+        let q = format!("{RANGE}&type=page");
+        let (s, public) = anon.get(&format!("/api/share/{id}/{route}?{q}")).await;
+        assert_eq!(s, 200, "{route}: {public}");
+        let (_, own) = c.get(&format!("/api/websites/{site}/{route}?{q}")).await;
+        assert_eq!(public, own, "{route}");
+    }
+    let (_, overview) = anon.get(&format!("/api/share/{id}/overview")).await;
+    assert_eq!(overview["data"]["website"]["name"], "Example");
+    // Only those reads are open.
+    let (s, _) = anon.get(&format!("/api/websites/{site}/stats")).await;
+    assert_eq!(s, 401);
+    let (_, again) = c
+        .post(&format!("/api/websites/{site}/share"), &json!({}))
+        .await;
+    let second = again["data"]["share_id"]
+        .as_str()
+        .expect("share")
+        .to_string();
+    assert_ne!(second, id);
+    assert_eq!(
+        anon.get(&format!("/api/share/{id}/stats")).await.0,
+        404,
+        "replaced"
+    );
+    assert_eq!(anon.get(&format!("/api/share/{second}/stats")).await.0, 200);
+    assert_eq!(
+        c.delete(&format!("/api/websites/{site}/share")).await.0,
+        200
+    );
+    assert_eq!(
+        anon.get(&format!("/api/share/{second}/stats")).await.0,
+        404,
+        "turned off"
+    );
+    assert_eq!(c.get(&format!("/api/websites/{site}/share")).await.0, 404);
+
+    let r = c
+        .req(
+            reqwest::Method::GET,
+            &format!("/api/websites/{site}/export?{RANGE}&format=csv"),
+        )
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(r.status().as_u16(), 200);
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(header("content-type"), "text/csv; charset=utf-8");
+    assert!(header("content-disposition").starts_with("attachment; filename="));
+    let csv = r.text().await.expect("csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 7, "a header and the six human events: {csv}");
+    assert!(lines[0].starts_with("id,website_id,event_type,url,referrer_domain"));
+    let first: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(
+        (first[2], first[3], first[4], first[6], first[7], first[14]),
+        (
+            "pageview",
+            "/home",
+            "google.com",
+            "GB",
+            "Chrome",
+            "2026-03-28T10:00:00.000Z"
+        )
+    );
+    assert!(
+        lines[3].contains(",event,/pricing,,signup,"),
+        "{}",
+        lines[3]
+    );
+    let r = c
+        .req(
+            reqwest::Method::GET,
+            &format!("/api/websites/{site}/export?{RANGE}&include_bots=true"),
+        )
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(r.text().await.expect("csv").lines().count(), 8);
+    let (s, b) = c
+        .get(&format!(
+            "/api/websites/{site}/export?start_date=2026-01-01&end_date=2026-04-01"
+        ))
+        .await;
+    assert_eq!(
+        (s, &b["error"]["field"]),
+        (400, &json!("start_date")),
+        "{b}"
+    );
+    let (s, b) = c
+        .get(&format!("/api/websites/{site}/export?{RANGE}&format=xml"))
+        .await;
+    assert_eq!((s, &b["error"]["field"]), (400, &json!("format")), "{b}");
 }

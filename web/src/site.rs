@@ -1,4 +1,5 @@
-//! The website objects people define in the dashboard — goals and funnels so far — as the API
+//! The website objects people define in the dashboard — goals, funnels, short links, pixels
+//! and shares — as the API
 //! takes and shows them, with their validation. They travel through the log as
 //! `SiteObjectUpserted` with these fields as JSON; the read side turns them into the
 //! analytics store's [`StepMatch`]es.
@@ -10,6 +11,9 @@ use serde::{Deserialize, Serialize};
 /// Kinds of website objects, as stored.
 pub const GOAL: &str = "goal";
 pub const FUNNEL: &str = "funnel";
+pub const LINK: &str = "link";
+pub const PIXEL: &str = "pixel";
+pub const SHARE: &str = "share";
 
 /// The fewest and most steps a funnel has.
 pub const MIN_STEPS: usize = 2;
@@ -283,6 +287,202 @@ impl Funnel {
     }
 }
 
+const MAX_URL: usize = 2048;
+const MAX_UTM: usize = 200;
+
+/// An absolute `http(s)` URL of at most 2,048 characters.
+pub fn web_url(field: &str, value: &str) -> ApiResult<String> {
+    let v = value.trim();
+    let ok = v.len() <= MAX_URL
+        && url::Url::parse(v)
+            .ok()
+            .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+    if !ok {
+        return Err(ApiError::bad_request_on(
+            field,
+            format!(
+                "{field} must be an absolute http or https URL of at most {MAX_URL} characters"
+            ),
+        ));
+    }
+    Ok(v.to_string())
+}
+
+fn optional(field: &str, v: Option<String>, max: usize) -> ApiResult<Option<String>> {
+    v.filter(|s| !s.trim().is_empty())
+        .map(|s| text(field, &s, max))
+        .transpose()
+}
+
+/// A short link: where `/l/{slug}` sends visitors, with the campaign tags it adds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub name: String,
+    pub destination_url: String,
+    pub utm_source: Option<String>,
+    pub utm_medium: Option<String>,
+    pub utm_campaign: Option<String>,
+    pub utm_term: Option<String>,
+    pub utm_content: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkBody {
+    pub name: Option<String>,
+    pub destination_url: Option<String>,
+    /// Chosen by the client (3 to 64 of `a-z 0-9 - _`), else generated.
+    pub slug: Option<String>,
+    pub utm_source: Option<String>,
+    pub utm_medium: Option<String>,
+    pub utm_campaign: Option<String>,
+    pub utm_term: Option<String>,
+    pub utm_content: Option<String>,
+}
+
+/// A client-chosen slug, checked.
+pub fn slug(value: &str) -> ApiResult<String> {
+    let v = value.trim().to_ascii_lowercase();
+    let ok = (3..=64).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(ApiError::bad_request_on(
+            "slug",
+            "slug must be 3 to 64 of a-z, 0-9, - and _",
+        ));
+    }
+    Ok(v)
+}
+
+impl Link {
+    pub fn create(b: &LinkBody) -> ApiResult<Link> {
+        Link {
+            name: String::new(),
+            destination_url: String::new(),
+            utm_source: None,
+            utm_medium: None,
+            utm_campaign: None,
+            utm_term: None,
+            utm_content: None,
+        }
+        .with(b, true)
+    }
+
+    /// This link with the fields of `b` changed; on create, name and destination are required.
+    pub fn with(&self, b: &LinkBody, create: bool) -> ApiResult<Link> {
+        let mut l = self.clone();
+        match (&b.name, create) {
+            (Some(n), _) => l.name = text("name", n, MAX_NAME)?,
+            (None, true) => return Err(ApiError::bad_request_on("name", "name is required")),
+            (None, false) => {}
+        }
+        match (&b.destination_url, create) {
+            (Some(u), _) => l.destination_url = web_url("destination_url", u)?,
+            (None, true) => {
+                return Err(ApiError::bad_request_on(
+                    "destination_url",
+                    "destination_url is required",
+                ))
+            }
+            (None, false) => {}
+        }
+        for (field, given, slot) in [
+            ("utm_source", &b.utm_source, &mut l.utm_source),
+            ("utm_medium", &b.utm_medium, &mut l.utm_medium),
+            ("utm_campaign", &b.utm_campaign, &mut l.utm_campaign),
+            ("utm_term", &b.utm_term, &mut l.utm_term),
+            ("utm_content", &b.utm_content, &mut l.utm_content),
+        ] {
+            if given.is_some() {
+                *slot = optional(field, given.clone(), MAX_UTM)?;
+            }
+        }
+        Ok(l)
+    }
+
+    /// The destination with the link's campaign tags added (replacing any of the same name).
+    pub fn target_url(&self) -> String {
+        let Ok(mut url) = url::Url::parse(&self.destination_url) else {
+            return self.destination_url.clone();
+        };
+        let tags = [
+            ("utm_source", &self.utm_source),
+            ("utm_medium", &self.utm_medium),
+            ("utm_campaign", &self.utm_campaign),
+            ("utm_term", &self.utm_term),
+            ("utm_content", &self.utm_content),
+        ];
+        let kept: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| !tags.iter().any(|(t, v)| v.is_some() && k == t))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        {
+            let mut q = url.query_pairs_mut();
+            q.clear();
+            for (k, v) in &kept {
+                q.append_pair(k, v);
+            }
+            for (k, v) in tags {
+                if let Some(v) = v {
+                    q.append_pair(k, v);
+                }
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        url.to_string()
+    }
+}
+
+/// A tracking pixel: a 1×1 GIF at `/p/{pixel_key}` that counts a view of `default_url` (or of
+/// the `url` its request names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pixel {
+    pub name: String,
+    pub default_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PixelBody {
+    pub name: Option<String>,
+    pub default_url: Option<String>,
+}
+
+impl Pixel {
+    pub fn with(&self, b: &PixelBody, create: bool) -> ApiResult<Pixel> {
+        let mut p = self.clone();
+        match (&b.name, create) {
+            (Some(n), _) => p.name = text("name", n, MAX_NAME)?,
+            (None, true) => return Err(ApiError::bad_request_on("name", "name is required")),
+            (None, false) => {}
+        }
+        if let Some(u) = &b.default_url {
+            p.default_url = (!u.trim().is_empty())
+                .then(|| web_url("default_url", u))
+                .transpose()?;
+        }
+        Ok(p)
+    }
+}
+
+/// The event name a short link's clicks are counted under.
+pub fn link_event(slug: &str) -> String {
+    format!("link:{slug}")
+}
+
+/// The event name a pixel's views are counted under.
+pub fn pixel_event(key: &str) -> String {
+    format!("pixel:{key}")
+}
+
+/// A public, read-only view of a website's dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Share {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,5 +565,41 @@ mod tests {
             [r#"{"step_type":"page_view","match_value":"/"}"#; 9].join(",")
         );
         assert!(Funnel::create(body(&nine)).is_err());
+    }
+
+    #[test]
+    fn links_check_urls_and_add_their_campaign_tags() {
+        let body = |json: &str| serde_json::from_str::<LinkBody>(json).expect("body");
+        let l = Link::create(&body(
+            r#"{"name":"Spring","destination_url":"https://shop.example/sale?ref=x&utm_source=old","utm_source":"mail","utm_campaign":"spring"}"#,
+        ))
+        .expect("ok");
+        assert_eq!(
+            l.target_url(),
+            "https://shop.example/sale?ref=x&utm_source=mail&utm_campaign=spring"
+        );
+        let plain = Link::create(&body(
+            r#"{"name":"P","destination_url":"https://a.example/"}"#,
+        ))
+        .expect("ok");
+        assert_eq!(plain.target_url(), "https://a.example/");
+        for (bad, field) in [
+            (
+                r#"{"name":"x","destination_url":"javascript:alert(1)"}"#,
+                "destination_url",
+            ),
+            (
+                r#"{"name":"x","destination_url":"/relative"}"#,
+                "destination_url",
+            ),
+            (r#"{"destination_url":"https://a.example/"}"#, "name"),
+        ] {
+            assert_eq!(
+                Link::create(&body(bad)).expect_err(bad).field().as_deref(),
+                Some(field)
+            );
+        }
+        assert_eq!(slug(" Spring-26 ").expect("ok"), "spring-26");
+        assert!(slug("no").is_err() && slug("a/b/c").is_err());
     }
 }

@@ -1297,7 +1297,7 @@ pub async fn stats(
 
 /// The base URL callers reach this server at, from the request's `Host` (and a trusted
 /// `X-Forwarded-Proto`).
-fn base_url(headers: &HeaderMap) -> String {
+pub(crate) fn base_url(headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
