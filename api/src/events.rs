@@ -4,11 +4,12 @@
 
 use crate::compare;
 use crate::params::{self, bad, Params};
-use crate::routes::{granularity_name, resolve, scope_over, series_of, with_compare};
+use crate::period::Period;
+use crate::routes::{compared, granularity_name, resolve, scope_over, series_of, with_compare};
 use crate::ApiState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use projections::{Dimension, Scope};
 use serde_json::{json, Value};
@@ -83,18 +84,28 @@ pub async fn names(
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
     let (p, period, scope) = resolve(&s, &caller, &id, q).await?;
-    let (limit, offset) = params::limit_offset(&p)?;
-    let cmp = compare::comparison(&p, &period)?;
+    Ok(axum::Json(names_of(&s, &p, &period, &scope).await?).into_response())
+}
+
+/// The `events` answer for a resolved website, period and scope (also for reports).
+pub(crate) async fn names_of(
+    s: &ApiState,
+    p: &Params,
+    period: &Period,
+    scope: &Scope,
+) -> ApiResult<Value> {
+    let (limit, offset) = params::limit_offset(p)?;
+    let cmp = compare::comparison(p, period)?;
     let (rows, total) = s
         .analytics
-        .breakdown(&scope, Dimension::EventName, limit, offset)
+        .breakdown(scope, Dimension::EventName, limit, offset)
         .await?;
     let prev: HashMap<String, u64> = match &cmp {
         None => HashMap::new(),
         Some(c) => {
             let names: Vec<String> = rows.iter().map(|r| r.value.clone()).collect();
             s.analytics
-                .breakdown_of(&scope_over(&scope, &c.period), Dimension::EventName, &names)
+                .breakdown_of(&scope_over(scope, &c.period), Dimension::EventName, &names)
                 .await?
                 .into_iter()
                 .map(|r| (r.value, r.events))
@@ -113,7 +124,7 @@ pub async fn names(
         })
         .collect();
     let body = json!({ "data": { "rows": rows, "total": total } });
-    Ok(with_compare(body, &period, cmp.as_ref()))
+    Ok(compared(body, period, cmp.as_ref()))
 }
 
 /// `GET /api/websites/{id}/events/properties?event_name=`

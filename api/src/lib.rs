@@ -1,13 +1,16 @@
 //! The read side over HTTP: dashboard queries (stats, pageviews time series, metrics
 //! breakdowns, realtime, sessions, custom events) with route and parameter names compatible with Sparklytics clients.
 
+mod attribution;
 mod compare;
 mod conversions;
+mod dashboard;
 mod events;
 mod export;
 mod params;
 mod paths;
 mod period;
+mod reports;
 mod routes;
 mod sessions;
 mod share;
@@ -41,6 +44,22 @@ fn routes() -> Routes {
         ("/api/websites/{id}/sessions", get(sessions::list)),
         ("/api/websites/{id}/events", get(events::names)),
         ("/api/websites/{id}/journey", get(paths::journey)),
+        (
+            "/api/websites/{id}/reports/preview",
+            axum::routing::post(reports::preview),
+        ),
+        (
+            "/api/websites/{id}/reports/{object_id}/run",
+            get(reports::run_saved).post(reports::run_saved),
+        ),
+        (
+            "/api/websites/{id}/attribution",
+            get(attribution::attribution),
+        ),
+        (
+            "/api/websites/{id}/revenue/summary",
+            get(attribution::revenue_summary),
+        ),
         ("/api/websites/{id}/export", get(export::export)),
         ("/api/websites/{id}/retention", get(paths::retention)),
         (
@@ -84,7 +103,8 @@ pub fn paths() -> Vec<String> {
     routes().into_iter().map(|(p, _)| p.to_string()).collect()
 }
 
-/// The dashboard routes (all need an API key) and a shared dashboard's public reads.
+/// The dashboard routes (all need an API key), a shared dashboard's public reads, and the
+/// built-in dashboard page.
 pub fn router(state: Arc<ApiState>) -> Router {
     let protected = routes()
         .into_iter()
@@ -94,6 +114,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/share/{share_id}/overview", get(share::overview))
         .route("/api/share/{share_id}/stats", get(share::stats))
         .route("/api/share/{share_id}/pageviews", get(share::pageviews))
-        .route("/api/share/{share_id}/metrics", get(share::metrics));
+        .route("/api/share/{share_id}/metrics", get(share::metrics))
+        .route("/", get(dashboard::page))
+        .route("/dashboard", get(dashboard::page));
     protected.merge(shared).with_state(state)
 }

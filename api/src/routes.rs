@@ -86,11 +86,16 @@ pub(crate) fn scope_over(scope: &projections::Scope, period: &Period) -> project
 }
 
 /// Adds the top-level `compare` block when a comparison was asked for.
-pub(crate) fn with_compare(mut body: Value, period: &Period, cmp: Option<&Comparison>) -> Response {
+pub(crate) fn with_compare(body: Value, period: &Period, cmp: Option<&Comparison>) -> Response {
+    axum::Json(compared(body, period, cmp)).into_response()
+}
+
+/// `body` with the top-level `compare` block when a comparison was asked for.
+pub(crate) fn compared(mut body: Value, period: &Period, cmp: Option<&Comparison>) -> Value {
     if let (Some(c), Some(obj)) = (cmp, body.as_object_mut()) {
         obj.insert("compare".into(), c.metadata(period));
     }
-    axum::Json(body).into_response()
+    body
 }
 
 /// `GET /api/websites/{id}/stats`
@@ -101,7 +106,7 @@ pub async fn stats(
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
     let (p, period, scope) = resolve(&s, &caller, &id, q).await?;
-    stats_of(&s, &p, &period, &scope).await
+    Ok(axum::Json(stats_of(&s, &p, &period, &scope).await?).into_response())
 }
 
 /// The `stats` answer for a resolved website, period and scope (also behind a share).
@@ -110,7 +115,7 @@ pub(crate) async fn stats_of(
     p: &Params,
     period: &Period,
     scope: &projections::Scope,
-) -> ApiResult<Response> {
+) -> ApiResult<Value> {
     let (p, period, scope) = (p, *period, scope.clone());
     let cmp = compare::comparison(p, &period)?;
     let prev_scope = scope_over(&scope, &prev_period(&period, cmp.as_ref()));
@@ -131,7 +136,7 @@ pub(crate) async fn stats_of(
         "start_date": period.start.to_string(),
         "end_date": period.end.to_string(),
     }});
-    Ok(with_compare(body, &period, cmp.as_ref()))
+    Ok(compared(body, &period, cmp.as_ref()))
 }
 
 /// A bucket's label: days `YYYY-MM-DD`, months `YYYY-MM`, hours the UTC instant the local
@@ -197,7 +202,7 @@ pub async fn pageviews(
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
     let (p, period, scope) = resolve(&s, &caller, &id, q).await?;
-    pageviews_of(&s, &p, &period, &scope).await
+    Ok(axum::Json(pageviews_of(&s, &p, &period, &scope).await?).into_response())
 }
 
 /// The `pageviews` answer for a resolved website, period and scope (also behind a share).
@@ -206,7 +211,7 @@ pub(crate) async fn pageviews_of(
     p: &Params,
     period: &Period,
     scope: &projections::Scope,
-) -> ApiResult<Response> {
+) -> ApiResult<Value> {
     let (p, period, scope) = (p, *period, scope.clone());
     let g = params::granularity(p, &period)?;
     let cmp = compare::comparison(p, &period)?;
@@ -239,7 +244,7 @@ pub(crate) async fn pageviews_of(
         "compare_series": compare_series,
         "timezone": period.tz.name(),
     }});
-    Ok(with_compare(body, &period, cmp.as_ref()))
+    Ok(compared(body, &period, cmp.as_ref()))
 }
 
 /// Percent with one decimal, 0 when there is nothing to divide by.
@@ -299,7 +304,7 @@ pub async fn metrics(
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
     let (p, period, scope) = resolve(&s, &caller, &id, q).await?;
-    metrics_of(&s, &p, &period, &scope).await
+    Ok(axum::Json(metrics_of(&s, &p, &period, &scope).await?).into_response())
 }
 
 /// The `metrics` answer for a resolved website, period and scope (also behind a share).
@@ -308,7 +313,7 @@ pub(crate) async fn metrics_of(
     p: &Params,
     period: &Period,
     scope: &projections::Scope,
-) -> ApiResult<Response> {
+) -> ApiResult<Value> {
     let (p, period, scope) = (p, *period, scope.clone());
     let by = params::dimension(p)?;
     let (limit, offset) = params::limit_offset(p)?;
@@ -336,7 +341,7 @@ pub(crate) async fn metrics_of(
             row
         })
         .collect();
-    Ok(axum::Json(json!({
+    Ok(json!({
         "data": { "type": by.name(), "rows": json_rows },
         "pagination": {
             "total": total,
@@ -346,7 +351,6 @@ pub(crate) async fn metrics_of(
         },
         "compare": cmp.map(|c| c.metadata(&period)),
     }))
-    .into_response())
 }
 
 /// `GET /api/websites/{id}/realtime`: visitors and events of the last 30 minutes, the latest 100.

@@ -66,7 +66,7 @@ pub async fn stats(
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
     let (_, p, period, scope) = shared(&s, &share_id, q).await?;
-    stats_of(&s, &p, &period, &scope).await
+    Ok(axum::Json(stats_of(&s, &p, &period, &scope).await?).into_response())
 }
 
 /// `GET /api/share/{share_id}/pageviews`
@@ -76,7 +76,7 @@ pub async fn pageviews(
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
     let (_, p, period, scope) = shared(&s, &share_id, q).await?;
-    pageviews_of(&s, &p, &period, &scope).await
+    Ok(axum::Json(pageviews_of(&s, &p, &period, &scope).await?).into_response())
 }
 
 /// `GET /api/share/{share_id}/metrics`
@@ -86,5 +86,5 @@ pub async fn metrics(
     q: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
     let (_, p, period, scope) = shared(&s, &share_id, q).await?;
-    metrics_of(&s, &p, &period, &scope).await
+    Ok(axum::Json(metrics_of(&s, &p, &period, &scope).await?).into_response())
 }

@@ -349,6 +349,7 @@ fn protected_routes() -> Routes {
     objects::<web::site::Funnel>(&mut route, "funnels");
     objects::<web::site::Link>(&mut route, "links");
     objects::<web::site::Pixel>(&mut route, "pixels");
+    objects::<web::site::Report>(&mut route, "reports");
     route(
         "/api/websites/{id}/share",
         get(site_objects::get_share)

@@ -1,5 +1,5 @@
-//! A website's goals, funnels, short links and pixels (`/api/websites/{id}/goals…`,
-//! `/funnels…`, `/links…`, `/pixels…`) and its public share: entities through the log like
+//! A website's goals, funnels, short links, pixels and reports (`/api/websites/{id}/goals…`,
+//! `/funnels…`, `/links…`, `/pixels…`, `/reports…`) and its public share: entities through the log like
 //! websites, as `SiteObjectUpserted` carrying the fields `web::site` validates. One generic
 //! set of handlers serves every kind through [`Kind`]. Reading needs the dashboard right,
 //! changing them the website right; another company's website or object is "not found".
@@ -21,8 +21,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use web::roles::Action;
 use web::site::{
-    Funnel, FunnelBody, Goal, GoalBody, Link, LinkBody, Pixel, PixelBody, Share, FUNNEL, GOAL,
-    LINK, PIXEL, SHARE,
+    Funnel, FunnelBody, Goal, GoalBody, Link, LinkBody, Pixel, PixelBody, Report, ReportBody,
+    Share, FUNNEL, GOAL, LINK, PIXEL, REPORT, SHARE,
 };
 use web::{data, parse_json, ApiError, ApiResult, Caller};
 
@@ -155,6 +155,20 @@ impl Kind for Pixel {
             "<img src=\"{url}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\">"
         ));
         stamps(o, v)
+    }
+}
+
+impl Kind for Report {
+    const KIND: &'static str = REPORT;
+    type Body = ReportBody;
+    fn create(body: ReportBody) -> ApiResult<(Self, Option<String>)> {
+        Ok((Report::create(body)?, None))
+    }
+    fn update(&self, body: ReportBody) -> ApiResult<Self> {
+        self.with(body, false)
+    }
+    fn show(o: &SiteObjectState, r: &Report, _: &str) -> Value {
+        stamps(o, serde_json::to_value(r).unwrap_or_default())
     }
 }
 

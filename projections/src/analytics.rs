@@ -351,6 +351,17 @@ pub struct ExportRow {
     pub utm_campaign: Option<String>,
 }
 
+/// One event of a session that converted on a goal, in (time, id) order within its session:
+/// where it came from (its `utm_source`, else its referrer's domain; none: direct) and whether
+/// it is a conversion (then with its data, for a goal valued by an event property).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Touch {
+    pub session: u64,
+    pub channel: Option<String>,
+    pub converts: bool,
+    pub event_data: Option<String>,
+}
+
 /// A goal's numbers over a scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GoalCounts {
@@ -385,6 +396,17 @@ pub fn session_tails(from_ms: i64, until_ms: i64) -> Vec<i64> {
     }
     tails.push(from_ms);
     tails
+}
+
+/// Where the session list's tails are measured back from: the range's end, or the cursor's
+/// time, but never more than an hour past now (no event is from the future, and a range that
+/// ends tomorrow would otherwise spend its first tries on empty hours). Any start is exact;
+/// this one is quick.
+pub fn session_tails_until(scope: &Scope, after: Option<SessionKey>, now_ms: i64) -> i64 {
+    let end = after.map_or(scope.to_ms, |k| {
+        k.last_ms.saturating_add(1).min(scope.to_ms)
+    });
+    end.min(now_ms.saturating_add(3_600_000))
 }
 
 /// Sorts summaries as the session list shows them and keeps those after `after`.
@@ -502,6 +524,9 @@ pub trait AnalyticsReader: Send + Sync {
         after: Option<(i64, u128)>,
         limit: u32,
     ) -> StoreResult<Vec<ExportRow>>;
+    /// Every event of the scope's sessions that have an event matching `target`, session by
+    /// session in (time, id) order: the material of attribution.
+    async fn touches(&self, scope: &Scope, target: &StepMatch) -> StoreResult<Vec<Touch>>;
     /// One session of a website over all time (bots included) and its first `limit` events,
     /// or `None` if it has none.
     async fn session(
@@ -569,6 +594,24 @@ mod tests {
         assert_eq!(session_tails(0, 100 * H), vec![99 * H, 92 * H, 36 * H, 0]);
         assert_eq!(session_tails(0, H), vec![0]);
         assert_eq!(session_tails(5, 0), vec![5]);
+    }
+
+    #[test]
+    fn tails_start_no_later_than_an_hour_from_now() {
+        let scope = Scope {
+            website_id: "w".into(),
+            from_ms: 0,
+            to_ms: 100 * H,
+            include_bots: false,
+            filters: vec![],
+        };
+        assert_eq!(session_tails_until(&scope, None, 10 * H), 11 * H);
+        assert_eq!(session_tails_until(&scope, None, 200 * H), 100 * H);
+        let key = SessionKey {
+            last_ms: 5 * H,
+            session: 1,
+        };
+        assert_eq!(session_tails_until(&scope, Some(key), 10 * H), 5 * H + 1);
     }
 
     #[test]

@@ -912,6 +912,10 @@ impl AnalyticsReader for ClickHouseAnalytics {
         self.export_rows(scope, after, limit).await
     }
 
+    async fn touches(&self, scope: &Scope, target: &StepMatch) -> StoreResult<Vec<Touch>> {
+        self.touch_rows(scope, target).await
+    }
+
     async fn session(
         &self,
         website_id: &str,

@@ -178,3 +178,44 @@ impl ClickHouseAnalytics {
             .collect())
     }
 }
+
+#[derive(Row, Deserialize)]
+struct TouchRow {
+    session: u64,
+    channel: String,
+    converts: u8,
+    event_data: String,
+}
+
+impl ClickHouseAnalytics {
+    pub(crate) async fn touch_rows(
+        &self,
+        scope: &Scope,
+        target: &StepMatch,
+    ) -> StoreResult<Vec<Touch>> {
+        let filter = scope_sql(scope);
+        let cond = match_sql(target);
+        let sql = format!(
+            "SELECT session, if(utm_source != '', utm_source, referrer_domain) AS channel, \
+             toUInt8({cond}) AS converts, event_data FROM events \
+             WHERE {filter} AND session IN (SELECT session FROM events WHERE {filter} AND {cond}) \
+             ORDER BY session, ts, event_hi, event_lo"
+        );
+        let q = self.client.query(&sql).bind(target.value.as_str());
+        let q = bind_scope(bind_scope(q, scope), scope).bind(target.value.as_str());
+        let rows: Vec<TouchRow> = q.fetch_all().await.map_err(ch_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Touch {
+                session: r.session,
+                channel: crate::ch::opt(r.channel),
+                converts: r.converts == 1,
+                event_data: if r.converts == 1 {
+                    crate::ch::opt(r.event_data)
+                } else {
+                    None
+                },
+            })
+            .collect())
+    }
+}

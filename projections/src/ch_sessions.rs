@@ -141,9 +141,7 @@ impl ClickHouseAnalytics {
         after: Option<SessionKey>,
         limit: u32,
     ) -> StoreResult<Vec<SessionSummary>> {
-        let until = after.map_or(scope.to_ms, |k| {
-            k.last_ms.saturating_add(1).min(scope.to_ms)
-        });
+        let until = session_tails_until(scope, after, chrono::Utc::now().timestamp_millis());
         for lo in session_tails(scope.from_ms, until) {
             let found = self.newest(scope, lo, after, limit).await?;
             if found.len() as u64 >= u64::from(limit) || lo <= scope.from_ms {

@@ -258,6 +258,25 @@ async fn goal_and_funnel_checks<S: AnalyticsReader>(store: &S) {
         funnel(vec![target(PageView, "/", true), signup()]).await,
         vec![2, 1]
     );
+    // Attribution's material: every event of the converting sessions, in order.
+    let touches = store
+        .touches(&scope(false), &signup())
+        .await
+        .expect("touches");
+    let plain = |converts: bool, data: Option<&str>| Touch {
+        session: 10,
+        channel: None,
+        converts,
+        event_data: data.map(str::to_string),
+    };
+    assert_eq!(
+        touches,
+        vec![
+            plain(false, None),
+            plain(false, None),
+            plain(true, Some(r#"{"plan":"pro"}"#))
+        ]
+    );
 }
 
 /// Journeys over `dataset()`: session 10 is /a, /b, signup; session 20 is /a alone.

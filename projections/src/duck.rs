@@ -698,6 +698,12 @@ impl AnalyticsReader for DuckAnalytics {
             .await
     }
 
+    async fn touches(&self, scope: &Scope, target: &StepMatch) -> StoreResult<Vec<Touch>> {
+        let (scope, target) = (scope.clone(), target.clone());
+        self.with_reader(move |conn| crate::duck_goals::touches(conn, &scope, &target))
+            .await
+    }
+
     async fn session(
         &self,
         website_id: &str,

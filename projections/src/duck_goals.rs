@@ -183,3 +183,35 @@ pub(crate) fn cohorts(
         .map_err(db_err)?;
     rows.map(|r| r.map_err(db_err)).collect()
 }
+
+pub(crate) fn touches(
+    conn: &Connection,
+    scope: &Scope,
+    target: &StepMatch,
+) -> StoreResult<Vec<Touch>> {
+    let (filter, scope_params) = scope_sql(scope);
+    let cond = match_sql(target);
+    let sql = format!(
+        "SELECT session, coalesce(utm_source, referrer_domain), coalesce({cond}, false), event_data FROM events \
+         WHERE {filter} AND session IN (SELECT session FROM events WHERE {filter} AND {cond}) \
+         ORDER BY session, ts, event_id"
+    );
+    let value = Value::Text(target.value.clone());
+    let mut params = vec![value.clone()];
+    params.extend(scope_params.iter().cloned());
+    params.extend(scope_params);
+    params.push(value);
+    let mut stmt = conn.prepare(&sql).map_err(db_err)?;
+    let rows = stmt
+        .query_map(params_from_iter(params.iter()), |r| {
+            let converts: bool = r.get(2)?;
+            Ok(Touch {
+                session: r.get(0)?,
+                channel: r.get(1)?,
+                converts,
+                event_data: if converts { r.get(3)? } else { None },
+            })
+        })
+        .map_err(db_err)?;
+    rows.map(|r| r.map_err(db_err)).collect()
+}

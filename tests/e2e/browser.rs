@@ -2,8 +2,9 @@
 //! `deploy/local/services.sh` installs; each test starts its own on a free port), loads a test
 //! page served by the test with Tally's `/s.js` on it. The tracker's pageview on load, a
 //! single-page navigation, a custom event and an outbound click must reach the dashboard routes
-//! as exactly those numbers; Do-Not-Track is respected unless the page opts out. Screenshots go
-//! to `$CARGO_TARGET_TMPDIR/browser/`.
+//! as exactly those numbers, and the built-in dashboard (signed in through its form) must show
+//! them; Do-Not-Track is respected unless the page opts out. Screenshots go to
+//! `$CARGO_TARGET_TMPDIR/browser/`.
 
 use crate::common::*;
 use base64::Engine;
@@ -158,6 +159,44 @@ impl Browser {
         .await;
     }
 
+    /// Types `text` into the element `css`.
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let e = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        let id = e[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {e}"))
+            .to_string();
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    /// The text of every element matching `css`, in document order.
+    pub async fn texts(&self, css: &str) -> Vec<String> {
+        let script = format!(
+            "return Array.from(document.querySelectorAll({})).map(e => e.textContent.trim());",
+            json!(css)
+        );
+        self.run(&script)
+            .await
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|v| v.as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Saves a PNG of the viewport as `$CARGO_TARGET_TMPDIR/browser/{name}.png`.
     pub async fn screenshot(&self, name: &str) -> std::path::PathBuf {
         let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
@@ -270,13 +309,18 @@ async fn the_tracker_in_a_real_browser_counts_views_navigations_clicks_and_event
     let page_site = site.clone();
     let shop = serve_site(move |_| shop_page(&tally, &page_site, "")).await;
 
+    // A pause between steps: beacons are sent in order but travel on their own, and the
+    // funnel below needs them stored in order.
+    let pause = || tokio::time::sleep(Duration::from_millis(200));
     browser
         .goto(&format!("{shop}/?utm_source=newsletter"))
         .await;
     browser.wait_for("window.tally && window.sparklytics").await;
+    pause().await;
     browser
         .run("history.pushState({}, '', '/pricing'); return 1;")
         .await;
+    pause().await;
     // A hash change on the same page is not another view.
     browser
         .run("history.replaceState({}, '', '/pricing#faq'); return 1;")
@@ -284,6 +328,7 @@ async fn the_tracker_in_a_real_browser_counts_views_navigations_clicks_and_event
     browser
         .run("tally.track('signup', {plan: 'pro'}); return 1;")
         .await;
+    pause().await;
     browser.screenshot("tracker-shop").await;
     browser.click("#out").await;
 
@@ -311,6 +356,81 @@ async fn the_tracker_in_a_real_browser_counts_views_navigations_clicks_and_event
         breakdown(&op, &site, "browser").await,
         vec![("Chrome".to_string(), 1)]
     );
+
+    // The built-in dashboard shows exactly those numbers, after signing in with the form.
+    let (s, _) = op
+        .post(
+            &format!("/api/websites/{site}/goals"),
+            &json!({"name": "Signup", "goal_type": "event", "match_value": "signup"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, _) = op
+        .post(
+            &format!("/api/websites/{site}/funnels"),
+            &json!({"name": "Pricing", "steps": [
+                {"step_type": "page_view", "match_value": "/"},
+                {"step_type": "page_view", "match_value": "/pricing"},
+                {"step_type": "event", "match_value": "signup"}]}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    browser.goto(&format!("{}/?site={site}", op.base)).await;
+    browser
+        .wait_for("!document.getElementById('login').classList.contains('hidden')")
+        .await;
+    browser.type_into("#password", "correct horse").await;
+    browser.click("#login-form button").await;
+    browser
+        .wait_for("document.getElementById('stat-pageviews').textContent === '2'")
+        .await;
+    browser
+        .wait_for("document.querySelectorAll('#sessions-list tbody tr').length === 1")
+        .await;
+    browser
+        .wait_for("document.querySelectorAll('.funnel-step').length === 3")
+        .await;
+    browser
+        .wait_for("document.querySelector('#goals-list tbody tr td.n').textContent === '1'")
+        .await;
+    let card = |id: &'static str| {
+        let b = &browser;
+        async move { b.texts(&format!("#{id}")).await.concat() }
+    };
+    assert_eq!(card("stat-visitors").await, "1");
+    assert_eq!(card("stat-sessions").await, "1");
+    assert_eq!(card("stat-bounce").await, "0%");
+    assert_eq!(card("prev-pageviews").await, "previous: 0");
+    assert_eq!(
+        browser.texts("#table-page tbody td").await,
+        vec!["/", "1", "/pricing", "1"]
+    );
+    assert_eq!(
+        browser.texts("#table-event_name tbody td").await,
+        vec!["link_click", "1", "signup", "1"]
+    );
+    assert_eq!(
+        browser.texts("#table-referrer tbody td").await,
+        vec!["(direct)", "1"]
+    );
+    assert_eq!(
+        browser.texts(".funnel-step td.n").await,
+        vec!["1", "100%", "1", "100%", "1", "100%"]
+    );
+    assert_eq!(card("realtime-active").await, "1");
+    browser.screenshot("dashboard").await;
+    // Filters live in the URL: a shared link opens the same view.
+    browser
+        .goto(&format!("{}/?site={site}&filter_page=%2Fpricing", op.base))
+        .await;
+    browser
+        .wait_for("document.getElementById('stat-pageviews').textContent === '1'")
+        .await;
+    assert_eq!(
+        browser.texts("#filters span").await,
+        vec!["page: /pricing ×"]
+    );
+    browser.screenshot("dashboard-filtered").await;
     browser.quit().await;
     app.shutdown().await.expect("shutdown");
 }

@@ -388,6 +388,8 @@ async fn dashboards_report_exact_numbers() {
     sessions_list_and_detail(&c, &site).await;
     custom_events(&c).await;
     goals_and_funnels(&c, &site).await;
+    attribution_by_channel(&c, &site).await;
+    saved_reports(&c, &site).await;
     journeys_and_retention(&c, &site).await;
     // Realtime sees an event sent now.
     send(
@@ -1361,4 +1363,138 @@ async fn shares_and_export(c: &Client, site: &str) {
         .get(&format!("/api/websites/{site}/export?{RANGE}&format=xml"))
         .await;
     assert_eq!((s, &b["error"]["field"]), (400, &json!("format")), "{b}");
+}
+
+/// Conversions credited to channels: utm_source, else the referrer, else (direct).
+async fn attribution_by_channel(c: &Client, site: &str) {
+    let goals = format!("/api/websites/{site}/goals");
+    let (_, home) = c
+        .post(
+            &goals,
+            &json!({"name": "Landing", "goal_type": "page_view", "match_value": "/home"}),
+        )
+        .await;
+    let home = home["data"]["id"].as_str().expect("goal").to_string();
+    let (_, paid) = c
+        .post(
+            &goals,
+            &json!({"name": "Paid signup", "goal_type": "event", "match_value": "signup",
+            "value_mode": "fixed", "fixed_value": 25}),
+        )
+        .await;
+    let paid = paid["data"]["id"].as_str().expect("goal").to_string();
+    let (s, a) = c
+        .get(&format!(
+            "/api/websites/{site}/attribution?goal_id={home}&{RANGE}"
+        ))
+        .await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(
+        a["data"],
+        json!({"goal_id": home, "model": "last_touch", "rows": [
+            {"channel": "google.com", "conversions": 1, "revenue": 0.0, "share": 0.3333},
+            {"channel": "news.ycombinator.com", "conversions": 1, "revenue": 0.0, "share": 0.3333},
+            {"channel": "newsletter", "conversions": 1, "revenue": 0.0, "share": 0.3333},
+        ], "totals": {"conversions": 3, "revenue": 0.0}})
+    );
+    // The signup came two page views after the Google visit: both models credit Google.
+    for model in ["first_touch", "last_touch"] {
+        let (_, a) = c
+            .get(&format!(
+                "/api/websites/{site}/attribution?goal_id={paid}&model={model}&{RANGE}"
+            ))
+            .await;
+        assert_eq!(
+            a["data"]["rows"],
+            json!([{"channel": "google.com", "conversions": 1, "revenue": 25.0, "share": 1.0}]),
+            "{model}"
+        );
+    }
+    let (_, r) = c
+        .get(&format!(
+            "/api/websites/{site}/revenue/summary?goal_id={paid}&{RANGE}"
+        ))
+        .await;
+    assert_eq!(
+        r["data"],
+        json!({"goal_id": paid, "model": "last_touch", "conversions": 1, "revenue": 25.0})
+    );
+    let (s, b) = c
+        .get(&format!("/api/websites/{site}/attribution?{RANGE}"))
+        .await;
+    assert_eq!((s, &b["error"]["field"]), (400, &json!("goal_id")), "{b}");
+    let (s, b) = c
+        .get(&format!(
+            "/api/websites/{site}/attribution?goal_id={paid}&model=linear"
+        ))
+        .await;
+    assert_eq!((s, &b["error"]["field"]), (400, &json!("model")), "{b}");
+}
+
+/// Reports: saved configs of the dashboard reads, previewed and run with exactly the numbers the
+/// routes give.
+async fn saved_reports(c: &Client, site: &str) {
+    let config = json!({"version": 1, "report_type": "metrics", "date_range_type": "custom",
+        "start_date": "2026-03-28", "end_date": "2026-03-30", "metric_type": "country",
+        "filters": {"browser": "Chrome"}});
+    let (s, preview) = c
+        .post(
+            &format!("/api/websites/{site}/reports/preview"),
+            &json!({ "config": config }),
+        )
+        .await;
+    assert_eq!(s, 200, "{preview}");
+    let (_, direct) = c
+        .get(&format!(
+            "/api/websites/{site}/metrics?type=country&{RANGE}&filter_browser=Chrome"
+        ))
+        .await;
+    assert_eq!(preview["data"]["data"], direct["data"]);
+    assert_eq!(preview["data"]["report_id"], Value::Null);
+    let reports = format!("/api/websites/{site}/reports");
+    let (s, saved) = c
+        .post(
+            &reports,
+            &json!({"name": "Weekly stats", "config": {"report_type": "stats",
+            "date_range_type": "custom", "start_date": "2026-03-28", "end_date": "2026-03-30"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{saved}");
+    assert_eq!(saved["data"]["config"]["version"], 1);
+    let id = saved["data"]["id"].as_str().expect("id").to_string();
+    let (s, ran) = c.post(&format!("{reports}/{id}/run"), &json!({})).await;
+    assert_eq!(s, 200, "{ran}");
+    let (_, stats) = c.get(&format!("/api/websites/{site}/stats?{RANGE}")).await;
+    assert_eq!(ran["data"]["data"], stats["data"]);
+    assert_eq!(ran["data"]["report_id"], json!(id));
+    // A relative range ends today: nothing happened this week.
+    let (s, _) = c
+        .send(reqwest::Method::PATCH, &format!("{reports}/{id}"),
+            Some(&json!({"config": {"report_type": "stats", "date_range_type": "relative", "relative_days": 7}})))
+        .await;
+    assert_eq!(s, 200);
+    let (_, ran) = c.get(&format!("{reports}/{id}/run")).await;
+    assert_eq!(ran["data"]["data"]["pageviews"], 0, "{ran}");
+    for (config, field) in [
+        (
+            json!({"report_type": "table", "date_range_type": "relative"}),
+            "config.report_type",
+        ),
+        (
+            json!({"report_type": "stats", "date_range_type": "custom"}),
+            "config.start_date",
+        ),
+        (
+            json!({"report_type": "metrics", "date_range_type": "relative"}),
+            "config.metric_type",
+        ),
+    ] {
+        let (s, b) = c
+            .post(
+                &format!("/api/websites/{site}/reports/preview"),
+                &json!({ "config": config }),
+            )
+            .await;
+        assert_eq!((s, &b["error"]["field"]), (400, &json!(field)), "{b}");
+    }
 }

@@ -14,6 +14,7 @@ pub const FUNNEL: &str = "funnel";
 pub const LINK: &str = "link";
 pub const PIXEL: &str = "pixel";
 pub const SHARE: &str = "share";
+pub const REPORT: &str = "report";
 
 /// The fewest and most steps a funnel has.
 pub const MIN_STEPS: usize = 2;
@@ -477,6 +478,187 @@ pub fn link_event(slug: &str) -> String {
 /// The event name a pixel's views are counted under.
 pub fn pixel_event(key: &str) -> String {
     format!("pixel:{key}")
+}
+
+/// What a saved report runs: one of the dashboard reads, over a relative or a fixed range,
+/// with the same parameters the route takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportConfig {
+    #[serde(default)]
+    pub version: u32,
+    /// `stats`, `pageviews`, `metrics` or `events`.
+    pub report_type: String,
+    /// `relative` (the last `relative_days` days, today included) or `custom`.
+    pub date_range_type: String,
+    pub relative_days: Option<u32>,
+    pub start_date: Option<String>,
+    pub end_date: Option<String>,
+    pub timezone: Option<String>,
+    /// `metrics`: the breakdown (`type` of the route).
+    pub metric_type: Option<String>,
+    pub granularity: Option<String>,
+    pub limit: Option<u32>,
+    pub include_bots: Option<bool>,
+    pub compare_mode: Option<String>,
+    /// Filters by dimension name (`country`, or `filter_country`), as the routes take them.
+    #[serde(default)]
+    pub filters: std::collections::BTreeMap<String, String>,
+}
+
+const REPORT_TYPES: &[&str] = &["stats", "pageviews", "metrics", "events"];
+
+impl ReportConfig {
+    /// Checks what can be checked without a website (dates and values the route checks again).
+    pub fn checked(mut self) -> ApiResult<ReportConfig> {
+        if self.version == 0 {
+            self.version = 1;
+        }
+        if self.version != 1 {
+            return Err(ApiError::bad_request_on(
+                "config.version",
+                "config.version must be 1",
+            ));
+        }
+        if !REPORT_TYPES.contains(&self.report_type.as_str()) {
+            return Err(ApiError::bad_request_on(
+                "config.report_type",
+                "config.report_type must be stats, pageviews, metrics or events",
+            ));
+        }
+        match self.date_range_type.as_str() {
+            "relative" => {
+                let days = self.relative_days.unwrap_or(7);
+                if !(1..=366).contains(&days) {
+                    return Err(ApiError::bad_request_on(
+                        "config.relative_days",
+                        "config.relative_days must be 1 to 366",
+                    ));
+                }
+                self.relative_days = Some(days);
+            }
+            "custom" => {
+                for (field, v) in [
+                    ("config.start_date", &self.start_date),
+                    ("config.end_date", &self.end_date),
+                ] {
+                    let ok = v
+                        .as_deref()
+                        .is_some_and(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok());
+                    if !ok {
+                        return Err(ApiError::bad_request_on(
+                            field,
+                            format!("{field} must be YYYY-MM-DD for a custom range"),
+                        ));
+                    }
+                }
+            }
+            _ => {
+                return Err(ApiError::bad_request_on(
+                    "config.date_range_type",
+                    "config.date_range_type must be relative or custom",
+                ))
+            }
+        }
+        if self.report_type == "metrics" && self.metric_type.is_none() {
+            return Err(ApiError::bad_request_on(
+                "config.metric_type",
+                "a metrics report needs config.metric_type",
+            ));
+        }
+        Ok(self)
+    }
+
+    /// The query parameters the route runs with, `today` being the website's date now.
+    pub fn params(&self, today: chrono::NaiveDate) -> std::collections::HashMap<String, String> {
+        let mut p = std::collections::HashMap::new();
+        if self.date_range_type == "relative" {
+            let days = i64::from(self.relative_days.unwrap_or(7));
+            p.insert("end_date".into(), today.to_string());
+            p.insert(
+                "start_date".into(),
+                (today - chrono::Duration::days(days - 1)).to_string(),
+            );
+        } else {
+            for (k, v) in [
+                ("start_date", &self.start_date),
+                ("end_date", &self.end_date),
+            ] {
+                if let Some(v) = v {
+                    p.insert(k.into(), v.clone());
+                }
+            }
+        }
+        let optional = [
+            ("timezone", self.timezone.clone()),
+            ("type", self.metric_type.clone()),
+            ("granularity", self.granularity.clone()),
+            ("limit", self.limit.map(|l| l.to_string())),
+            ("include_bots", self.include_bots.map(|b| b.to_string())),
+            ("compare_mode", self.compare_mode.clone()),
+        ];
+        for (k, v) in optional {
+            if let Some(v) = v {
+                p.insert(k.into(), v);
+            }
+        }
+        for (k, v) in &self.filters {
+            let key = if k.starts_with("filter_") {
+                k.clone()
+            } else {
+                format!("filter_{k}")
+            };
+            p.insert(key, v.clone());
+        }
+        p
+    }
+}
+
+/// A saved report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub name: String,
+    pub description: Option<String>,
+    pub config: ReportConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBody {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub config: Option<ReportConfig>,
+}
+
+impl Report {
+    pub fn create(b: ReportBody) -> ApiResult<Report> {
+        let config = b
+            .config
+            .ok_or_else(|| ApiError::bad_request_on("config", "config is required"))?
+            .checked()?;
+        Ok(Report {
+            name: text("name", required("name", &b.name)?, MAX_NAME)?,
+            description: optional("description", b.description, 1000)?,
+            config,
+        })
+    }
+
+    pub fn with(&self, b: ReportBody, create: bool) -> ApiResult<Report> {
+        let mut r = self.clone();
+        match (&b.name, create) {
+            (Some(n), _) => r.name = text("name", n, MAX_NAME)?,
+            (None, true) => return Err(ApiError::bad_request_on("name", "name is required")),
+            (None, false) => {}
+        }
+        if b.description.is_some() {
+            r.description = optional("description", b.description, 1000)?;
+        }
+        match (b.config, create) {
+            (Some(c), _) => r.config = c.checked()?,
+            (None, true) => return Err(ApiError::bad_request_on("config", "config is required")),
+            (None, false) => {}
+        }
+        Ok(r)
+    }
 }
 
 /// A public, read-only view of a website's dashboard.
