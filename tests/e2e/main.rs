@@ -5,6 +5,7 @@ mod bad_input;
 mod browser;
 mod commands;
 mod common;
+mod compat;
 mod connections;
 mod crash;
 mod dashboards;
