@@ -8,7 +8,7 @@ use projections::SessionTail;
 use std::collections::HashMap;
 
 /// Inactivity that ends a session.
-pub const SESSION_TIMEOUT_MS: i64 = 30 * 60 * 1000;
+pub const SESSION_TIMEOUT_MS: i64 = projections::SESSION_GAP_MS;
 /// Sessions remembered per visitor (for late events); older ones are forgotten first.
 const SPANS_PER_VISITOR: usize = 8;
 

@@ -398,6 +398,43 @@ pub fn session_tails(from_ms: i64, until_ms: i64) -> Vec<i64> {
     tails
 }
 
+/// The longest gap between two events of one session (the sessionizer's inactivity timeout):
+/// the events of a session, in time order, are never further apart than this.
+pub const SESSION_GAP_MS: i64 = 30 * 60 * 1000;
+
+/// How far before the tail `lo` the found sessions are first summarised: most began minutes
+/// before their last event, so two hours is nearly always enough.
+const SUMMARY_MARGIN_MS: i64 = 2 * 3_600_000;
+
+/// Where the found sessions' first summary starts, for the tail starting at `lo`.
+pub fn summary_start(scope: &Scope, lo: i64) -> i64 {
+    lo.saturating_sub(SUMMARY_MARGIN_MS).max(scope.from_ms)
+}
+
+/// The sessions of `rows` (summarised from `start`) that may have events before `start`, so
+/// need summarising over the whole range: those whose first event found is within a session
+/// gap of `start`. One further back would be an earlier event no more than a gap before it,
+/// itself inside the window, so the first event found is the first.
+pub fn maybe_cut(rows: &[SessionSummary], start: i64, scope: &Scope) -> Vec<u64> {
+    if start <= scope.from_ms {
+        return Vec::new();
+    }
+    rows.iter()
+        .filter(|r| r.first_ms <= start.saturating_add(SESSION_GAP_MS))
+        .map(|r| r.session)
+        .collect()
+}
+
+/// `rows` with the sessions in `whole` replaced by their whole-range summaries.
+pub fn with_whole(
+    mut rows: Vec<SessionSummary>,
+    whole: Vec<SessionSummary>,
+) -> Vec<SessionSummary> {
+    rows.retain(|r| !whole.iter().any(|w| w.session == r.session));
+    rows.extend(whole);
+    rows
+}
+
 /// Where the session list's tails are measured back from: the range's end, or the cursor's
 /// time, but never more than an hour past now (no event is from the future, and a range that
 /// ends tomorrow would otherwise spend its first tries on empty hours). Any start is exact;
@@ -612,6 +649,47 @@ mod tests {
             session: 1,
         };
         assert_eq!(session_tails_until(&scope, Some(key), 10 * H), 5 * H + 1);
+    }
+
+    #[test]
+    fn summaries_near_the_window_start_are_redone_over_the_range() {
+        let scope = Scope {
+            website_id: "w".into(),
+            from_ms: 0,
+            to_ms: 100 * H,
+            include_bots: false,
+            filters: vec![],
+        };
+        let s = |session, first_ms| SessionSummary {
+            session,
+            first_ms,
+            ..Default::default()
+        };
+        let start = summary_start(&scope, 50 * H);
+        assert_eq!(start, 48 * H);
+        let rows = vec![
+            s(1, 48 * H),
+            s(2, 48 * H + SESSION_GAP_MS),
+            s(3, 48 * H + SESSION_GAP_MS + 1),
+        ];
+        assert_eq!(maybe_cut(&rows, start, &scope), vec![1, 2]);
+        assert!(
+            maybe_cut(&rows, 0, &scope).is_empty(),
+            "the whole range is never cut"
+        );
+        assert_eq!(summary_start(&scope, H), 0);
+        let merged = with_whole(rows, vec![s(1, 40 * H)]);
+        assert_eq!(
+            merged
+                .iter()
+                .map(|r| (r.session, r.first_ms))
+                .collect::<Vec<_>>(),
+            vec![
+                (2, 48 * H + SESSION_GAP_MS),
+                (3, 48 * H + SESSION_GAP_MS + 1),
+                (1, 40 * H)
+            ]
+        );
     }
 
     #[test]

@@ -145,7 +145,16 @@ impl ClickHouseAnalytics {
         for lo in session_tails(scope.from_ms, until) {
             let found = self.newest(scope, lo, after, limit).await?;
             if found.len() as u64 >= u64::from(limit) || lo <= scope.from_ms {
-                return Ok(order_sessions(self.summaries(scope, &found).await?, after));
+                // Summarised from just before the tail, then over the range where that may cut.
+                let start = summary_start(scope, lo);
+                let near = Scope {
+                    from_ms: start,
+                    ..scope.clone()
+                };
+                let rows = self.summaries(&near, &found).await?;
+                let cut = maybe_cut(&rows, start, scope);
+                let whole = self.summaries(scope, &cut).await?;
+                return Ok(order_sessions(with_whole(rows, whole), after));
             }
         }
         Ok(Vec::new())

@@ -371,6 +371,38 @@ async fn cohort_checks<S: AnalyticsWriter + AnalyticsReader>(store: &S) {
     );
 }
 
+/// A session five hours long, its last events in the list's first tail: summarised over the
+/// whole range, not cut at the window it was found in.
+async fn long_session_checks<S: AnalyticsWriter + AnalyticsReader>(store: &S) {
+    // A day after the dataset, so retention's count of old events stays the dataset's.
+    const DAY_S: i64 = 86_400;
+    let on = |id: u128, session: u64, secs: i64| {
+        let mut e = ev(id, 70, session, DAY_S + secs, "/long");
+        e.website_id = "site-long".into();
+        e
+    };
+    let mut events: Vec<StoredEvent> = (0..16).map(|i| on(50 + i as u128, 77, i * 1200)).collect();
+    events.push(on(70, 78, 5 * 3600 - 60));
+    store.write("long", events, vec![]).await.expect("write");
+    let scope = Scope {
+        website_id: "site-long".into(),
+        from_ms: T0,
+        to_ms: T0 + (DAY_S + 5 * 3_600 + 60) * 1000,
+        include_bots: false,
+        filters: vec![],
+    };
+    let rows = store.sessions(&scope, None, 2).await.expect("sessions");
+    assert_eq!(
+        rows.iter().map(|r| r.session).collect::<Vec<_>>(),
+        vec![77, 78]
+    );
+    assert_eq!(
+        (rows[0].first_ms, rows[0].pageviews),
+        (T0 + DAY_S * 1000, 16),
+        "the whole session"
+    );
+}
+
 /// Breakdowns over `dataset()`: session 10 (visitor 1) is /a, /b and a signup on /b over 90 s;
 /// session 20 (visitor 2) is one pageview of /a (a bounce).
 async fn breakdown_checks<S: AnalyticsReader>(store: &S) {
@@ -511,6 +543,7 @@ pub async fn analytics_suite<S: AnalyticsWriter + AnalyticsReader>(store: &S) {
     goal_and_funnel_checks(store).await;
     journey_checks(store).await;
     cohort_checks(store).await;
+    long_session_checks(store).await;
 
     let utc = [OffsetSegment {
         from_ms: 0,

@@ -115,7 +115,16 @@ pub(crate) fn sessions(
     for lo in session_tails(scope.from_ms, until) {
         let found = newest(conn, scope, lo, after, limit)?;
         if found.len() as u64 >= u64::from(limit) || lo <= scope.from_ms {
-            return Ok(order_sessions(summaries(conn, scope, &found)?, after));
+            // Summarised from just before the tail, then over the range where that may cut.
+            let start = summary_start(scope, lo);
+            let near = Scope {
+                from_ms: start,
+                ..scope.clone()
+            };
+            let rows = summaries(conn, &near, &found)?;
+            let cut = maybe_cut(&rows, start, scope);
+            let whole = summaries(conn, scope, &cut)?;
+            return Ok(order_sessions(with_whole(rows, whole), after));
         }
     }
     Ok(Vec::new())
