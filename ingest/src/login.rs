@@ -38,6 +38,28 @@ fn recent_failures(s: &IngestState, ip: IpAddr, now: i64) -> usize {
     entry.len()
 }
 
+/// The client's address and the time, unless it has failed too often lately (`429`, retry
+/// after 15 minutes): sign-ins and password changes count the same failures.
+fn unless_limited(
+    s: &IngestState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> ApiResult<(IpAddr, i64)> {
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let ip = client_ip(peer.ip(), forwarded, &s.cfg.trusted_proxies);
+    let now = now_ms();
+    if recent_failures(s, ip, now) >= MAX_FAILURES {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many failed attempts from this address; try again in 15 minutes",
+        );
+        e.retry_after_secs = Some(900);
+        return Err(e);
+    }
+    Ok((ip, now))
+}
+
 #[derive(Deserialize)]
 struct LoginBody {
     username: Option<String>,
@@ -71,18 +93,7 @@ pub async fn login(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let ip = client_ip(peer.ip(), forwarded, &s.cfg.trusted_proxies);
-    let now = now_ms();
-    if recent_failures(&s, ip, now) >= MAX_FAILURES {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many failed sign-ins from this address; try again in 15 minutes",
-        );
-        e.retry_after_secs = Some(900);
-        return Err(e);
-    }
+    let (ip, now) = unless_limited(&s, peer, &headers)?;
     let b: LoginBody = parse_json(&body)?;
     let login = b
         .login
@@ -227,18 +238,7 @@ pub async fn change_password(
     Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let ip = client_ip(peer.ip(), forwarded, &s.cfg.trusted_proxies);
-    let now = now_ms();
-    if recent_failures(&s, ip, now) >= MAX_FAILURES {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many failed attempts from this address; try again in 15 minutes",
-        );
-        e.retry_after_secs = Some(900);
-        return Err(e);
-    }
+    let (ip, now) = unless_limited(&s, peer, &headers)?;
     let b: PasswordBody = parse_json(&body)?;
     let current = b.current_password.unwrap_or_default();
     let new = b

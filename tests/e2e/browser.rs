@@ -139,7 +139,8 @@ impl Browser {
         }
     }
 
-    pub async fn click(&self, css: &str) {
+    /// The WebDriver id of the element `css` finds.
+    async fn element(&self, css: &str) -> String {
         let e = self
             .call(
                 reqwest::Method::POST,
@@ -147,10 +148,14 @@ impl Browser {
                 Some(json!({"using": "css selector", "value": css})),
             )
             .await;
-        let id = e[ELEMENT]
+        e[ELEMENT]
             .as_str()
             .unwrap_or_else(|| panic!("no element {css}: {e}"))
-            .to_string();
+            .to_string()
+    }
+
+    pub async fn click(&self, css: &str) {
+        let id = self.element(css).await;
         self.call(
             reqwest::Method::POST,
             &format!("/element/{id}/click"),
@@ -161,17 +166,7 @@ impl Browser {
 
     /// Types `text` into the element `css`.
     pub async fn type_into(&self, css: &str, text: &str) {
-        let e = self
-            .call(
-                reqwest::Method::POST,
-                "/element",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-        let id = e[ELEMENT]
-            .as_str()
-            .unwrap_or_else(|| panic!("no element {css}: {e}"))
-            .to_string();
+        let id = self.element(css).await;
         self.call(
             reqwest::Method::POST,
             &format!("/element/{id}/value"),
