@@ -5,6 +5,7 @@
 //! latest event at or before the conversion that came from somewhere, else `(direct)`.
 //! A conversion is worth the goal's fixed value, or the number in its event property.
 
+use crate::conversions::rate;
 use crate::params::{bad, Params};
 use crate::routes::{resolve, with_compare};
 use crate::ApiState;
@@ -139,12 +140,7 @@ pub async fn attribution(
     let rows: Vec<Value> = rows
         .iter()
         .map(|(channel, n, r)| {
-            let share = if total == 0 {
-                0.0
-            } else {
-                (*n as f64 / total as f64 * 10_000.0).round() / 10_000.0
-            };
-            json!({ "channel": channel, "conversions": n, "revenue": money(*r), "share": share })
+            json!({ "channel": channel, "conversions": n, "revenue": money(*r), "share": rate(*n, total) })
         })
         .collect();
     let body = json!({ "data": {

@@ -20,8 +20,8 @@ use web::site::{
 };
 use web::{ApiError, ApiResult, Caller};
 
-/// `part / whole` rounded to 4 places (0 when `whole` is 0).
-fn rate(part: u64, whole: u64) -> f64 {
+/// `part / whole` rounded to 4 places (0 when `whole` is 0): every rate and share here.
+pub(crate) fn rate(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         return 0.0;
     }

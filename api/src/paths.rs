@@ -2,6 +2,7 @@
 //! before an anchor page or event) and `GET /api/websites/{id}/retention` (visitor cohorts by
 //! first day, week or month, and how many were seen again each period after).
 
+use crate::conversions::rate;
 use crate::params::{bad, Params};
 use crate::period::{offset_segments, Period};
 use crate::routes::{granularity_name, resolve, with_compare};
@@ -19,13 +20,6 @@ use web::{ApiResult, Caller};
 /// The most branches a journey lists, most common first.
 const MAX_BRANCHES: usize = 50;
 const MAX_ANCHOR: usize = 500;
-
-fn rate(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        return 0.0;
-    }
-    (part as f64 / whole as f64 * 10_000.0).round() / 10_000.0
-}
 
 /// Identical paths counted, most sessions first, then by path.
 pub fn branches(paths: Vec<Vec<String>>) -> Vec<(Vec<String>, u64)> {
